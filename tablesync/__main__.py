@@ -1,0 +1,5 @@
+"""``python -m tablesync`` runs the CLI."""
+
+from tablesync.cli import app
+
+app()

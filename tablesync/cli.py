@@ -1,0 +1,69 @@
+"""The ``tablesync`` command line: parses arguments, calls the library, prints results.
+
+The only module that imports typer. Every :class:`~tablesync.errors.TablesyncError` is
+turned into one red line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from tablesync.errors import ConfigError, TablesyncError
+
+app = typer.Typer(
+    help="Offline-first sync between local SQLite databases and Supabase.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+sync_app = typer.Typer(help="Operate a system's sync: now, status, conflicts, reset.",
+                       no_args_is_help=True)
+app.add_typer(sync_app, name="sync")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_state = {"debug": False}
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+def handle_errors(func: F) -> F:
+    """Turn TablesyncError into one line on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TablesyncError as exc:
+            if _state["debug"]:
+                raise
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    """tablesync: declarative table sync between SQLite and Supabase."""
+    _state["debug"] = debug
+
+
+@app.command()
+def version() -> None:
+    """Print tablesync's version."""
+    from importlib.metadata import version as _v
+
+    typer.echo(_v("tablesync"))
+
+
+def run() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

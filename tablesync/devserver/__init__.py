@@ -1,0 +1,1 @@
+"""The local Supabase-compatible backend (``tablesync devserver``) on a real PostgreSQL."""
