@@ -1,0 +1,573 @@
+"""The engine's state machine, without I/O: ``SyncMachine.handle(event) -> [Instruction]``.
+
+The engine feeds everything that happens (config found, sign-in result, websocket up or
+down, timer fired, local change, push or pull result, stop) into :meth:`SyncMachine.handle`
+from one consumer, and carries out the instructions it gets back (authenticate, connect
+Realtime, start a push or a catch-up, schedule a timer, report the state). The machine
+never sleeps, reads the clock or touches a socket, so every behaviour is a transcript
+(``tests/golden/transcripts/*.json``).
+
+States (design section 4):
+
+* ``local_only``   no ``[supabase]`` config: the app works, changes queue.
+* ``connecting``   signing in or refreshing a token.
+* ``connected``    signed in, the last remote call succeeded, nothing running.
+* ``syncing``      a push or a catch-up pull is running.
+* ``disconnected`` the remote is unreachable; a retry is scheduled (``offline`` once the
+                   backoff is exhausted: then the retry is slow).
+* ``failed``       sync stopped; ``reauth_required`` when the refresh token is dead or the
+                   credentials are refused (``tablesync login`` then ``sync now`` resumes).
+
+Rules: one cycle (push or pull) at a time; a trigger that arrives while one runs is
+remembered and runs right after (never concurrently, never lost); a local change is
+debounced (the first change arms the timer, later ones do not push it back, so a steady
+write stream still syncs every ``debounce`` seconds); a push that reports a backlog is
+followed at once by the next batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+from tablesync.backoff import Backoff
+
+__all__ = [
+    "AuthFailed", "AuthOk", "Authenticate", "CancelTimer", "ConfigAbsent", "ConfigPresent",
+    "ConnectRealtime", "DisconnectRealtime", "Event", "GoOffline", "Instruction",
+    "LocalChange", "MachineSettings", "PullResult", "PushResult", "ReportState",
+    "ScheduleTimer", "Shutdown", "StartCatchUp", "StartPush", "State", "Stop",
+    "SyncMachine", "SyncRequested", "Tick", "UpdateToken", "WsDown", "WsUp",
+    "event_from_dict",
+]
+
+
+class State(str, Enum):
+    """Engine states shown by ``sync status``."""
+
+    LOCAL_ONLY = "local_only"
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    SYNCING = "syncing"
+    FAILED = "failed"
+
+
+# Timer names (the engine keeps one pending timer per name).
+PUSH_TIMER = "push"
+DEBOUNCE_TIMER = "debounce"
+RETRY_TIMER = "retry"
+POLL_TIMER = "poll"
+REFRESH_TIMER = "refresh"
+TIMERS = (PUSH_TIMER, DEBOUNCE_TIMER, RETRY_TIMER, POLL_TIMER, REFRESH_TIMER)
+
+# Outcomes of a push or pull as reported by the engine.
+OK, TRANSIENT, AUTH, FORBIDDEN, PAYLOAD = "ok", "transient", "auth", "forbidden", "payload"
+# Kinds of auth failure.
+AUTH_TRANSIENT, AUTH_REJECTED, AUTH_DEAD = "transient", "rejected", "dead"
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened; ``kind`` is its name in transcripts."""
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        Event.registry[cls.kind] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class ConfigPresent(Event):
+    """``[supabase]`` is configured (at start, or added later)."""
+
+    kind: ClassVar[str] = "config_present"
+
+
+@dataclass(frozen=True)
+class ConfigAbsent(Event):
+    """No ``[supabase]`` config (at start, or removed): local-only mode."""
+
+    kind: ClassVar[str] = "config_absent"
+
+
+@dataclass(frozen=True)
+class AuthOk(Event):
+    """Signed in or refreshed; the access token lives ``expires_in`` more seconds."""
+
+    kind: ClassVar[str] = "auth_ok"
+    expires_in: float = 3600.0
+
+
+@dataclass(frozen=True)
+class AuthFailed(Event):
+    """Sign-in/refresh failed: ``transient`` (network, 5xx, 429), ``rejected``
+    (bad credentials) or ``dead`` (refresh token revoked or reused)."""
+
+    kind: ClassVar[str] = "auth_failed"
+    reason: str = AUTH_TRANSIENT
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class WsUp(Event):
+    """Every table's Realtime subscription is live ("Subscribed to PostgreSQL")."""
+
+    kind: ClassVar[str] = "ws_up"
+
+
+@dataclass(frozen=True)
+class WsDown(Event):
+    """The websocket or a subscription dropped; the client reconnects by itself."""
+
+    kind: ClassVar[str] = "ws_down"
+
+
+@dataclass(frozen=True)
+class Tick(Event):
+    """The timer ``name`` fired."""
+
+    kind: ClassVar[str] = "tick"
+    name: str = PUSH_TIMER
+
+
+@dataclass(frozen=True)
+class LocalChange(Event):
+    """The app wrote to a synced table (a new ``sync_queue`` entry)."""
+
+    kind: ClassVar[str] = "local_change"
+
+
+@dataclass(frozen=True)
+class SyncRequested(Event):
+    """``sync now``: push, then catch up, now (also retries a failed/offline engine)."""
+
+    kind: ClassVar[str] = "sync_requested"
+
+
+@dataclass(frozen=True)
+class PushResult(Event):
+    """A push batch finished with ``outcome``; ``backlog`` says more entries wait."""
+
+    kind: ClassVar[str] = "push_result"
+    outcome: str = OK
+    backlog: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class PullResult(Event):
+    """A catch-up pull finished with ``outcome``."""
+
+    kind: ClassVar[str] = "pull_result"
+    outcome: str = OK
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Stop(Event):
+    """Shut down: cancel timers, close the websocket; later events are ignored."""
+
+    kind: ClassVar[str] = "stop"
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Build an event from its transcript form ``{"event": kind, ...fields}``."""
+    data = dict(data)
+    kind = data.pop("event", None)
+    cls = Event.registry.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"event {kind!r}: unknown field(s) {sorted(unknown)}")
+    return cls(**data)
+
+
+# --------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """Something the engine must do; ``do`` is its name in transcripts."""
+
+    do: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"do": self.do, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Authenticate(Instruction):
+    """Sign in (stored tokens or email/password) or, with ``refresh``, refresh the token."""
+
+    do: ClassVar[str] = "authenticate"
+    refresh: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectRealtime(Instruction):
+    do: ClassVar[str] = "connect_realtime"
+
+
+@dataclass(frozen=True)
+class DisconnectRealtime(Instruction):
+    do: ClassVar[str] = "disconnect_realtime"
+
+
+@dataclass(frozen=True)
+class UpdateToken(Instruction):
+    """Hand the refreshed access token to the live Realtime channels."""
+
+    do: ClassVar[str] = "update_token"
+
+
+@dataclass(frozen=True)
+class StartPush(Instruction):
+    """Push one batch of pending changes; answer with :class:`PushResult`."""
+
+    do: ClassVar[str] = "start_push"
+
+
+@dataclass(frozen=True)
+class StartCatchUp(Instruction):
+    """Run a catch-up pull over REST; answer with :class:`PullResult`."""
+
+    do: ClassVar[str] = "start_catch_up"
+
+
+@dataclass(frozen=True)
+class ScheduleTimer(Instruction):
+    """(Re)arm the timer ``name`` to fire a :class:`Tick` in ``delay`` seconds."""
+
+    do: ClassVar[str] = "schedule_timer"
+    name: str = ""
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class CancelTimer(Instruction):
+    do: ClassVar[str] = "cancel_timer"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class GoOffline(Instruction):
+    """Retries are exhausted: record offline mode; next try in ``retry_in`` seconds."""
+
+    do: ClassVar[str] = "go_offline"
+    retry_in: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReportState(Instruction):
+    """The state (or a flag) changed: publish it to status, metrics and logs."""
+
+    do: ClassVar[str] = "report_state"
+    state: str = ""
+    reason: str = ""
+    offline: bool = False
+    reauth_required: bool = False
+    realtime: bool = False
+
+
+@dataclass(frozen=True)
+class Shutdown(Instruction):
+    """Release everything (after :class:`Stop`)."""
+
+    do: ClassVar[str] = "shutdown"
+
+
+# -------------------------------------------------------------------------- machine
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    """Timing knobs (seconds), from ``[sync]``.
+
+    Args:
+        interval: push period without other triggers.
+        debounce: delay between a local change and its push.
+        poll_interval: catch-up period while Realtime is off or down.
+        realtime: use Realtime at all.
+        refresh_margin: refresh the token this long before it expires (at most half its life).
+        min_refresh: never schedule a refresh sooner than this.
+    """
+
+    interval: float = 10.0
+    debounce: float = 0.05
+    poll_interval: float = 30.0
+    realtime: bool = True
+    refresh_margin: float = 90.0
+    min_refresh: float = 1.0
+
+
+@dataclass
+class _Flags:
+    running: str | None = None          # "push" | "pull" | None
+    push_pending: bool = False
+    pull_pending: bool = False
+    debounce_armed: bool = False
+    realtime_live: bool = False
+    offline: bool = False
+    reauth_required: bool = False
+    auth_retried: bool = False          # an auth error already caused one refresh
+    stopped: bool = False
+    reason: str = ""
+
+
+@dataclass
+class SyncMachine:
+    """Sans-I/O engine control: feed events to :meth:`handle`, execute the result."""
+
+    settings: MachineSettings = field(default_factory=MachineSettings)
+    backoff: Backoff = field(default_factory=Backoff)
+    state: State = State.DISCONNECTED
+    flags: _Flags = field(default_factory=_Flags)
+
+    def handle(self, event: Event) -> list[Instruction]:
+        """Process one event; return what the engine must do, in order."""
+        if self.flags.stopped:
+            return []
+        before = self._snapshot()
+        out: list[Instruction] = []
+        handler = getattr(self, "_on_" + event.kind)
+        handler(event, out)
+        if self._snapshot() != before:
+            out.append(self._report())
+        return out
+
+    # -- reporting
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        f = self.flags
+        return (self.state, f.offline, f.reauth_required, f.realtime_live, f.reason)
+
+    def _report(self) -> ReportState:
+        f = self.flags
+        return ReportState(self.state.value, f.reason, f.offline, f.reauth_required,
+                           f.realtime_live)
+
+    def _set(self, state: State, reason: str = "") -> None:
+        self.state, self.flags.reason = state, reason
+
+    @property
+    def _online(self) -> bool:
+        return self.state in (State.CONNECTED, State.SYNCING)
+
+    # -- config
+
+    def _on_config_present(self, _: Event, out: list[Instruction]) -> None:
+        if self.state in (State.LOCAL_ONLY, State.DISCONNECTED, State.FAILED):
+            self._begin_auth(out, refresh=False)
+
+    def _on_config_absent(self, _: Event, out: list[Instruction]) -> None:
+        self._cancel_all(out)
+        out.append(DisconnectRealtime())
+        self.flags = _Flags()
+        self.backoff.reset()
+        self._set(State.LOCAL_ONLY, "no [supabase] config")
+
+    # -- auth
+
+    def _begin_auth(self, out: list[Instruction], *, refresh: bool) -> None:
+        self.flags.reauth_required = False
+        self._set(State.CONNECTING, "refreshing token" if refresh else "signing in")
+        out.append(Authenticate(refresh=refresh))
+
+    def _on_auth_ok(self, ev: AuthOk, out: list[Instruction]) -> None:
+        margin = min(self.settings.refresh_margin, ev.expires_in / 2)
+        delay = max(self.settings.min_refresh, ev.expires_in - margin)
+        out.append(ScheduleTimer(REFRESH_TIMER, delay))
+        if self.state is not State.CONNECTING:
+            out.append(UpdateToken())      # a background refresh: nothing else changes
+            return
+        self._mark_online(out)
+        if self.settings.realtime and not self.flags.realtime_live:
+            out.append(ConnectRealtime())
+        out.append(ScheduleTimer(PUSH_TIMER, self.settings.interval))
+        if not self.settings.realtime:
+            out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+            self.flags.pull_pending = True
+        self.flags.push_pending = True     # drain whatever queued while we were away
+        self._start_next(out)
+
+    def _on_auth_failed(self, ev: AuthFailed, out: list[Instruction]) -> None:
+        if ev.reason == AUTH_TRANSIENT:
+            self._fail_transient(out, ev.retry_after, "auth server unreachable")
+            return
+        self._cancel_all(out)
+        out.append(DisconnectRealtime())
+        f = self.flags
+        f.push_pending |= f.running == "push"
+        f.pull_pending |= f.running == "pull"
+        f.running, f.realtime_live, f.reauth_required = None, False, True
+        self._set(State.FAILED, "re-auth required: run `tablesync login`")
+
+    # -- realtime
+
+    def _on_ws_up(self, _: Event, out: list[Instruction]) -> None:
+        if not self.settings.realtime or self.state in (State.LOCAL_ONLY, State.FAILED):
+            return
+        self.flags.realtime_live = True
+        out.append(CancelTimer(POLL_TIMER))
+        self.flags.pull_pending = True     # realtime is a hint: catch up after every join
+        if self._online:
+            self._start_next(out)
+
+    def _on_ws_down(self, _: Event, out: list[Instruction]) -> None:
+        if not self.flags.realtime_live:
+            return
+        self.flags.realtime_live = False
+        out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+
+    # -- triggers
+
+    def _on_tick(self, ev: Tick, out: list[Instruction]) -> None:
+        name = ev.name
+        if self.state in (State.FAILED, State.LOCAL_ONLY):
+            return                         # a stale timer: everything was cancelled
+        if name == REFRESH_TIMER:
+            out.append(Authenticate(refresh=True))
+            return
+        if name == RETRY_TIMER:
+            self._on_retry(out)
+            return
+        if name == PUSH_TIMER:
+            out.append(ScheduleTimer(PUSH_TIMER, self.settings.interval))
+            self._want(out, push=True)
+        elif name == DEBOUNCE_TIMER:
+            self.flags.debounce_armed = False
+            self._want(out, push=True)
+        elif name == POLL_TIMER and not self.flags.realtime_live:
+            out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+            self._want(out, pull=True)
+
+    def _on_local_change(self, _: Event, out: list[Instruction]) -> None:
+        if not self._online:
+            self.flags.push_pending |= self.state is not State.LOCAL_ONLY
+            return
+        if self.flags.debounce_armed:
+            return
+        self.flags.debounce_armed = True
+        out.append(ScheduleTimer(DEBOUNCE_TIMER, self.settings.debounce))
+
+    def _on_sync_requested(self, _: Event, out: list[Instruction]) -> None:
+        if self.state is State.LOCAL_ONLY:
+            return
+        if self.state is State.FAILED:
+            self._begin_auth(out, refresh=False)
+            return
+        if self.state is State.DISCONNECTED:
+            out.append(CancelTimer(RETRY_TIMER))
+            self.flags.push_pending = self.flags.pull_pending = True
+            self._on_retry(out)
+            return
+        self._want(out, push=True, pull=True)
+
+    def _want(self, out: list[Instruction], *, push: bool = False, pull: bool = False) -> None:
+        self.flags.push_pending |= push
+        self.flags.pull_pending |= pull
+        if self._online:
+            self._start_next(out)
+
+    def _start_next(self, out: list[Instruction]) -> None:
+        f = self.flags
+        if f.running is not None:
+            return
+        if f.push_pending:
+            f.push_pending, f.running = False, "push"
+            out.append(StartPush())
+        elif f.pull_pending:
+            f.pull_pending, f.running = False, "pull"
+            out.append(StartCatchUp())
+        else:
+            self._set(State.CONNECTED)
+            return
+        self._set(State.SYNCING)
+
+    # -- results
+
+    def _on_push_result(self, ev: PushResult, out: list[Instruction]) -> None:
+        if self.flags.running != "push":
+            return
+        self._finish(ev.outcome, ev.retry_after, out, push=True, backlog=ev.backlog)
+
+    def _on_pull_result(self, ev: PullResult, out: list[Instruction]) -> None:
+        if self.flags.running != "pull":
+            return
+        self._finish(ev.outcome, ev.retry_after, out, push=False, backlog=False)
+
+    def _finish(self, outcome: str, retry_after: float | None, out: list[Instruction],
+                *, push: bool, backlog: bool) -> None:
+        f = self.flags
+        f.running = None
+        if outcome in (OK, FORBIDDEN):          # forbidden rows are parked by the engine
+            f.auth_retried = False
+            self._mark_online(out)
+            if push and backlog:
+                f.push_pending = True
+            self._start_next(out)
+            return
+        if push:
+            f.push_pending = True
+        else:
+            f.pull_pending = True
+        if outcome == AUTH:
+            if f.auth_retried:
+                self._on_auth_failed(AuthFailed(AUTH_REJECTED), out)
+                return
+            f.auth_retried = True
+            self._begin_auth(out, refresh=True)
+            return
+        reason = "malformed response from the server" if outcome == PAYLOAD else "server unreachable"
+        self._fail_transient(out, retry_after, reason)
+
+    def _mark_online(self, out: list[Instruction]) -> None:
+        if self.flags.offline:
+            self.flags.offline = False
+        self.backoff.reset()
+        self._set(State.CONNECTED)
+
+    def _fail_transient(self, out: list[Instruction], retry_after: float | None,
+                        reason: str) -> None:
+        delay = self.backoff.next_delay(retry_after)
+        out.append(ScheduleTimer(RETRY_TIMER, delay))
+        if self.backoff.offline and not self.flags.offline:
+            self.flags.offline = True
+            out.append(GoOffline(delay))
+        self._set(State.DISCONNECTED, reason)
+
+    def _on_retry(self, out: list[Instruction]) -> None:
+        if self.state is State.DISCONNECTED:
+            if self.flags.reason == "auth server unreachable":
+                self._begin_auth(out, refresh=False)
+                return
+            self._set(State.CONNECTED)
+            self._start_next(out)
+
+    # -- stop
+
+    def _on_stop(self, _: Event, out: list[Instruction]) -> None:
+        self._cancel_all(out)
+        out.append(DisconnectRealtime())
+        out.append(Shutdown())
+        self.flags.stopped = True
+        self.flags.realtime_live = False
+        self.flags.running = None
+        if self.state is not State.LOCAL_ONLY:
+            self._set(State.DISCONNECTED, "stopped")
+
+    def _cancel_all(self, out: list[Instruction]) -> None:
+        out.extend(CancelTimer(name) for name in TIMERS)
+        self.flags.debounce_armed = False
