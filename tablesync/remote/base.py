@@ -1,0 +1,265 @@
+"""The ``Remote`` seam: what the engine needs from Supabase, and how failures are typed.
+
+The engine talks to the backend only through :class:`Remote` (REST part, blocking, called
+from the engine's worker thread) and :class:`Subscriber` (Realtime, asyncio-based). Real
+implementations: :mod:`tablesync.remote.rest` and :mod:`tablesync.remote.realtime`; an
+in-memory one lives in :mod:`tablesync.remote.memory`.
+
+Failure mapping (one place, used by every implementation, see :func:`error_for_status`):
+
+=====================================  ====================================================
+network error, timeout, 5xx            :class:`~tablesync.errors.TransientRemoteError`
+429 (any layer)                        ``TransientRemoteError`` with ``retry_after``
+401 + message "JWT expired"            :class:`ExpiredTokenError` (refresh, retry once)
+401 otherwise, GoTrue 400 grants       :class:`~tablesync.errors.AuthError` (re-auth)
+403, SQLSTATE 42501                    :class:`ForbiddenError`
+other 4xx                              :class:`~tablesync.errors.RemoteError`
+malformed / oversized / bad rows       :class:`~tablesync.errors.PayloadError`
+=====================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+
+from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
+from tablesync.model import TableSpec
+from tablesync.vault import Secret, Tokens
+
+__all__ = [
+    "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
+    "ForbiddenError", "MAX_PAGE", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
+    "TokenSource", "error_for_status", "parse_outcomes", "validate_row",
+]
+
+MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
+APPLY_OUTCOMES = ("applied", "duplicate", "superseded", "forbidden", "error")
+
+# Sync columns on the server and their JSON types (None allowed where marked).
+SYNC_COLUMNS: dict[str, tuple[str, bool]] = {
+    "_ts_hlc": ("int", False), "_ts_origin": ("text", False), "_ts_deleted": ("bool", False),
+    "_ts_base_hlc": ("int", False), "_ts_base_origin": ("text", False),
+    "_ts_seq": ("int", True), "_ts_xid": ("int", True),
+}
+
+
+class ExpiredTokenError(AuthError):
+    """The access token expired (PostgREST 401 "JWT expired", PGRST301/PGRST303)."""
+
+
+class DeadSessionError(AuthError):
+    """The refresh token is dead (revoked, reused, session ended): re-auth required."""
+
+
+class ForbiddenError(RemoteError):
+    """The server refused the write or read (403 / SQLSTATE 42501, e.g. RLS)."""
+
+
+# ----------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """One element of the apply RPC's answer (same order as the pushed rows)."""
+
+    id: str
+    outcome: str
+    row: dict[str, Any] | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class TableChannel:
+    """A Realtime subscription: ``table`` filtered on ``<scope>=eq.<system_id>``."""
+
+    table: str
+    scope: str
+    system_id: str
+
+    @property
+    def topic(self) -> str:
+        return f"realtime:{self.table}"
+
+    @property
+    def filter(self) -> str:
+        return f"{self.scope}=eq.{self.system_id}"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A ``postgres_changes`` record as received (a hint: the engine applies by LWW)."""
+
+    table: str
+    type: str                                   # INSERT | UPDATE | DELETE
+    record: dict[str, Any] = field(default_factory=dict)
+    old_record: dict[str, Any] = field(default_factory=dict)
+    commit_timestamp: str = ""
+    errors: tuple[str, ...] = ()
+
+
+class TokenSource(Protocol):
+    """Where REST and Realtime get the current access token from."""
+
+    def access_token(self) -> Secret | None:
+        """The token to send now (None: signed out, use the anon key)."""
+
+    def refresh_expired(self, expired: Secret | None) -> Secret:
+        """Refresh after ``expired`` was refused (single-flight; raises AuthError)."""
+
+
+class Remote(Protocol):
+    """The REST side of a Supabase project (blocking calls with timeouts)."""
+
+    def sign_in(self, email: str, password: Secret) -> Tokens: ...
+
+    def refresh(self, refresh_token: Secret) -> Tokens: ...
+
+    def apply(self, table: str, rows: Sequence[Mapping[str, Any]]) -> list[ApplyOutcome]: ...
+
+    def watermark(self) -> int: ...
+
+    def pull_page(self, table: str, scope: str, system_id: str, cursor: int,
+                  after_seq: int, limit: int = MAX_PAGE) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class Subscriber(Protocol):
+    """The Realtime side: live ``postgres_changes`` per table."""
+
+    async def run(self) -> None:
+        """Connect, join, deliver; reconnect with backoff until :meth:`stop`."""
+
+    def stop(self) -> None: ...
+
+    def set_token(self, token: Secret) -> None: ...
+
+
+OnChange = Callable[[ChangeEvent], Awaitable[None] | None]
+OnStatus = Callable[[str, bool], Awaitable[None] | None]
+
+
+# ---------------------------------------------------------------------- error mapping
+
+
+def error_for_status(status: int, body: Any, *, where: str,
+                     retry_after: float | None = None) -> RemoteError:
+    """The typed error for an HTTP error response (``body`` parsed JSON or text)."""
+    message, code = _message_and_code(body)
+    text = f"{where}: HTTP {status}" + (f" {code}" if code else "") + (
+        f": {message}" if message else "")
+    if status == 429:
+        return TransientRemoteError(text, status=status, code=code, retry_after=retry_after)
+    if status >= 500 or status == 408:
+        return TransientRemoteError(text, status=status, code=code, retry_after=retry_after)
+    if status == 401 and "jwt expired" in message.lower():
+        return ExpiredTokenError(text, status=status, code=code)
+    if status == 401:
+        return AuthError(text, status=status, code=code, hint="run `tablesync login`")
+    if status == 403 or code == "42501":
+        return ForbiddenError(text, status=status, code=code)
+    return RemoteError(text, status=status, code=code)
+
+
+def _message_and_code(body: Any) -> tuple[str, str | None]:
+    if isinstance(body, dict):
+        msg = next((str(body[k]) for k in ("message", "msg", "error_description", "error")
+                    if isinstance(body.get(k), str) and body.get(k)), "")
+        code = body.get("error_code") or body.get("code")
+        return msg, (str(code) if code is not None else None)
+    if isinstance(body, str):
+        return body.strip()[:200], None
+    return "", None
+
+
+# --------------------------------------------------------------------- validation
+
+
+def parse_outcomes(table: str, sent: Sequence[Mapping[str, Any]], body: Any,
+                   pk: str) -> list[ApplyOutcome]:
+    """Check the apply RPC's answer: one well-formed element per sent row, same order."""
+    if not isinstance(body, list) or len(body) != len(sent):
+        n = len(body) if isinstance(body, list) else type(body).__name__
+        raise PayloadError(f"apply {table}: expected {len(sent)} outcomes, got {n}")
+    out: list[ApplyOutcome] = []
+    for i, (item, row) in enumerate(zip(body, sent)):
+        where = f"apply {table} row {i}"
+        if not isinstance(item, dict) or item.get("outcome") not in APPLY_OUTCOMES:
+            raise PayloadError(f"{where}: malformed outcome {str(item)[:120]!r}")
+        rid = str(item.get("id"))
+        if rid != str(row.get(pk)):
+            raise PayloadError(f"{where}: outcome for id {rid!r}, expected {row.get(pk)!r}")
+        srow, msg = item.get("row"), item.get("message")
+        if srow is not None and not isinstance(srow, dict):
+            raise PayloadError(f"{where}: 'row' is not an object")
+        out.append(ApplyOutcome(rid, item["outcome"], srow, None if msg is None else str(msg)))
+    return out
+
+
+_KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    and math.isfinite(v),
+    "text": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)),
+    "scalar": lambda v: isinstance(v, (str, int, float, bool)),
+    "any": lambda v: True,
+}
+
+
+def column_kind(sql_type: str) -> str:
+    """A declared SQL type's JSON kind (SQLite affinity rules, plus BOOL/JSON)."""
+    t = sql_type.upper()
+    if "BOOL" in t:
+        return "bool"
+    if "INT" in t:
+        return "int"
+    if any(k in t for k in ("CHAR", "CLOB", "TEXT", "UUID", "DATE", "TIME")):
+        return "text"
+    if any(k in t for k in ("REAL", "FLOA", "DOUB")):
+        return "real"
+    if any(k in t for k in ("JSON", "BLOB", "BYTEA")) or not t:
+        return "any"
+    return "scalar"
+
+
+def validate_row(spec: TableSpec, row: Any, *, partial: bool = False,
+                 where: str = "") -> dict[str, Any]:
+    """Check a remote row against ``spec``; raise PayloadError naming table/row/column.
+
+    ``partial`` accepts missing columns (Realtime may omit unchanged TOAST values), but
+    never a missing primary key.
+    """
+    label = where or f"table {spec.name}"
+    if not isinstance(row, dict):
+        raise PayloadError(f"{label}: row is {type(row).__name__}, not an object")
+    key = row.get(spec.primary_key)
+    rid = f"{label} row {key!r}"
+    if key is None:
+        raise PayloadError(f"{label}: row without primary key {spec.primary_key!r}")
+    for name, value in row.items():
+        kind, nullable = _expected(spec, name, rid)
+        if value is None:
+            if not nullable:
+                raise PayloadError(f"{rid} column {name!r}: null in a NOT NULL column")
+        elif not _KIND_CHECKS[kind](value):
+            raise PayloadError(f"{rid} column {name!r}: expected {kind}, got "
+                               f"{type(value).__name__} {str(value)[:40]!r}")
+    if not partial:
+        missing = [c for c in (*spec.column_names, *SYNC_COLUMNS) if c not in row]
+        if missing:
+            raise PayloadError(f"{rid}: missing column(s) {', '.join(missing)}")
+    return row
+
+
+def _expected(spec: TableSpec, name: str, rid: str) -> tuple[str, bool]:
+    if name in SYNC_COLUMNS:
+        return SYNC_COLUMNS[name]
+    try:
+        col = spec.column(name)
+    except KeyError:
+        raise PayloadError(f"{rid}: unknown column {name!r}",
+                           hint="the server schema is ahead: run `tablesync generate`") from None
+    return column_kind(col.type), col.nullable and name != spec.primary_key
