@@ -30,7 +30,7 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
-    "ForbiddenError", "MAX_PAGE", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
+    "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
     "TokenSource", "error_for_status", "parse_outcomes", "validate_row",
 ]
 
@@ -99,6 +99,21 @@ class ChangeEvent:
     errors: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Page:
+    """One catch-up page: valid rows, rejected rows, and where the next page starts.
+
+    ``size`` counts every row received (a page with ``size < limit`` is the last);
+    ``last_seq`` is the highest ``_ts_seq`` seen, rejected rows included, so one bad row
+    never stalls the catch-up.
+    """
+
+    rows: list[dict[str, Any]]
+    rejected: list[PayloadError] = field(default_factory=list)
+    size: int = 0
+    last_seq: int | None = None
+
+
 class TokenSource(Protocol):
     """Where REST and Realtime get the current access token from."""
 
@@ -121,7 +136,7 @@ class Remote(Protocol):
     def watermark(self) -> int: ...
 
     def pull_page(self, table: str, scope: str, system_id: str, cursor: int,
-                  after_seq: int, limit: int = MAX_PAGE) -> list[dict[str, Any]]: ...
+                  after_seq: int, limit: int = MAX_PAGE) -> Page: ...
 
     def close(self) -> None: ...
 
