@@ -137,8 +137,7 @@ BEGIN
       NEW._ts_base_hlc := 0;
       NEW._ts_base_origin := '';
     END IF;
-  ELSIF {new_key} <= {old_key}
-        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
+  ELSIF {new_key} <= {old_key} THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
     NEW._ts_hlc := greatest({NOW_HLC}, OLD._ts_hlc + 1);
