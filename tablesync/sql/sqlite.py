@@ -58,10 +58,13 @@ OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     id INTEGER PRIMARY KEY,
     table_name TEXT NOT NULL,
     record_id TEXT NOT NULL,
+    winner_version TEXT NOT NULL,
+    loser_version TEXT NOT NULL,
     winner JSON NOT NULL,
     loser JSON NOT NULL,
     reason TEXT NOT NULL,
-    resolved_at TEXT NOT NULL
+    resolved_at TEXT NOT NULL,
+    UNIQUE (table_name, record_id, winner_version, loser_version)
 );""",
         """CREATE TABLE IF NOT EXISTS _tablesync_cursors (
     table_name TEXT PRIMARY KEY,
