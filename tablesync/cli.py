@@ -61,6 +61,46 @@ def version() -> None:
     typer.echo(_v("tablesync"))
 
 
+@app.command()
+@handle_errors
+def generate(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    out: str = typer.Option("generated", "--out", "-o",
+                            help="Output folder (relative to the current directory)."),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 naming stale files (for CI)."),
+    migrate: bool = typer.Option(True, "--migrate/--no-migrate",
+                                 help="Also migrate the local SQLite database if it exists."),
+) -> None:
+    """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
+    from pathlib import Path
+
+    from tablesync import generate as gen
+    from tablesync.project import load_project
+
+    project = load_project(config)
+    arts = gen.artifacts(project, Path(out))
+    if check:
+        stale = gen.stale(arts)
+        if stale:
+            typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
+                        + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_ERROR)
+        typer.echo("generated files are up to date")
+        return
+    changed = gen.write(arts)
+    for path in changed:
+        typer.echo(f"wrote {path}")
+    if not changed:
+        typer.echo("generated files are up to date")
+    db = project.config.database_path
+    if migrate and db.exists():
+        from tablesync.migrations import migrate_database
+
+        for step in migrate_database(db, project):
+            typer.echo(f"migrated {db}: {step}")
+
+
 def run() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -1,0 +1,1 @@
+"""SQL generators (the only sqlglot importers): pure functions returning SQL text."""

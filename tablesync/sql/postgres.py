@@ -1,0 +1,303 @@
+"""Postgres/Supabase DDL per the shared contract (docs/generate.md): idempotent, re-runnable.
+
+Per synced table: the table with its ``_ts_*`` columns (``ADD COLUMN IF NOT EXISTS`` for
+migrations, a guard refusing type changes and dropped columns), indexes, a BEFORE trigger
+stamping ``_ts_seq``/``_ts_xid`` and a server version, RLS with policies on the scope
+column, publication membership, the batch apply function ``tablesync_apply_<table>``
+(the conflict rule of :mod:`tablesync.lww` as one SQL row comparison) and grants.
+"""
+
+from __future__ import annotations
+
+from tablesync.model import DeletePolicy, TableSpec
+from tablesync.sql.base import create_table_sql, default_sql, ident, lit, qualified, type_sql
+
+D = "postgres"
+SEQ = "public.tablesync_change_seq"
+ROLES = "authenticated, service_role"
+CLAIM = "(auth.jwt() -> 'app_metadata' ->> 'system_id')"
+TS_COLUMNS = (
+    ("_ts_hlc", "BIGINT NOT NULL DEFAULT 0"),
+    ("_ts_origin", "TEXT NOT NULL DEFAULT ''"),
+    ("_ts_deleted", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("_ts_base_hlc", "BIGINT NOT NULL DEFAULT 0"),
+    ("_ts_base_origin", "TEXT NOT NULL DEFAULT ''"),
+    ("_ts_seq", "BIGINT"),
+    ("_ts_xid", "BIGINT"),
+)
+VERSION_COLUMNS = ("_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
+NOW_HLC = "((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16)"
+
+
+def apply_function_name(table: str) -> str:
+    return f"tablesync_apply_{table}"
+
+
+def _t(spec: TableSpec) -> str:
+    return qualified("public", spec.name, D)
+
+
+def sort_key_sql(row: str, policy: DeletePolicy) -> str:
+    """lww.sort_key as a SQL row value of record variable ``row`` (text compared as C)."""
+    if policy is DeletePolicy.EDIT_WINS:
+        pos_hlc = f"CASE WHEN {row}._ts_deleted THEN {row}._ts_base_hlc ELSE {row}._ts_hlc END"
+        pos_org = (f"(CASE WHEN {row}._ts_deleted THEN {row}._ts_base_origin "
+                   f"ELSE {row}._ts_origin END)")
+    else:
+        pos_hlc, pos_org = f"{row}._ts_hlc", f"{row}._ts_origin"
+    return (f'ROW({pos_hlc}, {pos_org} COLLATE "C", {row}._ts_deleted::int, '
+            f'{row}._ts_hlc, {row}._ts_origin COLLATE "C")')
+
+
+def preamble_sql() -> str:
+    """Objects shared by every table: the change sequence and the watermark function."""
+    return f"""CREATE SEQUENCE IF NOT EXISTS {SEQ};
+GRANT USAGE, SELECT ON SEQUENCE {SEQ} TO {ROLES};
+
+CREATE OR REPLACE FUNCTION public.tablesync_watermark() RETURNS bigint
+LANGUAGE sql STABLE SECURITY INVOKER AS $$
+  SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+$$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_watermark() FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};"""
+
+
+def table_sql(spec: TableSpec, ddl: str) -> str:
+    """CREATE TABLE IF NOT EXISTS + ADD COLUMN IF NOT EXISTS for every column + guard."""
+    extra = ", ".join(f"{n} {t}" for n, t in TS_COLUMNS)
+    parts = [create_table_sql(ddl, D, schema="public", extra_columns=extra) + ";"]
+    for col in spec.columns:
+        if col.name == spec.primary_key:
+            continue
+        clause = f"{ident(col.name, D)} {type_sql(col, D)}"
+        default = default_sql(col, D)
+        clause += f" DEFAULT {default}" if default is not None else ""
+        clause += "" if col.nullable else " NOT NULL"
+        parts.append(f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {clause};")
+    for name, decl in TS_COLUMNS:
+        parts.append(f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {name} {decl};")
+    parts.append(_guard_sql(spec))
+    return "\n".join(parts)
+
+
+def _guard_sql(spec: TableSpec) -> str:
+    """A DO block refusing (with a clear error) a changed type or a dropped column."""
+    declared = ", ".join(lit(c, D) for c in spec.column_names)
+    checks = "\n".join(
+        f"  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = {lit('public.' + spec.name, D)}"
+        f"::regclass AND attname = {lit(c.name, D)} AND NOT attisdropped) IS DISTINCT FROM "
+        f"to_regtype({lit(type_sql(c, D), D)}) THEN\n"
+        f"    RAISE EXCEPTION 'tablesync: public.{spec.name}.{c.name} has type %% in the database "
+        f"but {type_sql(c, D)} in {spec.schema_file}; type changes are not migrated', "
+        f"(SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+        f"{lit('public.' + spec.name, D)}::regclass AND attname = {lit(c.name, D)});\n  END IF;"
+        for c in spec.columns)
+    return f"""DO $tablesync$
+DECLARE extra text;
+BEGIN
+{checks}
+  SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
+   WHERE attrelid = {lit('public.' + spec.name, D)}::regclass AND attnum > 0
+     AND NOT attisdropped AND attname NOT LIKE '\\_ts\\_%' AND attname NOT IN ({declared});
+  IF extra IS NOT NULL THEN
+    RAISE EXCEPTION 'tablesync: public.{spec.name} has column(s) % not declared in {spec.schema_file}; dropping columns is not migrated', extra;
+  END IF;
+END
+$tablesync$;""".replace("%%", "%")
+
+
+def indexes_sql(spec: TableSpec) -> str:
+    seq_ix = ident(f"tablesync_{spec.name}_seq", D)
+    xid_ix = ident(f"tablesync_{spec.name}_scope_xid", D)
+    return (f"CREATE INDEX IF NOT EXISTS {seq_ix} ON {_t(spec)} (_ts_seq);\n"
+            f"CREATE INDEX IF NOT EXISTS {xid_ix} ON {_t(spec)} "
+            f"({ident(spec.scope, D)}, _ts_xid);")
+
+
+def stamp_trigger_sql(spec: TableSpec) -> str:
+    """BEFORE INSERT OR UPDATE: sequence, xid, and a server version when none was brought."""
+    fn = qualified("public", f"tablesync_stamp_{spec.name}", D)
+    trg = ident("tablesync_stamp", D)
+    new_key = sort_key_sql("NEW", spec.on_delete_conflict)
+    old_key = sort_key_sql("OLD", spec.on_delete_conflict)
+    return f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
+LANGUAGE plpgsql AS $tablesync$
+BEGIN
+  NEW._ts_seq := nextval('{SEQ}');
+  NEW._ts_xid := pg_current_xact_id()::text::bigint;
+  NEW._ts_hlc := coalesce(NEW._ts_hlc, 0);
+  NEW._ts_origin := coalesce(NEW._ts_origin, '');
+  NEW._ts_deleted := coalesce(NEW._ts_deleted, false);
+  NEW._ts_base_hlc := coalesce(NEW._ts_base_hlc, 0);
+  NEW._ts_base_origin := coalesce(NEW._ts_base_origin, '');
+  IF TG_OP = 'INSERT' THEN
+    IF NEW._ts_hlc = 0 THEN
+      NEW._ts_hlc := {NOW_HLC};
+      NEW._ts_origin := 'server';
+      NEW._ts_base_hlc := 0;
+      NEW._ts_base_origin := '';
+    END IF;
+  ELSIF {new_key} <= {old_key} THEN
+    NEW._ts_base_hlc := OLD._ts_hlc;
+    NEW._ts_base_origin := OLD._ts_origin;
+    NEW._ts_hlc := greatest({NOW_HLC}, OLD._ts_hlc + 1);
+    NEW._ts_origin := 'server';
+  END IF;
+  RETURN NEW;
+END
+$tablesync$;
+DROP TRIGGER IF EXISTS {trg} ON {_t(spec)};
+CREATE TRIGGER {trg} BEFORE INSERT OR UPDATE ON {_t(spec)}
+  FOR EACH ROW EXECUTE FUNCTION {fn}();"""
+
+
+def rls_sql(spec: TableSpec) -> str:
+    """RLS on, one policy per command tying the scope column to the JWT's system id."""
+    t, scope = _t(spec), ident(spec.scope, D)
+    cond = f"{scope} = {CLAIM}"
+    policies = (("tablesync_select", "SELECT", f"USING ({cond})"),
+                ("tablesync_insert", "INSERT", f"WITH CHECK ({cond})"),
+                ("tablesync_update", "UPDATE", f"USING ({cond}) WITH CHECK ({cond})"),
+                ("tablesync_delete", "DELETE", f"USING ({cond})"))
+    parts = [f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;"]
+    for name, cmd, clause in policies:
+        parts.append(f"DROP POLICY IF EXISTS {ident(name, D)} ON {t};")
+        parts.append(f"CREATE POLICY {ident(name, D)} ON {t} FOR {cmd} TO authenticated "
+                     f"{clause};")
+    return "\n".join(parts)
+
+
+def publication_sql(spec: TableSpec) -> str:
+    return f"""DO $tablesync$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'supabase_realtime'
+                 AND schemaname = 'public' AND tablename = {lit(spec.name, D)}) THEN
+    ALTER PUBLICATION supabase_realtime ADD TABLE {_t(spec)};
+  END IF;
+END
+$tablesync$;"""
+
+
+def apply_function_sql(spec: TableSpec) -> str:
+    """``tablesync_apply_<table>(rows jsonb) returns jsonb``: the LWW rule per row."""
+    t, pk = _t(spec), ident(spec.primary_key, D)
+    fn = qualified("public", apply_function_name(spec.name), D)
+    cols = spec.column_names + VERSION_COLUMNS
+    set_cols = ", ".join(ident(c, D) for c in cols)
+    set_vals = ", ".join(f"inc.{ident(c, D)}" for c in cols)
+    inc_key = sort_key_sql("inc", spec.on_delete_conflict)
+    cur_key = sort_key_sql("cur", spec.on_delete_conflict)
+    pk_key = lit(spec.primary_key, D)
+    defaults = "".join(
+        f"\n        IF NOT (r ? {lit(c.name, D)}) THEN inc.{ident(c.name, D)} := {default_sql(c, D)};"
+        f" END IF;" for c in spec.columns if c.default is not None)
+    return f"""CREATE OR REPLACE FUNCTION {fn}(rows jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, public AS $tablesync$
+DECLARE
+  r jsonb;
+  inc {t};
+  cur {t};
+  have_cur boolean;
+  rid text;
+  n integer;
+  res jsonb;
+  result jsonb := '[]'::jsonb;
+BEGIN
+  IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
+    RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
+  END IF;
+  FOR r IN SELECT value FROM jsonb_array_elements(rows) LOOP
+    res := NULL;
+    rid := CASE WHEN jsonb_typeof(r) = 'object' THEN r ->> {pk_key} END;
+    BEGIN
+      IF rid IS NULL THEN
+        RAISE EXCEPTION 'row is not an object with a non-null %', {pk_key}
+          USING ERRCODE = '22023';
+      END IF;
+      inc := jsonb_populate_record(NULL::{t}, r);
+      SELECT * INTO cur FROM {t} WHERE {pk} = inc.{pk} FOR UPDATE;
+      have_cur := FOUND;
+      IF NOT have_cur THEN{defaults}
+        inc._ts_hlc := coalesce((r ->> '_ts_hlc')::bigint, 0);
+        inc._ts_origin := coalesce(r ->> '_ts_origin', '');
+        inc._ts_deleted := coalesce((r ->> '_ts_deleted')::boolean, false);
+        inc._ts_base_hlc := coalesce((r ->> '_ts_base_hlc')::bigint, 0);
+        inc._ts_base_origin := coalesce(r ->> '_ts_base_origin', '');
+        INSERT INTO {t} ({set_cols}) VALUES ({set_vals}) ON CONFLICT ({pk}) DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n = 1 THEN
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+                                    'message', NULL);
+        ELSE
+          SELECT * INTO cur FROM {t} WHERE {pk} = inc.{pk} FOR UPDATE;
+          have_cur := FOUND;
+          IF NOT have_cur THEN
+            res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+              'message', 'the record exists but is not visible to this system');
+          END IF;
+        END IF;
+      END IF;
+      IF res IS NULL THEN
+        inc := jsonb_populate_record(cur, r);
+        inc._ts_hlc := coalesce((r ->> '_ts_hlc')::bigint, 0);
+        inc._ts_origin := coalesce(r ->> '_ts_origin', '');
+        inc._ts_deleted := coalesce((r ->> '_ts_deleted')::boolean, false);
+        inc._ts_base_hlc := coalesce((r ->> '_ts_base_hlc')::bigint, 0);
+        inc._ts_base_origin := coalesce(r ->> '_ts_base_origin', '');
+        IF {inc_key} > {cur_key} THEN
+          UPDATE {t} SET ({set_cols}) = ROW({set_vals}) WHERE {pk} = cur.{pk};
+          GET DIAGNOSTICS n = ROW_COUNT;
+          IF n = 1 THEN
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+                                      'message', NULL);
+          ELSE
+            res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+              'message', 'the record is not writable by this system');
+          END IF;
+        ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+                                    'message', NULL);
+        ELSE
+          res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
+                                    'message', NULL);
+        END IF;
+      END IF;
+    EXCEPTION
+      WHEN insufficient_privilege THEN
+        res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+                                  'message', SQLERRM);
+      WHEN OTHERS THEN
+        res := jsonb_build_object('id', rid, 'outcome', 'error', 'row', NULL,
+                                  'message', SQLSTATE || ': ' || SQLERRM);
+    END;
+    result := result || jsonb_build_array(res);
+  END LOOP;
+  RETURN result;
+END
+$tablesync$;"""
+
+
+def grants_sql(spec: TableSpec) -> str:
+    t = _t(spec)
+    fn = qualified("public", apply_function_name(spec.name), D)
+    return (f"REVOKE ALL ON {t} FROM anon;\n"
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO {ROLES};\n"
+            f"REVOKE EXECUTE ON FUNCTION {fn}(jsonb) FROM PUBLIC, anon;\n"
+            f"GRANT EXECUTE ON FUNCTION {fn}(jsonb) TO {ROLES};")
+
+
+def table_objects_sql(spec: TableSpec, ddl: str) -> str:
+    """Everything for one table, in dependency order."""
+    return "\n\n".join([f"-- table {spec.name} ({spec.on_delete_conflict.value})",
+                        table_sql(spec, ddl), indexes_sql(spec), stamp_trigger_sql(spec),
+                        rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
+                        grants_sql(spec)])
+
+
+def schema_sql(tables: tuple[TableSpec, ...], ddl: dict[str, str]) -> str:
+    """The whole ``supabase.sql`` (idempotent; run it again to migrate)."""
+    parts = ["-- Generated by `tablesync generate`; do not edit. Postgres/Supabase.",
+             "-- Idempotent: re-run after adding tables or columns to migrate.",
+             preamble_sql()]
+    parts += [table_objects_sql(spec, ddl[spec.name]) for spec in tables]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,158 @@
+"""SQLite DDL: user tables, ``sync_queue``, tablesync's own tables, capture triggers.
+
+Capture design (measured in docs/benchmarks.md, "Capture"): one queue row per changed
+row, no JSON for INSERT/UPDATE (``record_data`` stays NULL; the push reads the latest row
+image inside the same read transaction as the queue entries, and coalescing pushes the
+latest state anyway), the old image as JSON for DELETE (the row is gone afterwards). The
+HLC stamp is ``max(now_ms << 16, observed clock + 1, last queued hlc + 1)``: the last
+queued hlc is found through the rowid (``ORDER BY id DESC LIMIT 1``), so capture writes
+nothing but the queue row. The echo guard is a flag in ``_tablesync_state`` that the
+store sets inside its apply transaction, invisible to other connections.
+"""
+
+from __future__ import annotations
+
+from tablesync.model import TableSpec
+from tablesync.sql.base import create_table_sql, ident, lit
+
+D = "sqlite"
+TRIGGER_PREFIX = "tablesync_"
+QUEUE_EXTRA_COLUMNS = {"hlc": "INTEGER NOT NULL DEFAULT 0", "last_error": "TEXT DEFAULT NULL"}
+
+SYNC_QUEUE_SQL = """CREATE TABLE IF NOT EXISTS sync_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation TEXT CHECK(operation IN ('INSERT','UPDATE','DELETE')),
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    record_data JSON,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    synced_at TIMESTAMP DEFAULT NULL,
+    retry_count INTEGER DEFAULT 0,
+    hlc INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT DEFAULT NULL
+);"""
+
+# Versioned migrations of tablesync's own tables: (version, name, statements).
+# Each statement is idempotent so sqlite.sql can also be run on an up-to-date database.
+OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "sync_queue and state tables", (
+        SYNC_QUEUE_SQL,
+        """CREATE TABLE IF NOT EXISTS _tablesync_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    applying INTEGER NOT NULL DEFAULT 0,
+    hlc INTEGER NOT NULL DEFAULT 0,
+    last_synced_at TEXT
+);""",
+        "INSERT OR IGNORE INTO _tablesync_state (id) VALUES (1);",
+        """CREATE TABLE IF NOT EXISTS _tablesync_meta (
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    hlc INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    base_hlc INTEGER NOT NULL DEFAULT 0,
+    base_origin TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (table_name, record_id)
+) WITHOUT ROWID;""",
+        """CREATE TABLE IF NOT EXISTS _tablesync_conflicts (
+    id INTEGER PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    winner_version TEXT NOT NULL,
+    loser_version TEXT NOT NULL,
+    winner JSON NOT NULL,
+    loser JSON NOT NULL,
+    reason TEXT NOT NULL,
+    resolved_at TEXT NOT NULL,
+    UNIQUE (table_name, record_id, winner_version, loser_version)
+);""",
+        """CREATE TABLE IF NOT EXISTS _tablesync_cursors (
+    table_name TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);""",
+        """CREATE TABLE IF NOT EXISTS _tablesync_parked (
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    parked_at TEXT NOT NULL,
+    PRIMARY KEY (table_name, record_id)
+);""",
+    )),
+)
+
+MIGRATIONS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS _tablesync_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);"""
+
+NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+HLC_EXPR = (f"max({NOW_MS} << 16, (SELECT hlc FROM _tablesync_state) + 1, "
+            "coalesce((SELECT hlc FROM sync_queue ORDER BY id DESC LIMIT 1), 0) + 1)")
+NOT_APPLYING = "(SELECT applying FROM _tablesync_state) = 0"
+
+
+def own_tables_sql() -> str:
+    """tablesync's own tables (all migrations, idempotent) and their version rows."""
+    parts = [MIGRATIONS_TABLE_SQL]
+    for version, name, statements in OWN_MIGRATIONS:
+        parts.extend(statements)
+        parts.append(f"INSERT OR IGNORE INTO _tablesync_migrations (version, name) "
+                     f"VALUES ({int(version)}, {lit(name, D)});")
+    return "\n".join(parts)
+
+
+def table_sql(ddl: str) -> str:
+    """The user's table, transpiled to SQLite, every identifier quoted."""
+    return create_table_sql(ddl, D) + ";"
+
+
+def trigger_names(spec: TableSpec) -> tuple[str, ...]:
+    base = TRIGGER_PREFIX + spec.name
+    return (f"{base}_insert", f"{base}_update", f"{base}_update_pk", f"{base}_delete")
+
+
+def _json_image(spec: TableSpec, row: str) -> str:
+    args = ", ".join(f"{lit(c, D)}, {row}.{ident(c, D)}" for c in spec.column_names)
+    return f"json_object({args})"
+
+
+def _enqueue(spec: TableSpec, op: str, row: str, image: bool) -> str:
+    data = _json_image(spec, row) if image else "NULL"
+    return (f"  INSERT INTO sync_queue (operation, table_name, record_id, record_data, hlc) "
+            f"VALUES ({lit(op, D)}, {lit(spec.name, D)}, {row}.{ident(spec.primary_key, D)}, "
+            f"{data}, {HLC_EXPR});")
+
+
+def triggers_sql(spec: TableSpec) -> str:
+    """DROP + CREATE the four capture triggers of one table (re-runnable)."""
+    t, pk = ident(spec.name, D), ident(spec.primary_key, D)
+    ins, upd, upd_pk, dele = (ident(n, D) for n in trigger_names(spec))
+    same_pk, new_pk = f"OLD.{pk} IS NEW.{pk}", f"OLD.{pk} IS NOT NEW.{pk}"
+    return "\n".join([
+        drop_triggers_sql(spec),
+        f"CREATE TRIGGER {ins} AFTER INSERT ON {t} WHEN {NOT_APPLYING}\nBEGIN\n"
+        f"{_enqueue(spec, 'INSERT', 'NEW', False)}\nEND;",
+        f"CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {same_pk} AND {NOT_APPLYING}\n"
+        f"BEGIN\n{_enqueue(spec, 'UPDATE', 'NEW', False)}\nEND;",
+        f"CREATE TRIGGER {upd_pk} AFTER UPDATE ON {t} WHEN {new_pk} AND {NOT_APPLYING}\n"
+        f"BEGIN\n{_enqueue(spec, 'DELETE', 'OLD', True)}\n"
+        f"{_enqueue(spec, 'INSERT', 'NEW', False)}\nEND;",
+        f"CREATE TRIGGER {dele} AFTER DELETE ON {t} WHEN {NOT_APPLYING}\nBEGIN\n"
+        f"{_enqueue(spec, 'DELETE', 'OLD', True)}\nEND;",
+    ])
+
+
+def drop_triggers_sql(spec: TableSpec) -> str:
+    return "\n".join(f"DROP TRIGGER IF EXISTS {ident(n, D)};" for n in trigger_names(spec))
+
+
+def schema_sql(tables: tuple[TableSpec, ...], ddl: dict[str, str]) -> str:
+    """The whole ``sqlite.sql`` for a fresh (or already current) database."""
+    parts = ["-- Generated by `tablesync generate`; do not edit. SQLite.",
+             "PRAGMA journal_mode = WAL;", own_tables_sql()]
+    for spec in tables:
+        parts += [f"\n-- table {spec.name}", table_sql(ddl[spec.name]), triggers_sql(spec)]
+    return "\n".join(parts) + "\n"

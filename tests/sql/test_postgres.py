@@ -1,0 +1,98 @@
+"""supabase.sql on the real PostgreSQL: tables, trigger, RLS, publication, apply function."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tablesync.project import Project
+from tablesync.sql import postgres
+
+pytestmark = pytest.mark.postgres
+
+
+def _row(i: str, hlc: int, origin: str = "A", deleted: bool = False, base: tuple[int, str] = (0, ""),
+         **cols: Any) -> dict[str, Any]:
+    data = {"id": i, "system_id": "system-a", "name": f"n{hlc}"}
+    data.update(cols)
+    return {**data, "_ts_hlc": hlc, "_ts_origin": origin, "_ts_deleted": deleted,
+            "_ts_base_hlc": base[0], "_ts_base_origin": base[1]}
+
+
+def test_supabase_sql_is_idempotent(pg: Any, example: Project) -> None:
+    pg.execute(postgres.schema_sql(example.tables, example.ddl).encode())
+    pubs = {r[0] for r in pg.execute(
+        "SELECT tablename FROM pg_publication_tables WHERE pubname='supabase_realtime'")}
+    assert pubs == {"projects", "tasks", "results"}
+    rls = dict(pg.execute("SELECT relname, relrowsecurity FROM pg_class WHERE relname IN "
+                          "('projects','tasks','results')").fetchall())
+    assert rls == {"projects": True, "tasks": True, "results": True}
+
+
+def test_apply_outcomes(pg: Any, apply: Any) -> None:
+    out = apply(pg, "projects", [_row("p1", 100), _row("p1", 100), _row("p1", 50, "B")])
+    assert [o["outcome"] for o in out] == ["applied", "duplicate", "superseded"]
+    assert out[2]["row"]["_ts_hlc"] == 100 and out[2]["row"]["name"] == "n100"
+    assert out[0]["id"] == "p1" and out[0]["row"] is None
+    seq, xid = pg.execute("SELECT _ts_seq, _ts_xid FROM projects").fetchone()
+    assert seq is not None and xid is not None
+
+
+def test_apply_per_row_errors_do_not_fail_batch(pg: Any, apply: Any) -> None:
+    rows = [{"id": "x"}, "not an object", _row("p2", 10),
+            {**_row("t1", 10), "project_id": "missing", "title": "t"}]
+    rows[0] = {**_row("p3", 5), "name": None}
+    out = apply(pg, "projects", rows[:3])
+    assert [o["outcome"] for o in out] == ["error", "error", "applied"]
+    assert "23502" in out[0]["message"]
+    out = apply(pg, "tasks", [{k: v for k, v in rows[3].items() if k != "name"}])
+    assert out[0]["outcome"] == "error" and "23503" in out[0]["message"]
+
+
+def test_edit_wins_restores_and_lww_keeps_delete(pg: Any, apply: Any) -> None:
+    task = {"system_id": "system-a", "title": "t"}
+    assert apply(pg, "projects", [_row("p", 1)])[0]["outcome"] == "applied"
+    for table in ("tasks", "results"):
+        extra = task if table == "tasks" else {"system_id": "system-a", "task_id": "t0"}
+        if table == "results":
+            apply(pg, "tasks", [{"id": "t0", **task, **_row("t0", 1)}])
+        base = {"id": "r", **extra, "_ts_origin": "A"}
+        apply(pg, table, [{**base, "_ts_hlc": 10}])
+        # B deletes having seen (10, A); C edits concurrently (also saw only 10, A) at 12
+        apply(pg, table, [{**base, "_ts_hlc": 20, "_ts_origin": "B", "_ts_deleted": True,
+                           "_ts_base_hlc": 10, "_ts_base_origin": "A"}])
+        out = apply(pg, table, [{**base, "_ts_hlc": 12, "_ts_origin": "C",
+                                 "_ts_base_hlc": 10, "_ts_base_origin": "A"}])
+        deleted = pg.execute(f"SELECT _ts_deleted FROM {table} WHERE id='r'").fetchone()[0]
+        if table == "tasks":  # edit-wins
+            assert out[0]["outcome"] == "applied" and deleted is False
+        else:
+            assert out[0]["outcome"] == "superseded" and deleted is True
+
+
+def test_stamp_trigger_versions_plain_writes(pg: Any, apply: Any) -> None:
+    pg.execute("INSERT INTO projects (id, system_id, name) VALUES ('d', 'system-a', 'dash')")
+    hlc, origin = pg.execute("SELECT _ts_hlc, _ts_origin FROM projects").fetchone()
+    assert origin == "server" and hlc > 1 << 40
+    pg.execute("UPDATE projects SET name = 'x'")
+    hlc2, base = pg.execute("SELECT _ts_hlc, _ts_base_hlc FROM projects").fetchone()
+    assert hlc2 > hlc and base == hlc
+
+
+def _jwt(conn: Any, system: str) -> None:
+    claims = json.dumps({"role": "authenticated", "app_metadata": {"system_id": system}})
+    conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (claims,))
+    conn.execute("SET ROLE authenticated")
+
+
+def test_rls_forbidden_per_row(pg: Any, apply: Any) -> None:
+    apply(pg, "projects", [{**_row("other", 5), "system_id": "system-b"}])
+    _jwt(pg, "system-a")
+    out = apply(pg, "projects", [{**_row("mine", 5)}, {**_row("theirs", 5), "system_id": "system-b"},
+                                 {**_row("other", 9)}])
+    assert [o["outcome"] for o in out] == ["applied", "forbidden", "forbidden"]
+    assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 1
+    assert pg.execute("SELECT tablesync_watermark()").fetchone()[0] > 0
+    pg.execute("RESET ROLE")

@@ -1,0 +1,231 @@
+"""LocalStore on real sqlite3: capture by plain apps, coalescing, ack, remote apply, conflicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tablesync import clock
+from tablesync.model import Op, Version
+from tablesync.project import Project, load_project
+from tablesync.rows import row_from_state
+from tablesync.store import LocalStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_COLUMNS = ["id", "operation", "table_name", "record_id", "record_data", "created_at",
+                "synced_at", "retry_count"]
+
+
+@pytest.fixture
+def project() -> Project:
+    return load_project(ROOT / "sync.toml")
+
+
+@pytest.fixture
+def store(project: Project, tmp_path: Path) -> Any:
+    s = LocalStore.open(project, tmp_path / "app.db", conflict_log=tmp_path / "conflicts.log")
+    yield s
+    s.close()
+
+
+def _app(tmp_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+
+
+def _server_row(table: str, rid: str, hlc: int, origin: str, deleted: bool = False,
+                base: tuple[int, str] = (0, ""), **data: Any) -> dict[str, Any]:
+    cols = {"projects": {"system_id": "system-a", "name": "remote"},
+            "tasks": {"system_id": "system-a", "title": "remote", "status": "pending"}}[table]
+    return {"id": rid, **cols, **data, "_ts_hlc": hlc, "_ts_origin": origin,
+            "_ts_deleted": deleted, "_ts_base_hlc": base[0], "_ts_base_origin": base[1],
+            "_ts_seq": 1, "_ts_xid": 1}
+
+
+def test_plain_sqlite_app_fills_sync_queue(store: LocalStore, tmp_path: Path) -> None:
+    app = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute(\"INSERT INTO projects (id, system_id, name) VALUES ('p1','system-a','n')\")\n"
+        "c.execute(\"UPDATE projects SET name = 'm' WHERE id = 'p1'\")\n"
+        "c.execute(\"DELETE FROM projects WHERE id = 'p1'\")\n"
+        "c.commit()\n"
+        "assert 'tablesync' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", app, str(tmp_path / "app.db")], check=True)
+    conn = _app(tmp_path)
+    cur = conn.execute("SELECT * FROM sync_queue ORDER BY id")
+    names = [d[0] for d in cur.description]
+    assert names[:8] == SEED_COLUMNS and "hlc" in names
+    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    assert [r["operation"] for r in rows] == ["INSERT", "UPDATE", "DELETE"]
+    assert all(r["table_name"] == "projects" and r["record_id"] == "p1" for r in rows)
+    assert all(r["synced_at"] is None and r["retry_count"] == 0 and r["created_at"] for r in rows)
+    assert json.loads(rows[2]["record_data"])["name"] == "m"  # DELETE keeps the old image
+    hlcs = [r["hlc"] for r in rows]
+    assert hlcs == sorted(set(hlcs))
+    assert abs(clock.physical_ms(hlcs[0]) - clock.SystemClock().now_ms()) < 60_000
+
+
+def test_apply_remote_enqueues_nothing_and_observes_clock(store: LocalStore,
+                                                          tmp_path: Path) -> None:
+    future = clock.pack(clock.SystemClock().now_ms() + 3_600_000)
+    applied = store.apply_remote("projects", [_server_row("projects", "r1", future, "B")])
+    assert [(c.record_id, c.op) for c in applied] == [("r1", Op.INSERT)]
+    conn = _app(tmp_path)
+    assert conn.execute("SELECT count(*) FROM sync_queue").fetchone()[0] == 0
+    assert conn.execute("SELECT name FROM projects").fetchone()[0] == "remote"
+    conn.execute("UPDATE projects SET name = 'local'")
+    (hlc,) = conn.execute("SELECT hlc FROM sync_queue").fetchone()
+    assert hlc > future  # a write after seeing a future version orders after it
+    (ch,) = store.pending()
+    assert ch.state.base == Version(future, "B") and ch.op is Op.UPDATE
+
+
+def test_pending_coalesces_and_orders_fk_safe(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'P')")
+    conn.execute("INSERT INTO tasks (id, system_id, project_id, title) VALUES "
+                 "('t', 'system-a', 'p', 'T')")
+    for i in range(5):
+        conn.execute("UPDATE tasks SET title = ? WHERE id = 't'", (f"T{i}",))
+    conn.execute("INSERT INTO results (id, system_id, task_id) VALUES ('r', 'system-a', 't')")
+    conn.execute("INSERT INTO results (id, system_id, task_id) VALUES ('gone', 'system-a', 't')")
+    conn.execute("DELETE FROM results WHERE id = 'gone'")
+    conn.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t2', 'system-a', 'x')")
+    conn.execute("DELETE FROM tasks WHERE id = 't2'")
+    changes = store.pending()
+    got = [(c.table, c.record_id, c.op) for c in changes]
+    # deletes first (children before parents), then upserts parents before children
+    assert got == [("results", "gone", Op.DELETE), ("tasks", "t2", Op.DELETE),
+                   ("projects", "p", Op.INSERT), ("tasks", "t", Op.INSERT),
+                   ("results", "r", Op.INSERT)]
+    task = changes[3]
+    assert task.state.data["title"] == "T4" and len(task.queue_ids) == 6
+    assert task.state.version.origin == "system-a" and not task.state.deleted
+    assert changes[0].state.deleted and changes[0].state.data["task_id"] == "t"
+    assert store.pending(limit=2) == changes[:2]
+
+
+def test_update_changing_pk_is_delete_plus_insert(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('a', 'system-a', 'P')")
+    conn.execute("UPDATE projects SET id = 'b' WHERE id = 'a'")
+    ops = conn.execute("SELECT operation, record_id FROM sync_queue ORDER BY id").fetchall()
+    assert ops == [("INSERT", "a"), ("DELETE", "a"), ("INSERT", "b")]
+    assert [(c.record_id, c.op) for c in store.pending()] == [("a", Op.DELETE), ("b", Op.INSERT)]
+
+
+def test_ack_marks_synced_and_records_version(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'P')")
+    (ch,) = store.pending()
+    assert store.stats().depth == 1 and store.stats().last_synced_at is None
+    conn.execute("UPDATE projects SET name = 'later'")  # arrives while the push is in flight
+    assert store.ack([ch], [{"outcome": "applied", "row": None}]) == []
+    synced = conn.execute("SELECT synced_at FROM sync_queue ORDER BY id").fetchall()
+    assert synced[0][0] is not None and synced[1][0] is None
+    (nxt,) = store.pending()
+    assert nxt.op is Op.UPDATE and nxt.state.base == ch.state.version
+    assert nxt.state.data["name"] == "later"
+    assert store.stats().last_synced_at is not None and store.stats().depth == 1
+
+
+def test_ack_error_retries_then_parks_and_forbidden_parks(store: LocalStore,
+                                                          tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'P')")
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('q', 'system-a', 'Q')")
+    p, q = store.pending()
+    store.ack([q], [{"outcome": "forbidden", "message": "RLS"}])
+    for _ in range(store.max_retries):
+        store.ack([p], [{"outcome": "error", "message": "23503: fk"}])
+    assert store.pending() == []
+    st = store.stats()
+    assert st.parked == 2 and st.depth == 0
+    assert {x["record_id"] for x in store.parked()} == {"p", "q"}
+    assert store.unpark("projects", "q") == 1
+    assert [c.record_id for c in store.pending()] == ["q"]
+
+
+def test_remote_wins_over_concurrent_local_edit_is_logged(store: LocalStore,
+                                                          tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'mine')")
+    (ch,) = store.pending()
+    later = ch.state.version.hlc + 10
+    applied = store.apply_remote("projects", [_server_row("projects", "p", later, "B",
+                                                          name="theirs")])
+    assert [c.op for c in applied] == [Op.UPDATE]
+    assert conn.execute("SELECT name FROM projects").fetchone()[0] == "theirs"
+    assert store.pending() == []  # the superseded pending entries are dropped
+    (c,) = store.conflicts()
+    assert c["winner"]["version"] == [later, "B"] and c["loser"]["data"]["name"] == "mine"
+    lines = (tmp_path / "conflicts.log").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["record_id"] == "p"
+
+
+def test_local_pending_write_beats_older_remote(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'mine')")
+    (ch,) = store.pending()
+    older = ch.state.version.hlc - 10
+    assert store.apply_remote("projects", [_server_row("projects", "p", older, "B")]) == []
+    assert conn.execute("SELECT name FROM projects").fetchone()[0] == "mine"
+    assert [c.record_id for c in store.pending()] == ["p"]
+    (c,) = store.conflicts()
+    assert c["loser"]["version"] == [older, "B"]
+    # a redelivery logs nothing new; a duplicate of the same version is a no-op
+    store.apply_remote("projects", [_server_row("projects", "p", older, "B")])
+    assert len(store.conflicts()) == 1
+
+
+def test_edit_wins_restores_locally_deleted_row(store: LocalStore, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    store.apply_remote("tasks", [_server_row("tasks", "t", 100, "B", title="v1")])
+    conn = _app(tmp_path)
+    conn.execute("DELETE FROM tasks WHERE id = 't'")
+    (ch,) = store.pending()
+    assert ch.state.deleted and ch.state.base == Version(100, "B")
+    store.ack([ch], [{"outcome": "applied"}])
+    # C edited v1 concurrently (had seen (100, B), not the delete): edit-wins restores it
+    with caplog.at_level(logging.WARNING, logger="tablesync.store"):
+        applied = store.apply_remote("tasks", [_server_row("tasks", "t", 150, "C", title="v2",
+                                                           base=(100, "B"))])
+    assert [c.op for c in applied] == [Op.INSERT]
+    assert conn.execute("SELECT title, status FROM tasks").fetchone() == ("v2", "pending")
+    assert "restored" in caplog.text
+    assert store.conflicts()[0]["loser"]["deleted"] is True
+
+
+def test_superseded_ack_applies_server_row(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'mine')")
+    (ch,) = store.pending()
+    server = _server_row("projects", "p", ch.state.version.hlc + 5, "B", name="server")
+    applied = store.ack([ch], [{"outcome": "superseded", "row": server}])
+    assert [c.record_id for c in applied] == ["p"]
+    assert conn.execute("SELECT name FROM projects").fetchone()[0] == "server"
+    assert store.pending() == [] and len(store.conflicts()) == 1
+    assert conn.execute("SELECT count(*) FROM sync_queue").fetchone()[0] == 1  # kept, synced
+
+
+def test_cursor_roundtrip(store: LocalStore) -> None:
+    assert store.get_cursor("tasks") == (0, 0)
+    store.set_cursor("tasks", 42, 7)
+    assert store.get_cursor("tasks") == (42, 7)
+
+
+def test_payload_roundtrip(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO tasks (id, system_id, title, priority) VALUES "
+                 "('t', 'system-a', 'x', 3)")
+    (ch,) = store.pending()
+    payload = row_from_state(ch.state)
+    assert payload["priority"] == 3 and payload["_ts_origin"] == "system-a"
+    assert payload["_ts_base_hlc"] == 0 and payload["_ts_deleted"] is False
