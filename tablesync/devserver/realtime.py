@@ -1,0 +1,368 @@
+"""The devserver's Supabase-Realtime-compatible service (``/realtime/v1/websocket``).
+
+:class:`RealtimeService` owns three PostgreSQL connections (LISTEN, dispatch, control), the
+capture triggers on the tables of publication ``supabase_realtime``, and the live websocket
+sessions. A change flows: row trigger -> NOTIFY (or stored row + NOTIFY of its id) -> listener
+-> dispatcher (filters + RLS per subscriber, in SQL) -> each session's outbox -> websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import psycopg
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
+
+from tablesync.devserver import realtime_auth as auth
+from tablesync.devserver import realtime_capture as capture
+from tablesync.devserver import realtime_protocol as proto
+from tablesync.devserver.realtime_changes import (
+    Change, access_error, build_data, filter_columns, parse_change)
+from tablesync.devserver.realtime_filters import (
+    SubscriptionParamsError, SubscriptionSpec, parse_params)
+from tablesync.devserver.realtime_session import Binding, Channel, Session
+from tablesync.errors import PayloadError
+
+__all__ = ["RealtimeService"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT = 60.0  # Phoenix websocket timeout
+DEFAULT_REFRESH_INTERVAL = 5.0  # publication re-check
+STORED_CHANGE_TTL = 300.0  # seconds a large change stays in realtime.tablesync_changes
+QUEUE_LIMIT = 100_000  # notifications waiting for the dispatcher
+_BACKOFF_CAP = 5.0
+
+
+class RealtimeService:
+    """Phoenix-channel Realtime over a real PostgreSQL; start(), mount the endpoint, stop()."""
+
+    def __init__(self, *, dsn: str, jwt_secret: str, anon_key: str, service_key: str,
+                 join_error_backoff: float = 0.0, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 refresh_interval: float = DEFAULT_REFRESH_INTERVAL) -> None:
+        self._dsn = dsn
+        self.jwt_secret = jwt_secret
+        self.anon_key = anon_key
+        self.service_key = service_key
+        self.join_error_backoff = join_error_backoff
+        self.idle_timeout = idle_timeout
+        self.refresh_interval = refresh_interval
+        self._tables: dict[int, capture.TableInfo] = {}
+        self._by_name: dict[tuple[str, str], int] = {}
+        self._bindings: dict[int, list[Binding]] = {}
+        self._selectable: dict[tuple[int, str], frozenset[str]] = {}
+        self._sessions: set[Session] = set()
+        self._session_done: set[asyncio.Event] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_LIMIT)
+        self._control: psycopg.AsyncConnection[Any] | None = None
+        self._control_lock = asyncio.Lock()
+        self._dispatch_conn: psycopg.AsyncConnection[Any] | None = None
+        self._listening = asyncio.Event()
+        self._running = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Install capture objects, find published tables, start listening."""
+        self._control = await self._connect()
+        await capture.install(self._control)
+        async with self._control_lock:
+            await self._refresh_locked()
+            await capture.prune(self._control, STORED_CHANGE_TTL)
+        self._dispatch_conn = await self._connect()
+        self._running = True
+        self._tasks = [asyncio.create_task(self._listen_loop(), name="realtime-listen"),
+                       asyncio.create_task(self._dispatch_loop(), name="realtime-dispatch"),
+                       asyncio.create_task(self._refresh_loop(), name="realtime-refresh")]
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout=10)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise PayloadError("realtime: could not LISTEN on PostgreSQL within 10 s") from None
+
+    async def stop(self) -> None:
+        """Close every socket (1001), stop the background tasks, close connections."""
+        self._running = False
+        for session in list(self._sessions):
+            session.close()
+        waits = [asyncio.create_task(ev.wait()) for ev in self._session_done]
+        if waits:
+            await asyncio.wait(waits, timeout=5)
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for conn in (self._dispatch_conn, self._control):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._dispatch_conn = self._control = None
+        self._listening.clear()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+
+    # -- websocket ----------------------------------------------------------------------
+    async def websocket_endpoint(self, websocket: WebSocket) -> None:
+        """Serve one Phoenix socket (query: apikey, vsn, log_level; header x-api-key)."""
+        params = websocket.query_params
+        token = websocket.headers.get("x-api-key") or params.get("apikey")
+        try:
+            vsn = proto.parse_vsn(params.get("vsn"))
+        except proto.FrameError as exc:
+            await _deny(websocket, 400, str(exc))
+            return
+        if token is None:
+            await _deny(websocket, 401, "API key is missing")
+            return
+        try:
+            auth.verify(token, self.jwt_secret)
+        except auth.TokenRefused as exc:
+            await _deny(websocket, exc.handshake_status, exc.handshake_message)
+            return
+        if not self._running:
+            await _deny(websocket, 500, "Error connecting to Realtime")
+            return
+        await websocket.accept()
+        session = Session(self, websocket, vsn, token, idle_timeout=self.idle_timeout)
+        done = asyncio.Event()
+        self._sessions.add(session)
+        self._session_done.add(done)
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            self._session_done.discard(done)
+            done.set()
+
+    # -- subscriptions (called by sessions) ---------------------------------------------
+    async def subscribe(self, channel: Channel) -> str | None:
+        """Validate and register a channel's postgres_changes; the error text or None."""
+        specs: list[tuple[int, SubscriptionSpec]] = []
+        for sub_id, params in channel.entries:
+            try:
+                specs.append((sub_id, parse_params(params)))
+            except SubscriptionParamsError as exc:
+                return str(exc)
+        async with self._control_lock:
+            bindings: list[Binding] = []
+            for sub_id, spec in specs:
+                error = await self._bind(channel, sub_id, spec, bindings)
+                if error is not None:
+                    return error
+            if channel.closed:
+                return None
+            self.unsubscribe(channel)
+            channel.bindings = bindings
+            for binding in bindings:
+                self._bindings.setdefault(binding.oid, []).append(binding)
+        return None
+
+    async def _bind(self, channel: Channel, sub_id: int, spec: SubscriptionSpec,
+                    out: list[Binding]) -> str | None:
+        oids = self._match(spec)
+        if not oids:
+            await self._refresh_locked()
+            oids = self._match(spec)
+        if not oids:
+            return ("Unable to subscribe to changes with given parameters. Please check Realtime"
+                    f" is enabled for the given connect parameters: [{spec.describe()}]")
+        assert self._control is not None
+        filters = [f.as_json() for f in spec.filters]
+        for oid in oids:
+            try:
+                await capture.check_subscription(self._control, oid, channel.claims, filters)
+                await self._cache_selectable(self._control, oid, channel.role)
+            except psycopg.Error as exc:
+                return ("Unable to subscribe to changes with given parameters. An exception "
+                        "happened so please check your connect parameters: "
+                        f"[{spec.describe()}]. Exception: {capture.describe_error(exc)}")
+            out.append(Binding(channel, sub_id, spec, oid))
+        return None
+
+    def unsubscribe(self, channel: Channel) -> None:
+        """Forget a channel's bindings."""
+        for binding in channel.bindings:
+            live = self._bindings.get(binding.oid)
+            if live and binding in live:
+                live.remove(binding)
+        channel.bindings = []
+
+    def _match(self, spec: SubscriptionSpec) -> list[int]:
+        return sorted(oid for oid, info in self._tables.items()
+                      if spec.schema in ("*", info.schema) and spec.table in ("*", info.name))
+
+    async def _cache_selectable(self, conn: psycopg.AsyncConnection[Any], oid: int,
+                                role: str) -> frozenset[str]:
+        cols = await capture.selectable_columns(conn, oid, role)
+        self._selectable[(oid, role)] = cols
+        return cols
+
+    # -- publication refresh ------------------------------------------------------------
+    async def _refresh_locked(self) -> None:
+        assert self._control is not None
+        tables = await capture.published_tables(self._control)
+        await capture.sync_triggers(self._control, tables)
+        self._tables = tables
+        self._by_name = {(t.schema, t.name): oid for oid, t in tables.items()}
+        for oid, role in list(self._selectable):
+            if oid in tables:
+                await self._cache_selectable(self._control, oid, role)
+            else:
+                del self._selectable[(oid, role)]
+
+    async def _refresh_loop(self) -> None:
+        delay = self.refresh_interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with self._control_lock:
+                    await self._refresh_locked()
+                    assert self._control is not None
+                    await capture.prune(self._control, STORED_CHANGE_TTL)
+                delay = self.refresh_interval
+            except psycopg.Error as exc:
+                log.warning("realtime: publication refresh failed: %s", exc)
+                delay = min(delay * 2, 60.0)
+                await self._reconnect_control()
+
+    async def _reconnect_control(self) -> None:
+        async with self._control_lock:
+            if self._control is not None:
+                with contextlib.suppress(Exception):
+                    await self._control.close()
+            with contextlib.suppress(psycopg.Error):
+                self._control = await self._connect()
+
+    # -- capture -> delivery ------------------------------------------------------------
+    async def _listen_loop(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await self._connect()
+            except psycopg.Error as exc:
+                log.warning("realtime: cannot connect for LISTEN: %s", exc)
+            else:
+                try:
+                    await conn.execute(f"LISTEN {capture.CHANNEL}")
+                    self._listening.set()
+                    delay = 0.1
+                    async for note in conn.notifies():
+                        await self._queue.put(note.payload)
+                except psycopg.Error as exc:
+                    log.warning("realtime: LISTEN connection lost: %s", exc)
+                finally:
+                    self._listening.clear()
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_CAP)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            payload = await self._queue.get()
+            try:
+                await self._dispatch(payload)
+            except psycopg.Error as exc:
+                log.warning("realtime: dropping a change, database error: %s", exc)
+                await self._reconnect_dispatch()
+            except PayloadError as exc:
+                log.warning("realtime: dropping a change: %s", exc)
+
+    async def _reconnect_dispatch(self) -> None:
+        if self._dispatch_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._dispatch_conn.close()
+        self._dispatch_conn = None
+        with contextlib.suppress(psycopg.Error):
+            self._dispatch_conn = await self._connect()
+
+    async def _dispatch(self, payload: str) -> None:
+        conn = self._dispatch_conn
+        if conn is None:
+            await self._reconnect_dispatch()
+            conn = self._dispatch_conn
+            if conn is None:
+                return
+        if not payload.startswith("{"):
+            text = await capture.stored_change(conn, int(payload))
+            if text is None:
+                log.warning("realtime: stored change %s is gone; dropped", payload)
+                return
+            payload = text
+        change = parse_change(payload)
+        oid = self._by_name.get((change.schema, change.table))
+        info = self._tables.get(oid) if oid is not None else None
+        if oid is None or info is None:
+            return
+        bindings = [b for b in self._bindings.get(oid, ())
+                    if b.spec.wants(change.type) and not b.channel.closed]
+        if not bindings:
+            return
+        visible = await self._visible(conn, change, info, bindings)
+        self._deliver(change, info, visible)
+
+    async def _selectable_for(self, conn: psycopg.AsyncConnection[Any], oid: int,
+                              role: str) -> frozenset[str]:
+        cols = self._selectable.get((oid, role))
+        return cols if cols is not None else await self._cache_selectable(conn, oid, role)
+
+    async def _visible(self, conn: psycopg.AsyncConnection[Any], change: Change,
+                       info: capture.TableInfo, bindings: list[Binding]) -> list[Binding]:
+        """The bindings that receive this change (filters + RLS, as apply_rls decides)."""
+        check_rls = info.rls and change.type != "DELETE"
+        keys: dict[str, int] = {}
+        subs: list[dict[str, Any]] = []
+        pending: list[tuple[Binding, int | None]] = []
+        for b in bindings:
+            cols = await self._selectable_for(conn, info.oid, b.channel.role)
+            if access_error(change, info, cols) is not None or not (check_rls or b.spec.filters):
+                pending.append((b, None))
+                continue
+            sub = {"claims": b.channel.claims, "filters": [f.as_json() for f in b.spec.filters]}
+            key = json.dumps(sub, sort_keys=True)
+            if key not in keys:
+                keys[key] = len(subs)
+                subs.append(sub)
+            pending.append((b, keys[key]))
+        results = (await capture.visible(conn, info.oid, filter_columns(change, info),
+                                         check_rls, subs)) if subs else []
+        return [b for b, idx in pending if idx is None or (idx < len(results) and results[idx])]
+
+    def _deliver(self, change: Change, info: capture.TableInfo, bindings: list[Binding]) -> None:
+        by_channel: dict[int, tuple[Channel, list[int]]] = {}
+        for b in bindings:
+            entry = by_channel.setdefault(id(b.channel), (b.channel, []))
+            if b.sub_id not in entry[1]:
+                entry[1].append(b.sub_id)
+        data_by_role: dict[str, dict[str, Any]] = {}
+        for channel, ids in by_channel.values():
+            role = channel.role
+            if role not in data_by_role:
+                cols = self._selectable.get((info.oid, role), frozenset())
+                data_by_role[role] = build_data(change, info, cols)
+            data = data_by_role[role]
+            if channel.new_api:
+                frame = proto.Frame(None, None, channel.topic, "postgres_changes",
+                                    {"ids": ids, "data": data})
+            else:
+                frame = proto.Frame(None, None, channel.topic, change.type, data)
+            channel.push(frame)
+
+
+async def _deny(websocket: WebSocket, status: int, message: str) -> None:
+    """Refuse the handshake with a plain HTTP response, as Realtime does."""
+    try:
+        await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
+    except RuntimeError:  # server without the websocket denial extension
+        await websocket.close(code=1008, reason=message[:120])
+
+

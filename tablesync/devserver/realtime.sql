@@ -1,0 +1,206 @@
+-- Change capture and per-subscriber checks for the devserver's Realtime service.
+-- Idempotent; applied by tablesync.devserver.realtime_capture.install().
+--
+-- Capture: an AFTER ROW trigger (installed by the service on every table of publication
+-- supabase_realtime) sends each change as JSON through NOTIFY on channel
+-- 'tablesync_realtime'. A change whose JSON does not fit NOTIFY's 8000-byte limit is stored in
+-- realtime.tablesync_changes and only its id is notified. Checks: the filter and RLS rules of
+-- Supabase's realtime.apply_rls / realtime.subscription_check_filters, evaluated the same way
+-- (values cast to the column type in SQL; RLS as the subscriber's role and JWT claims).
+
+CREATE SCHEMA IF NOT EXISTS realtime;
+
+CREATE SEQUENCE IF NOT EXISTS realtime.tablesync_change_id;
+
+CREATE TABLE IF NOT EXISTS realtime.tablesync_changes (
+  id bigint PRIMARY KEY,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  payload text NOT NULL
+);
+
+-- The row trigger. SECURITY DEFINER: writers (anon/authenticated) cannot see realtime.*.
+-- SET TimeZone: record values are rendered in UTC whatever the writer's session uses.
+CREATE OR REPLACE FUNCTION realtime.tablesync_capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+  change_id bigint := nextval('realtime.tablesync_change_id');
+  payload text;
+BEGIN
+  payload := json_build_object(
+    'id', change_id,
+    'schema', TG_TABLE_SCHEMA,
+    'table', TG_TABLE_NAME,
+    'type', TG_OP,
+    'commit_timestamp', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'record', CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
+    'old', CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END
+  )::text;
+  IF octet_length(payload) < 7900 THEN
+    PERFORM pg_notify('tablesync_realtime', payload);
+  ELSE
+    INSERT INTO realtime.tablesync_changes (id, payload) VALUES (change_id, payload);
+    PERFORM pg_notify('tablesync_realtime', change_id::text);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- Supabase's realtime.check_equality_op: both sides cast to the column type, compared in SQL.
+CREATE OR REPLACE FUNCTION realtime.tablesync_check_op(
+  op text, type_ text, val_1 text, val_2 text, negate boolean
+) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  op_symbol text;
+  res boolean;
+BEGIN
+  IF op = 'isdistinct' THEN
+    EXECUTE format('select %L::%s %s %L::%s', val_1, type_,
+      CASE WHEN negate THEN 'IS NOT DISTINCT FROM' ELSE 'IS DISTINCT FROM' END, val_2, type_)
+      INTO res;
+    RETURN res;
+  END IF;
+  IF op = 'is' THEN
+    IF val_2 NOT IN ('null', 'true', 'false', 'unknown') THEN
+      RAISE EXCEPTION 'invalid value for is filter: must be null, true, false, or unknown';
+    END IF;
+    EXECUTE format('select %L::%s %s %s', val_1, type_,
+      CASE WHEN negate THEN 'IS NOT' ELSE 'IS' END, upper(val_2)) INTO res;
+    RETURN res;
+  END IF;
+  op_symbol := CASE op
+    WHEN 'eq' THEN '=' WHEN 'neq' THEN '!=' WHEN 'lt' THEN '<' WHEN 'lte' THEN '<='
+    WHEN 'gt' THEN '>' WHEN 'gte' THEN '>=' WHEN 'in' THEN '= any'
+    WHEN 'like' THEN 'LIKE' WHEN 'ilike' THEN 'ILIKE' WHEN 'match' THEN '~'
+    WHEN 'imatch' THEN '~*' END;
+  IF op_symbol IS NULL THEN
+    RAISE EXCEPTION 'unsupported equality operator: %', op;
+  END IF;
+  EXECUTE format('select %L::%s %s (%L::%s)', val_1, type_, op_symbol, val_2,
+    CASE WHEN op = 'in' THEN type_ || '[]' ELSE type_ END) INTO res;
+  RETURN CASE WHEN negate THEN NOT res ELSE res END;
+END
+$$;
+
+-- Supabase's realtime.subscription_check_filters, as a function: raises what it raises.
+-- filters: [[column, op, value, negate], ...] as parsed by realtime_filters.parse_params.
+CREATE OR REPLACE FUNCTION realtime.tablesync_check_subscription(
+  entity regclass, claims jsonb, filters jsonb
+) RETURNS void LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  col_names text[] := coalesce(array_agg(a.attname ORDER BY a.attnum), '{}'::text[])
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = entity AND a.attnum > 0 AND NOT a.attisdropped
+      AND pg_catalog.has_column_privilege((claims ->> 'role'), a.attrelid, a.attnum, 'SELECT');
+  f jsonb;
+  col text;
+  op text;
+  val text;
+  col_type regtype;
+  in_val jsonb;
+BEGIN
+  FOR f IN SELECT * FROM jsonb_array_elements(filters) LOOP
+    col := f ->> 0; op := f ->> 1; val := f ->> 2;
+    IF NOT col = ANY(col_names) THEN
+      RAISE EXCEPTION 'invalid column for filter %', col;
+    END IF;
+    col_type := (SELECT atttypid::regtype FROM pg_catalog.pg_attribute
+                 WHERE attrelid = entity AND attname = col);
+    IF col_type IS NULL THEN
+      RAISE EXCEPTION 'failed to lookup type for column %', col;
+    END IF;
+    IF op = 'in' THEN
+      EXECUTE format('select to_jsonb(%L::%s)', val, col_type::text || '[]') INTO in_val;
+      IF coalesce(jsonb_array_length(in_val), 0) > 100 THEN
+        RAISE EXCEPTION 'too many values for `in` filter. Maximum 100';
+      END IF;
+    ELSIF op = 'is' THEN
+      IF val NOT IN ('null', 'true', 'false', 'unknown') THEN
+        RAISE EXCEPTION 'invalid value for is filter: must be null, true, false, or unknown';
+      END IF;
+      IF val <> 'null' AND col_type <> 'boolean'::regtype THEN
+        RAISE EXCEPTION 'is % filter requires a boolean column, got %', val, col_type::text;
+      END IF;
+    ELSIF op IN ('like', 'ilike') THEN
+      IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_operator
+                     WHERE oprname = '~~' AND oprleft = col_type) THEN
+        RAISE EXCEPTION 'operator % requires a text-compatible column type, got %', op, col_type::text;
+      END IF;
+    ELSIF op IN ('match', 'imatch') THEN
+      IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_operator
+                     WHERE oprname = CASE WHEN op = 'imatch' THEN '~*' ELSE '~' END
+                       AND oprleft = col_type AND oprright = col_type
+                       AND oprresult = 'boolean'::regtype) THEN
+        RAISE EXCEPTION 'operator % requires a text-compatible column type, got %', op, col_type::text;
+      END IF;
+      BEGIN
+        PERFORM '' ~ val;
+      EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'invalid regular expression for % filter: %', op, sqlerrm;
+      END;
+    ELSE
+      EXECUTE format('select to_jsonb(%L::%s)', val, col_type::text);
+    END IF;
+  END LOOP;
+END
+$$;
+
+-- Which subscribers see one change (Supabase's apply_rls visibility part).
+-- rec: the columns filters are evaluated on (new record; the old identity for DELETE).
+-- subs: [{"claims": {...}, "filters": [[column, op, value, negate], ...]}, ...]
+-- check_rls: run the RLS check (SELECT of the row by primary key as the subscriber).
+CREATE OR REPLACE FUNCTION realtime.tablesync_visible(
+  entity regclass, rec jsonb, check_rls boolean, subs jsonb
+) RETURNS boolean[] LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  result boolean[] := '{}';
+  sub jsonb;
+  f jsonb;
+  ok boolean;
+  col_type text;
+  stmt text;
+BEGIN
+  IF check_rls THEN
+    SELECT format('select exists(select 1 from %s t where %s)', entity,
+                  string_agg(format('t.%I = ($1 ->> %L)::%s', a.attname, a.attname,
+                                    a.atttypid::regtype::text), ' and '))
+      INTO stmt
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+     WHERE i.indrelid = entity AND i.indisprimary;
+  END IF;
+  FOR sub IN SELECT * FROM jsonb_array_elements(subs) LOOP
+    ok := true;
+    FOR f IN SELECT * FROM jsonb_array_elements(sub -> 'filters') LOOP
+      IF NOT rec ? (f ->> 0) THEN
+        ok := false;
+        EXIT;
+      END IF;
+      col_type := (SELECT atttypid::regtype::text FROM pg_catalog.pg_attribute
+                   WHERE attrelid = entity AND attname = f ->> 0);
+      BEGIN
+        ok := coalesce(realtime.tablesync_check_op(f ->> 1, col_type, rec #>> ARRAY[f ->> 0],
+                                                   f ->> 2, (f ->> 3)::boolean), false);
+      EXCEPTION WHEN others THEN
+        ok := false;
+      END;
+      EXIT WHEN NOT ok;
+    END LOOP;
+    IF ok AND check_rls THEN
+      BEGIN
+        PERFORM set_config('role', sub -> 'claims' ->> 'role', true),
+                set_config('request.jwt.claims', (sub -> 'claims')::text, true);
+        EXECUTE stmt INTO ok USING rec;
+        PERFORM set_config('role', NULL, true);
+      EXCEPTION WHEN others THEN
+        ok := false;
+      END;
+    END IF;
+    result := result || coalesce(ok, false);
+  END LOOP;
+  PERFORM set_config('role', NULL, true);
+  RETURN result;
+END
+$$;

@@ -1,0 +1,108 @@
+"""Token checks with Supabase Realtime's outcomes and messages (pure, no I/O).
+
+Mirrors ``RealtimeWeb.JwtVerification`` + ``ChannelsAuthorization.authorize_conn``: HS* signature
+with the project secret, ``exp`` strictly in the future, ``iat`` numeric if present, ``role`` and
+``exp`` required.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from tablesync.errors import AuthError
+
+_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+# reason -> (join error code, message, HTTP status at the handshake, handshake message)
+_REASONS: dict[str, tuple[str, str, int, str]] = {
+    "missing_api_key": ("MissingAPIKey", "API key is missing or not a valid string", 401,
+                        "API key is missing"),
+    "token_malformed": ("MalformedJWT", "The token provided is not a valid JWT", 401,
+                        "The token provided is not a valid JWT"),
+    "signature_error": ("JwtSignatureError", "Failed to validate JWT signature", 401,
+                        "Failed to validate JWT signature"),
+    "error_generating_signer": (
+        "JwtSignerError",
+        "Failed to generate JWT signer, check your JWT secret or JWKS configuration", 401,
+        "Failed to generate JWT signer, check your JWT secret or JWKS configuration"),
+    "missing_claims": ("InvalidJWTToken", "Fields `role` and `exp` are required in JWT", 401,
+                       "Fields `role` and `exp` are required in JWT"),
+    "expired_token": ("InvalidJWTToken", "Token has expired", 401, "Token has expired"),
+    "invalid_claims": ("UnknownErrorOnChannel", "Unknown Error on Channel", 500,
+                       "Error connecting to Realtime"),
+}
+
+
+class TokenRefused(AuthError):
+    """A token Realtime refuses; ``reason`` is Supabase's atom, ``message`` its text."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        code, default, status, handshake = _REASONS[reason]
+        self.reason = reason
+        self.error_code = code
+        self.text = message or default
+        self.handshake_status = status
+        self.handshake_message = handshake
+        super().__init__(f"Realtime refused the token: {self.text}", status=status, code=code)
+
+    @property
+    def join_reason(self) -> str:
+        """The ``reason`` of a join error reply (bare text for the unknown error)."""
+        if self.error_code == "UnknownErrorOnChannel":
+            return "Unknown Error on Channel"
+        return f"{self.error_code}: {self.text}"
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenRefused("token_malformed")
+    try:
+        header, claims = json.loads(_b64d(parts[0])), json.loads(_b64d(parts[1]))
+        sig = _b64d(parts[2])
+    except (ValueError, UnicodeDecodeError):
+        raise TokenRefused("token_malformed") from None
+    if not isinstance(claims, dict) or not isinstance(header, dict):
+        raise TokenRefused("token_malformed")
+    return header, claims, sig
+
+
+def verify(token: Any, secret: str, *, now: float | None = None) -> dict[str, Any]:
+    """Return the claims of a token Realtime accepts; raise :class:`TokenRefused` otherwise."""
+    if not isinstance(token, str):
+        raise TokenRefused("missing_api_key")
+    token = "".join(token.split())
+    header, claims, sig = _peek(token)
+    digest = _HASHES.get(str(header.get("alg")))
+    if digest is None:
+        raise TokenRefused("error_generating_signer")
+    head, body, _ = token.split(".")
+    expected = hmac.new(secret.encode(), f"{head}.{body}".encode("ascii"), digest).digest()
+    if not hmac.compare_digest(sig, expected):
+        raise TokenRefused("signature_error")
+    current = int(time.time() if now is None else now)
+    exp = claims.get("exp")
+    if exp is not None:
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool) or not exp > current:
+            ago = current - int(round(exp)) if isinstance(exp, (int, float)) else 0
+            raise TokenRefused("expired_token", f"Token has expired {ago} seconds ago")
+    iat = claims.get("iat")
+    if iat is not None and (not isinstance(iat, (int, float)) or isinstance(iat, bool)):
+        raise TokenRefused("invalid_claims")
+    if "role" not in claims or "exp" not in claims:
+        raise TokenRefused("missing_claims")
+    return claims
+
+
+def seconds_left(claims: dict[str, Any], *, now: float | None = None) -> float:
+    """Seconds until ``exp`` (may be negative)."""
+    return float(claims["exp"]) - (time.time() if now is None else now)
