@@ -1,0 +1,589 @@
+"""The sync engine: the state machine's instructions carried out with real I/O.
+
+``Engine`` owns one asyncio loop in a background thread (``start()``/``stop()``) or runs one
+cycle in the caller's thread (``sync_once()``). All decisions come from
+:class:`~tablesync.machine.SyncMachine`; this module only executes them:
+
+* events go through one queue consumer (``_feed`` is thread-safe);
+* blocking work (REST calls, SQLite) runs in a one-thread executor, so pushes, pulls and
+  sign-ins never overlap; Realtime changes are applied in a second one-thread executor so a
+  long push drain does not delay them;
+* local changes are noticed by watching ``max(sync_queue.id)`` on a private read
+  connection every ``watch_interval`` seconds (the app writes with plain sqlite3, maybe in
+  another process), and fed to the machine as :class:`~tablesync.machine.LocalChange`.
+
+Push: ``LocalStore.pending()`` (coalesced, FK-ordered) is read once per drain and pushed in
+per-table batches of ``batch_size`` through the apply RPC; outcomes go to
+``LocalStore.ack`` (synced/parked/retry; server winners applied at once). A batch the
+server rejects as a whole (non-transient 4xx) is retried one record per request so a bad
+record is isolated and parked instead of blocking the queue.
+
+Pull: ``watermark()`` first, then per table pages of ``_ts_xid >= cursor`` ordered by
+``_ts_seq`` until a short page, applied with ``LocalStore.apply_remote``; then the cursor
+becomes the watermark. Malformed rows are logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from tablesync.backoff import Backoff
+from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
+                              TablesyncError, TransientRemoteError)
+from tablesync.machine import (
+    AUTH_DEAD, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
+    ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
+    Instruction, LocalChange, MachineSettings, PullResult, PushResult, ReportState,
+    ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncMachine,
+    SyncRequested, Tick, UpdateToken, WsDown, WsUp,
+)
+from tablesync.model import Change, TableSpec
+from tablesync.project import Project
+from tablesync.remote.base import (MAX_PAGE, ChangeEvent, DeadSessionError, ForbiddenError,
+                                   Remote, TableChannel, validate_row)
+from tablesync.rows import row_from_state
+from tablesync.session import Session
+from tablesync.store import LocalStore
+from tablesync.vault import Secret
+
+log = logging.getLogger("tablesync.engine")
+
+DEFAULT_WATCH_INTERVAL = 0.02
+Callback = Callable[[Change], None]
+StateCallback = Callable[["EngineStatus"], None]
+
+__all__ = ["Engine", "EngineStatus", "SyncSummary"]
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What ``sync status`` and the status page show about the running engine."""
+
+    state: str = State.DISCONNECTED.value
+    reason: str = ""
+    offline: bool = False
+    reauth_required: bool = False
+    realtime: bool = False
+    last_error: str = ""
+
+
+@dataclass
+class SyncSummary:
+    """What one ``sync_once()`` did."""
+
+    pushed: int = 0
+    pulled: int = 0
+    applied: int = 0
+    rejected: int = 0
+    parked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Keeps one SQLite database in sync with the remote.
+
+    Args:
+        project: config + table specs.
+        store: the local store (default: opened from the config's database path).
+        remote: the REST client (default: built from ``[supabase]``; None = local-only).
+        session: the token source (default: built with the remote, vault at
+            ``paths.token_store``).
+        realtime_factory: builds the Realtime client (tests may inject); None = default.
+        watch_interval: how often to look for new local changes (seconds).
+    """
+
+    def __init__(self, project: Project, *, store: LocalStore | None = None,
+                 remote: Remote | None = None, session: Session | None = None,
+                 realtime_factory: Callable[..., Any] | None = None,
+                 watch_interval: float = DEFAULT_WATCH_INTERVAL,
+                 backoff: Backoff | None = None) -> None:
+        self.project = project
+        cfg = project.config
+        self.store = store or LocalStore.open(project)
+        self._own_remote = remote is None and session is None
+        if remote is None and cfg.supabase is not None:
+            remote, session = _default_remote(project)
+        self.remote, self.session = remote, session
+        if session is not None:
+            session.on_refresh = self._token_refreshed
+        s = cfg.sync
+        self.machine = SyncMachine(
+            settings=MachineSettings(interval=s.interval, debounce=s.debounce,
+                                     poll_interval=s.poll_interval, realtime=s.realtime),
+            backoff=backoff or Backoff(max_retries=s.max_retries))
+        self.batch_size = s.batch_size
+        self.watch_interval = watch_interval
+        self._realtime_factory = realtime_factory
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._state_callbacks: list[StateCallback] = []
+        self.status = EngineStatus()
+        self._backlog: deque[Change] = deque()
+        self._solo = 0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: asyncio.Queue[Event] | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="tablesync-io")
+        self._rt_io = ThreadPoolExecutor(1, thread_name_prefix="tablesync-rt")
+        self._realtime: Any = None
+        self._realtime_task: asyncio.Task[Any] | None = None
+        self._live: set[str] = set()
+        self._started = threading.Event()
+        self._done = threading.Event()
+
+    # ------------------------------------------------------------------ public API
+
+    def on(self, table: str, callback: Callback) -> None:
+        """Call ``callback(change)`` for every remote change applied to ``table``."""
+        if table not in {t.name for t in self.project.tables}:
+            raise TablesyncError(f"on(): {table!r} is not a synced table")
+        self._callbacks.setdefault(table, []).append(callback)
+
+    def on_state(self, callback: StateCallback) -> None:
+        """Call ``callback(status)`` whenever the engine's state changes."""
+        self._state_callbacks.append(callback)
+
+    def start(self) -> None:
+        """Run the engine in a background thread (returns at once)."""
+        if self._thread is not None:
+            raise TablesyncError("engine already started")
+        self._thread = threading.Thread(target=self._run_thread, name="tablesync-engine",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread cleanly (idempotent)."""
+        if self._thread is None:
+            return
+        self._feed(Stop())
+        self._done.wait(timeout)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def sync_now(self) -> None:
+        """Ask the running engine to push and catch up now."""
+        self._feed(SyncRequested())
+
+    def close(self) -> None:
+        """Stop, then release the store and remote."""
+        self.stop()
+        self._io.shutdown(wait=True)
+        self._rt_io.shutdown(wait=True)
+        if self._own_remote and self.remote is not None:
+            self.remote.close()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- one-shot sync
+
+    def sync_once(self) -> SyncSummary:
+        """Authenticate, push every pending change, catch up; in the caller's thread."""
+        summary = SyncSummary()
+        if self.remote is None:
+            raise TablesyncError("local-only mode: no [supabase] in the config",
+                                 hint="add [supabase] url/anon_key/email to sync.toml")
+        if self.session is not None:
+            self.session.ensure()
+        while True:
+            result = self._push_batch(summary)
+            if result.outcome not in ("ok", "forbidden"):
+                raise TransientRemoteError(f"push stopped: {result.outcome}: "
+                                           f"{self.status.last_error}")
+            if not result.backlog:
+                break
+        pull = self._catch_up(summary)
+        if pull.outcome != "ok":
+            raise TransientRemoteError(f"catch-up stopped: {self.status.last_error}")
+        return summary
+
+    # -------------------------------------------------------------- event loop
+
+    def _run_thread(self) -> None:
+        try:
+            asyncio.run(self._main())
+        finally:
+            self._done.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._events = asyncio.Queue()
+        self._started.set()
+        watcher = asyncio.ensure_future(self._watch())
+        first: Event = ConfigPresent() if self.remote is not None else ConfigAbsent()
+        self._events.put_nowait(first)
+        try:
+            while True:
+                event = await self._events.get()
+                if await self._handle(event):
+                    break
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self._stop_realtime()
+            for handle in self._timers.values():
+                handle.cancel()
+
+    def _feed(self, event: Event) -> None:
+        """Queue ``event`` for the machine (thread-safe)."""
+        loop, queue = self._loop, self._events
+        if loop is None or queue is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+        except RuntimeError:
+            pass
+
+    async def _handle(self, event: Event) -> bool:
+        for ins in self.machine.handle(event):
+            if isinstance(ins, Shutdown):
+                return True
+            try:
+                await self._execute(ins)
+            except Exception as exc:  # the daemon loop is the one place that catches
+                log.exception("engine: %s failed", ins.do)
+                self._set_error(f"{ins.do}: {exc}")
+        return False
+
+    async def _execute(self, ins: Instruction) -> None:
+        if isinstance(ins, ScheduleTimer):
+            self._schedule(ins.name, ins.delay)
+        elif isinstance(ins, CancelTimer):
+            handle = self._timers.pop(ins.name, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(ins, StartPush):
+            self._in_io(lambda: self._push_batch(None))
+        elif isinstance(ins, StartCatchUp):
+            self._in_io(lambda: self._catch_up(None))
+        elif isinstance(ins, Authenticate):
+            self._in_io(lambda: self._authenticate(ins.refresh))
+        elif isinstance(ins, ConnectRealtime):
+            self._start_realtime()
+        elif isinstance(ins, DisconnectRealtime):
+            await self._stop_realtime()
+        elif isinstance(ins, UpdateToken):
+            if self._realtime is not None and self.session is not None:
+                token = self.session.access_token()
+                if token is not None:
+                    self._realtime.set_token(token)
+        elif isinstance(ins, GoOffline):
+            log.warning("engine: offline mode, next try in %.0f s", ins.retry_in)
+        elif isinstance(ins, ReportState):
+            self._report(ins)
+
+    def _schedule(self, name: str, delay: float) -> None:
+        assert self._loop is not None
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = self._loop.call_later(delay, self._feed, Tick(name))
+
+    def _in_io(self, work: Callable[[], Event]) -> None:
+        """Run blocking ``work`` in the I/O thread; feed the event it returns."""
+        assert self._loop is not None
+        future = self._loop.run_in_executor(self._io, work)
+        future.add_done_callback(self._io_done)
+
+    def _io_done(self, future: asyncio.Future[Event]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("engine: background work failed: %s", exc)
+            self._set_error(str(exc))
+            return
+        self._feed(future.result())
+
+    async def _watch(self) -> None:
+        """Feed LocalChange whenever new sync_queue entries appear."""
+        path = self.project.config.database_path
+        conn = await asyncio.get_running_loop().run_in_executor(None, _reader, str(path))
+        try:
+            last = _max_queue_id(conn)
+            while True:
+                await asyncio.sleep(self.watch_interval)
+                now = _max_queue_id(conn)
+                if now != last:
+                    last = now
+                    self._feed(LocalChange())
+        finally:
+            conn.close()
+
+    # ----------------------------------------------------------------- actions
+
+    def _authenticate(self, refresh: bool) -> Event:
+        assert self.session is not None
+        try:
+            tokens = self.session.refresh() if refresh else self.session.ensure()
+        except TransientRemoteError as exc:
+            self._set_error(str(exc))
+            return AuthFailed(AUTH_TRANSIENT, exc.retry_after)
+        except DeadSessionError as exc:
+            self._set_error(str(exc))
+            return AuthFailed(AUTH_DEAD)
+        except (AuthError, PayloadError, RemoteError, StoreError, TablesyncError) as exc:
+            self._set_error(str(exc))
+            transient = isinstance(exc, PayloadError) or (
+                isinstance(exc, RemoteError) and not isinstance(exc, AuthError)
+                and (exc.status or 500) >= 500)
+            return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
+        return AuthOk(max(1.0, tokens.expires_in()))
+
+    def _push_batch(self, summary: SyncSummary | None) -> PushResult:
+        """Push one batch (one table, up to batch_size records) and record the outcomes."""
+        assert self.remote is not None
+        if not self._backlog:
+            self._backlog.extend(self.store.pending())
+        if not self._backlog:
+            return PushResult("ok", backlog=False)
+        batch = self._take_batch()
+        table = batch[0].table
+        try:
+            outcomes = self.remote.apply(table, [row_from_state(c.state) for c in batch])
+        except ForbiddenError as exc:
+            for ch in batch:
+                self.store.park(ch.table, ch.record_id, str(exc))
+            self._note(summary, parked=len(batch), error=str(exc))
+            return PushResult("forbidden", backlog=bool(self._backlog))
+        except AuthError as exc:
+            self._backlog.extendleft(reversed(batch))
+            self._set_error(str(exc))
+            return PushResult("auth")
+        except TransientRemoteError as exc:
+            self._backlog.extendleft(reversed(batch))
+            self._set_error(str(exc))
+            return PushResult("transient", retry_after=exc.retry_after)
+        except PayloadError as exc:
+            self._backlog.extendleft(reversed(batch))
+            self._set_error(str(exc))
+            return PushResult("payload")
+        except RemoteError as exc:              # the whole batch refused (e.g. 400)
+            return self._batch_refused(batch, exc, summary)
+        winners = self.store.ack(batch, [{"outcome": o.outcome, "row": o.row,
+                                          "message": o.message} for o in outcomes])
+        self._note(summary, pushed=len(batch),
+                   parked=sum(o.outcome == "forbidden" for o in outcomes))
+        self._notify(winners)
+        return PushResult("ok", backlog=bool(self._backlog))
+
+    def _take_batch(self) -> list[Change]:
+        size = 1 if self._solo > 0 else self.batch_size
+        first = self._backlog.popleft()
+        batch = [first]
+        while self._backlog and len(batch) < size and self._backlog[0].table == first.table:
+            batch.append(self._backlog.popleft())
+        self._solo = max(0, self._solo - len(batch))
+        return batch
+
+    def _batch_refused(self, batch: list[Change], exc: RemoteError,
+                       summary: SyncSummary | None) -> PushResult:
+        self._set_error(str(exc))
+        if len(batch) > 1:                      # isolate the bad record: one per request
+            self._backlog.extendleft(reversed(batch))
+            self._solo = len(batch)
+            return PushResult("ok", backlog=True)
+        self.store.ack(batch, [{"outcome": "error", "row": None, "message": str(exc)}])
+        self._note(summary, error=str(exc))
+        return PushResult("ok", backlog=bool(self._backlog))
+
+    def _catch_up(self, summary: SyncSummary | None) -> PullResult:
+        """Pull every table from its cursor to the watermark taken first."""
+        assert self.remote is not None
+        try:
+            mark = self.remote.watermark()
+            for spec in self.project.tables:
+                self._catch_up_table(spec, mark, summary)
+        except AuthError as exc:
+            self._set_error(str(exc))
+            return PullResult("auth")
+        except TransientRemoteError as exc:
+            self._set_error(str(exc))
+            return PullResult("transient", exc.retry_after)
+        except RemoteError as exc:              # PayloadError, 4xx
+            self._set_error(str(exc))
+            return PullResult("payload")
+        return PullResult("ok")
+
+    def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
+        assert self.remote is not None
+        cursor, _ = self.store.get_cursor(spec.name)
+        after = 0
+        system = self.project.config.system.id
+        for _ in range(10**7):                  # bounded: a page always advances `after`
+            page = self.remote.pull_page(spec.name, spec.scope, system, cursor, after,
+                                         MAX_PAGE)
+            for bad in page.rejected:
+                log.error("engine: rejected a remote row: %s", bad)
+            applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+            self._note(summary, pulled=len(page.rows), applied=len(applied),
+                       rejected=len(page.rejected))
+            self._notify(applied)
+            if page.size < MAX_PAGE or page.last_seq is None or page.last_seq <= after:
+                break
+            after = page.last_seq
+        self.store.set_cursor(spec.name, mark, 0)
+
+    # -------------------------------------------------------------- realtime
+
+    def _start_realtime(self) -> None:
+        if self._realtime is not None:
+            return
+        cfg = self.project.config
+        assert cfg.supabase is not None
+        channels = [TableChannel(t.name, t.scope, cfg.system.id) for t in self.project.tables]
+        token = self.session.access_token() if self.session is not None else None
+        factory = self._realtime_factory or _default_realtime
+        self._realtime = factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
+                                 on_change=self._on_remote_change,
+                                 on_status=self._on_realtime_status, access_token=token)
+        self._live.clear()
+        self._realtime_task = asyncio.ensure_future(self._realtime.run())
+
+    async def _stop_realtime(self) -> None:
+        client, task = self._realtime, self._realtime_task
+        self._realtime = self._realtime_task = None
+        if client is not None:
+            client.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - shutting down
+                log.warning("engine: realtime did not stop cleanly: %r", exc)
+
+    def _on_realtime_status(self, table: str, live: bool) -> None:
+        before = self._live == {t.name for t in self.project.tables}
+        if not table:
+            self._live.clear()
+        elif live:
+            self._live.add(table)
+        else:
+            self._live.discard(table)
+        after = self._live == {t.name for t in self.project.tables}
+        if after and not before:
+            self._feed(WsUp())
+        elif before and not after:
+            self._feed(WsDown())
+
+    async def _on_remote_change(self, event: ChangeEvent) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._rt_io, self._apply_change, event)
+
+    def _apply_change(self, event: ChangeEvent) -> None:
+        spec = next((t for t in self.project.tables if t.name == event.table), None)
+        if spec is None:
+            return
+        if event.type == "DELETE":
+            log.info("engine: ignoring a hard DELETE on %s (sync deletes are tombstones)",
+                     event.table)
+            return
+        try:
+            if event.errors:
+                raise PayloadError(f"realtime {event.table}: {', '.join(event.errors)}")
+            row = validate_row(spec, event.record, partial=True,
+                               where=f"realtime {event.table}")
+            missing = [c for c in spec.column_names if c not in row]
+            if missing or "_ts_hlc" not in row:
+                raise PayloadError(f"realtime {event.table}: partial record, catching up")
+        except PayloadError as exc:
+            log.warning("engine: %s", exc)
+            self._feed(SyncRequested())         # fall back to the REST catch-up
+            return
+        try:
+            applied = self.store.apply_remote(spec.name, [row])
+        except StoreError as exc:
+            log.error("engine: cannot apply a realtime change: %s", exc)
+            return
+        self._notify(applied)
+
+    def _token_refreshed(self, token: Secret) -> None:
+        client = self._realtime
+        if client is not None:
+            client.set_token(token)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _notify(self, changes: Iterable[Change]) -> None:
+        for ch in changes:
+            for cb in self._callbacks.get(ch.table, ()):
+                try:
+                    cb(ch)
+                except Exception:  # noqa: BLE001 - a callback must not stop the engine
+                    log.exception("engine: callback for %s failed", ch.table)
+
+    def _report(self, ins: ReportState) -> None:
+        self.status = EngineStatus(ins.state, ins.reason, ins.offline, ins.reauth_required,
+                                   ins.realtime, self.status.last_error)
+        log.info("engine: %s%s", ins.state, f" ({ins.reason})" if ins.reason else "")
+        for cb in self._state_callbacks:
+            try:
+                cb(self.status)
+            except Exception:  # noqa: BLE001
+                log.exception("engine: state callback failed")
+
+    def _set_error(self, message: str) -> None:
+        s = self.status
+        self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
+                                   s.realtime, message[:500])
+
+    @staticmethod
+    def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
+              applied: int = 0, rejected: int = 0, parked: int = 0, error: str = "") -> None:
+        if summary is None:
+            return
+        summary.pushed += pushed
+        summary.pulled += pulled
+        summary.applied += applied
+        summary.rejected += rejected
+        summary.parked += parked
+        if error:
+            summary.errors.append(error)
+
+
+def _default_remote(project: Project) -> tuple[Remote, Session]:
+    from tablesync.remote.rest import RestRemote
+    from tablesync.vault import Vault
+
+    cfg = project.config
+    assert cfg.supabase is not None
+    sb = cfg.supabase
+    remote = RestRemote(sb.url, sb.anon_key, tables={t.name: t for t in project.tables})
+    password = Secret(sb.password.get_secret_value()) if sb.password else None
+    session = Session(remote, Vault(cfg.resolve_path(cfg.paths.token_store)), project=sb.url,
+                      email=sb.email, password=password)
+    remote.tokens = session
+    return remote, session
+
+
+def _default_realtime(url: str, anon_key: str, channels: list[TableChannel],
+                      **kw: Any) -> Any:
+    from tablesync.remote.realtime import RealtimeClient
+
+    return RealtimeClient(url, anon_key, channels, **kw)
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _max_queue_id(conn: sqlite3.Connection) -> int:
+    try:
+        (value,) = conn.execute("SELECT coalesce(max(id), 0) FROM sync_queue").fetchone()
+    except sqlite3.Error:
+        return -1
+    return int(value)
+

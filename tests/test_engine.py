@@ -1,0 +1,184 @@
+"""Engine end to end: two systems' SQLite files, the real devserver, real PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg
+import pytest
+
+from tablesync.devserver.server import DevServer, DevServerInfo
+from tablesync.engine import Engine
+from tablesync.model import Change
+from tablesync.project import Project, load_project
+from tablesync.remote.rest import RestRemote
+from tablesync.session import Session
+from tablesync.sql import postgres
+from tablesync.vault import Secret, Vault
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or cond}")
+
+
+@pytest.fixture
+def backend(pg_dsn: str) -> Iterator[DevServer]:
+    project = load_project(ROOT / "sync.toml")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    srv = DevServer(dsn=pg_dsn)
+    srv.start()
+    with RestRemote(srv.info.url, srv.info.anon_key) as admin:
+        for system in ("system-a", "system-b"):
+            admin.admin_create_user(Secret(srv.info.service_key), f"{system}@example.com",
+                                    Secret("pw-" + system), {"system_id": system})
+    yield srv
+    srv.stop()
+
+
+def _project(tmp: Path, info: DevServerInfo | None, system: str, **sync: Any) -> Project:
+    cfg = tmp / f"{system}.toml"
+    settings = {"interval": 1.0, "debounce": 0.01, "poll_interval": 2.0, **sync}
+    remote = (f'[supabase]\nurl = "{info.url}"\nanon_key = "{info.anon_key}"\n'
+              f'email = "{system}@example.com"\n' if info else "")
+    cfg.write_text(
+        f'[system]\nid = "{system}"\ndatabase = "{tmp / system}.db"\n{remote}'
+        "[sync]\n" + "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
+                             for k, v in settings.items()) +
+        f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp / system}-auth.json"\n'
+        f'conflict_log = "{tmp / system}-conflicts.log"\n[tables.projects]' + TABLES)
+    return load_project(cfg)
+
+
+def _engine(tmp: Path, info: DevServerInfo, system: str, **sync: Any) -> Engine:
+    project = _project(tmp, info, system, **sync)
+    remote = RestRemote(info.url, info.anon_key, tables={t.name: t for t in project.tables})
+    session = Session(remote, Vault(tmp / f"{system}-auth.json"), project=info.url,
+                      email=f"{system}@example.com", password=Secret("pw-" + system))
+    remote.tokens = session
+    return Engine(project, remote=remote, session=session)
+
+
+def _app(tmp: Path, system: str) -> sqlite3.Connection:
+    """The application's own plain sqlite3 connection."""
+    return sqlite3.connect(tmp / f"{system}.db", isolation_level=None, timeout=30)
+
+
+def _pg(info: DevServerInfo, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(info.dsn, autocommit=True) as conn:
+        cur = conn.execute(query, args or None)
+        return cur.fetchall() if cur.description else []
+
+
+def test_two_systems_end_to_end(backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    a, b = _engine(tmp_path, info, "system-a"), _engine(tmp_path, info, "system-b")
+    arrived: list[Change] = []
+    b.on("tasks", arrived.append)
+    try:
+        a.start()
+        b.start()
+        for e in (a, b):
+            wait_for(lambda e=e: e.status.state == "connected" and e.status.realtime,
+                     what="engines connected")
+        app_a = _app(tmp_path, "system-a")
+        # local insert/update/delete in A reach the server
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t1', 'system-a', 'one')")
+        wait_for(lambda: _pg(info, "SELECT title FROM tasks WHERE id = 't1'") == [("one",)],
+                 what="insert pushed")
+        app_a.execute("UPDATE tasks SET title = 'uno' WHERE id = 't1'")
+        wait_for(lambda: _pg(info, "SELECT title FROM tasks WHERE id = 't1'") == [("uno",)],
+                 what="update pushed")
+        app_a.execute("DELETE FROM tasks WHERE id = 't1'")
+        wait_for(lambda: _pg(info, "SELECT _ts_deleted FROM tasks WHERE id = 't1'") ==
+                 [(True,)], what="delete pushed as a tombstone")
+        # a dashboard write for system B reaches B within a second, and not A
+        t0 = time.monotonic()
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES ('tb', 'system-b', 'for b')")
+        app_b = _app(tmp_path, "system-b")
+        wait_for(lambda: app_b.execute("SELECT title FROM tasks WHERE id = 'tb'").fetchall(),
+                 timeout=5, what="remote insert in B")
+        assert time.monotonic() - t0 < 1.0
+        wait_for(lambda: arrived, what="callback")
+        assert arrived[0].table == "tasks" and arrived[0].record_id == "tb"
+        time.sleep(0.2)
+        assert app_a.execute("SELECT count(*) FROM tasks WHERE id = 'tb'").fetchone() == (0,)
+        # nothing B applied was queued again (echo guard)
+        assert app_b.execute("SELECT count(*) FROM sync_queue").fetchone() == (0,)
+        # B edits its row; the server keeps B's version
+        app_b.execute("UPDATE tasks SET status = 'done' WHERE id = 'tb'")
+        wait_for(lambda: _pg(info, "SELECT status, _ts_origin FROM tasks WHERE id = 'tb'") ==
+                 [("done", "system-b")], what="B's edit pushed")
+        assert a.status.last_error == "" or "expired" not in a.status.last_error
+    finally:
+        a.close()
+        b.close()
+
+
+def test_offline_backend_then_back(backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    a = _engine(tmp_path, info, "system-a")
+    a.backoff_for_test = None
+    try:
+        a.start()
+        wait_for(lambda: a.status.state == "connected", what="connected")
+        backend.stop()
+        app_a = _app(tmp_path, "system-a")
+        for i in range(30):
+            app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, 'system-a', ?)",
+                          (f"off{i}", f"offline {i}"))
+        wait_for(lambda: a.status.state == "disconnected", what="disconnected")
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES ('srv', 'system-a', 'x')")
+        backend.start()
+        a.sync_now()
+        wait_for(lambda: _pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'off%'") ==
+                 [(30,)], timeout=20, what="backlog drained after the backend came back")
+        wait_for(lambda: app_a.execute("SELECT 1 FROM tasks WHERE id = 'srv'").fetchall(),
+                 timeout=20, what="server write made while offline reached A")
+        wait_for(lambda: a.store.stats().depth == 0, what="queue empty")
+    except AssertionError:
+        raise AssertionError(f"{a.status}") from None
+    finally:
+        a.close()
+
+
+def test_catch_up_after_downtime_and_sync_once(backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    for i in range(5):
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES (%s, 'system-b', 'early')",
+            f"e{i}")
+    b = _engine(tmp_path, info, "system-b")
+    try:
+        app_b = _app(tmp_path, "system-b")
+        app_b.execute("INSERT INTO tasks (id, system_id, title) VALUES ('mine', 'system-b', 'x')")
+        summary = b.sync_once()
+        assert summary.pushed == 1 and summary.pulled >= 5
+        assert app_b.execute("SELECT count(*) FROM tasks WHERE title = 'early'").fetchone() == (5,)
+        assert b.store.stats().depth == 0
+        assert _pg(info, "SELECT _ts_origin FROM tasks WHERE id = 'mine'") == [("system-b",)]
+    finally:
+        b.close()
+
+
+def test_local_only_mode_queues(tmp_path: Path) -> None:
+    project = _project(tmp_path, None, "system-a")
+    with Engine(project) as e:
+        e.start()
+        wait_for(lambda: e.status.state == "local_only", what="local-only")
+        app = _app(tmp_path, "system-a")
+        app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('q', 'system-a', 'x')")
+        time.sleep(0.1)
+        assert e.status.state == "local_only" and e.store.stats().depth == 1
