@@ -468,3 +468,30 @@ def test_stop_closes_sockets_and_leaves_no_tasks(db: str) -> None:
         assert asyncio.all_tasks() - before == set()
 
     run(main())
+
+
+def test_idle_socket_is_closed_and_stop_closes_live_sockets(db: str) -> None:
+    srv = RealtimeServer(db, idle_timeout=0.5).start()
+    try:
+        async def idle() -> None:
+            ph = await connect(srv)
+            await ph.join_live("realtime:i", CHANGES_A, token(system_id="A"))
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                while True:  # nothing sent by the client: the server hangs up after 0.5 s
+                    await ph.recv(timeout=3)
+
+        run(idle())
+
+        async def on_stop() -> None:
+            ph = await connect(srv)
+            await ph.join_live("realtime:s", CHANGES_A, token(system_id="A"))
+            assert srv.loop is not None
+            stopped = asyncio.run_coroutine_threadsafe(srv.service.stop(), srv.loop)
+            await asyncio.get_running_loop().run_in_executor(None, stopped.result, 10)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                await ph.recv(timeout=3)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+        run(on_stop())
+    finally:
+        srv.stop()
