@@ -90,17 +90,17 @@ def generate(
             raise typer.Exit(EXIT_ERROR)
         typer.echo("generated files are up to date")
         return
+    db = project.config.database_path
+    if migrate and db.exists():  # first: a refused migration leaves the files untouched
+        from tablesync.migrations import migrate_database
+
+        for step in migrate_database(db, project):
+            typer.echo(f"migrated {db}: {step}")
     changed = gen.write(arts)
     for path in changed:
         typer.echo(f"wrote {path}")
     if not changed:
         typer.echo("generated files are up to date")
-    db = project.config.database_path
-    if migrate and db.exists():
-        from tablesync.migrations import migrate_database
-
-        for step in migrate_database(db, project):
-            typer.echo(f"migrated {db}: {step}")
 
 
 @app.command()

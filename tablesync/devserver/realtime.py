@@ -153,6 +153,7 @@ class RealtimeService:
             except SubscriptionParamsError as exc:
                 return str(exc)
         async with self._control_lock:
+            await self._refresh_locked()  # picks up new tables, replica identity, grants
             bindings: list[Binding] = []
             for sub_id, spec in specs:
                 error = await self._bind(channel, sub_id, spec, bindings)
@@ -169,9 +170,6 @@ class RealtimeService:
     async def _bind(self, channel: Channel, sub_id: int, spec: SubscriptionSpec,
                     out: list[Binding]) -> str | None:
         oids = self._match(spec)
-        if not oids:
-            await self._refresh_locked()
-            oids = self._match(spec)
         if not oids:
             return ("Unable to subscribe to changes with given parameters. Please check Realtime"
                     f" is enabled for the given connect parameters: [{spec.describe()}]")

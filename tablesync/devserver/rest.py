@@ -65,6 +65,8 @@ class RestService:
             Route("/rest/v1/rpc/{fn}", self.rpc, methods=["GET", "POST", "HEAD"]),
             Route("/rest/v1/{table}", self.table_endpoint,
                   methods=["GET", "HEAD", "POST", "PATCH", "DELETE"]),
+            Route("/rest/v1/{rest:path}", self.invalid_path,
+                  methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
         ]
 
     # -- plumbing -------------------------------------------------------------
@@ -129,6 +131,10 @@ class RestService:
     async def root(self, request: Request) -> Response:
         caller(request, self.settings)
         return Response("{}", media_type=JSON_TYPE)
+
+    async def invalid_path(self, request: Request) -> Response:
+        caller(request, self.settings)
+        raise pgrst(404, "PGRST125", "Invalid path specified in request URL")
 
     async def table_endpoint(self, request: Request) -> Response:
         who = caller(request, self.settings)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +19,13 @@ DEFAULT_JWT_EXP = 3600
 DEFAULT_REFRESH_REUSE_INTERVAL = 10
 DEFAULT_MAX_ROWS = 1000
 SECRET_FILE = "jwt_secret"
-KEY_LIFETIME = 10 * 365 * 24 * 3600
+KEY_IAT = 1641769200      # fixed, so a data dir's keys stay the same across restarts
+KEY_EXP = 4102444800      # 2100-01-01
 
 
-def api_key(role: str, secret: str, *, now: int | None = None) -> str:
+def api_key(role: str, secret: str) -> str:
     """A Supabase legacy API key: an HS256 JWT with ``role`` (anon / service_role)."""
-    iat = int(time.time() if now is None else now)
-    claims = {"iss": "supabase-demo", "role": role, "iat": iat, "exp": iat + KEY_LIFETIME}
+    claims = {"iss": "supabase-demo", "role": role, "iat": KEY_IAT, "exp": KEY_EXP}
     return jwt.encode(claims, secret)
 
 

@@ -37,7 +37,7 @@ def token(*, role: str = "authenticated", system_id: str | None = None, exp_in: 
     if role == "anon":
         claims = {"iss": "supabase", "role": "anon", "iat": now, "exp": int(now + exp_in)}
     claims.update(extra)
-    return jwt.encode(claims, secret)
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret)
 
 
 class RealtimeServer:
