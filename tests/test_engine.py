@@ -131,7 +131,6 @@ def test_two_systems_end_to_end(backend: DevServer, tmp_path: Path) -> None:
 def test_offline_backend_then_back(backend: DevServer, tmp_path: Path) -> None:
     info = backend.info
     a = _engine(tmp_path, info, "system-a")
-    a.backoff_for_test = None
     try:
         a.start()
         wait_for(lambda: a.status.state == "connected", what="connected")
@@ -149,8 +148,8 @@ def test_offline_backend_then_back(backend: DevServer, tmp_path: Path) -> None:
         wait_for(lambda: app_a.execute("SELECT 1 FROM tasks WHERE id = 'srv'").fetchall(),
                  timeout=20, what="server write made while offline reached A")
         wait_for(lambda: a.store.stats().depth == 0, what="queue empty")
-    except AssertionError:
-        raise AssertionError(f"{a.status}") from None
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; engine status: {a.status}") from None
     finally:
         a.close()
 
