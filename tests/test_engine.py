@@ -181,3 +181,77 @@ def test_local_only_mode_queues(tmp_path: Path) -> None:
         app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('q', 'system-a', 'x')")
         time.sleep(0.1)
         assert e.status.state == "local_only" and e.store.stats().depth == 1
+
+
+def test_late_offline_upload_and_long_transaction_reach_a(backend: DevServer,
+                                                          tmp_path: Path) -> None:
+    """Issue 4 item 4: the catch-up cursor is a server xid watermark, never a timestamp."""
+    info = backend.info
+    a = _engine(tmp_path, info, "system-a", realtime=False)
+    try:
+        a.sync_once()
+        # a long transaction starts (takes its xid) before A's next pull ...
+        long_tx = psycopg.connect(info.dsn)
+        long_tx.execute("INSERT INTO tasks (id, system_id, title) "
+                        "VALUES ('long', 'system-a', 'slow commit')")
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES ('quick', 'system-a', 'q')")
+        a.sync_once()
+        app_a = _app(tmp_path, "system-a")
+        assert app_a.execute("SELECT id FROM tasks").fetchall() == [("quick",)]
+        # ... and commits after it; later writes have higher sequence numbers
+        long_tx.commit()
+        long_tx.close()
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES ('later', 'system-a', 'l')")
+        # an edit made offline an hour ago (old HLC) is uploaded only now, by another writer
+        hour_ago = (int(time.time() * 1000) - 3_600_000) << 16
+        with RestRemote(info.url, info.service_key) as svc:  # service role, bypasses RLS
+            out = svc.apply("tasks", [{
+                "id": "offline", "system_id": "system-a", "project_id": None,
+                "title": "made offline", "status": "pending", "priority": 0, "payload": None,
+                "updated_at": None, "_ts_hlc": hour_ago, "_ts_origin": "system-b",
+                "_ts_deleted": False, "_ts_base_hlc": 0, "_ts_base_origin": ""}])
+            assert out[0].outcome == "applied"
+        a.sync_once()
+        got = {r[0] for r in app_a.execute("SELECT id FROM tasks")}
+        assert got == {"quick", "long", "later", "offline"}
+    finally:
+        a.close()
+
+
+def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: Path) -> None:
+    project = load_project(ROOT / "sync.toml")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    srv = DevServer(dsn=pg_dsn, jwt_exp=3)
+    srv.start()
+    try:
+        info = srv.info
+        with RestRemote(info.url, info.anon_key) as admin:
+            admin.admin_create_user(Secret(info.service_key), "system-a@example.com",
+                                    Secret("pw-system-a"), {"system_id": "system-a"})
+        a = _engine(tmp_path, info, "system-a")
+        try:
+            a.start()
+            wait_for(lambda: a.status.state == "connected", what="connected")
+            app_a = _app(tmp_path, "system-a")
+            t_end = time.monotonic() + 8
+            n = 0
+            while time.monotonic() < t_end:
+                app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, 'system-a', 'x')",
+                              (f"k{n}",))
+                n += 1
+                time.sleep(0.05)
+                if n % 40 == 0:
+                    _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES (%s, 'system-a', 'r')",
+                        f"r{n}")
+            wait_for(lambda: _pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'k%'") == [(n,)],
+                     timeout=15, what="every local write pushed")
+            remote_ids = {r[0] for r in _pg(info, "SELECT id FROM tasks WHERE id LIKE 'r%'")}
+            wait_for(lambda: {r[0] for r in app_a.execute(
+                "SELECT id FROM tasks WHERE id LIKE 'r%'")} == remote_ids,
+                timeout=15, what="every remote write pulled")
+            assert not a.status.reauth_required and a.status.state in ("connected", "syncing")
+        finally:
+            a.close()
+    finally:
+        srv.stop()
