@@ -10,11 +10,14 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
 
 import typer
 
 from tablesync.errors import ConfigError, TablesyncError
+
+if TYPE_CHECKING:
+    from tablesync.vault import Secret
 
 app = typer.Typer(
     help="Offline-first sync between local SQLite databases and Supabase.",
@@ -140,6 +143,73 @@ def devserver(
             pass
     finally:
         server.stop()
+
+
+@app.command("run")
+@handle_errors
+def run_engine(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+) -> None:
+    """Run the sync engine in the foreground until Ctrl-C."""
+    import signal
+    import threading
+
+    from tablesync.engine import Engine
+    from tablesync.project import load_project
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Engine(load_project(config)) as engine:
+        engine.on_state(lambda st: typer.echo(
+            f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))
+        engine.start()
+        while not stop.wait(0.5):
+            pass
+    typer.echo("stopped")
+
+
+def _password(prompt: str) -> Secret:
+    import os
+
+    from tablesync.vault import Secret
+
+    value = os.environ.get("TABLESYNC_SUPABASE__PASSWORD") or typer.prompt(
+        prompt, hide_input=True)
+    return Secret(value)
+
+
+@app.command()
+@handle_errors
+def login(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    email: Optional[str] = typer.Option(None, "--email", help="Overrides [supabase] email."),
+) -> None:
+    """Sign in (email/password) and store the tokens encrypted; clears "re-auth required"."""
+    from tablesync import session
+    from tablesync.config import load_config
+
+    cfg = load_config(config)
+    tokens = session.login(cfg, _password("Password"), email=email)
+    typer.echo(f"signed in (user {tokens.user_id}); tokens stored in "
+               f"{cfg.resolve_path(cfg.paths.token_store)}")
+
+
+@app.command()
+@handle_errors
+def provision(
+    system_id: str = typer.Option(..., "--system-id", help="The system id to put in "
+                                  "app_metadata.system_id."),
+    email: str = typer.Option(..., "--email", help="The new user's email."),
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+) -> None:
+    """Create a system's user through the admin API (needs TABLESYNC_SUPABASE__SERVICE_KEY)."""
+    from tablesync import session
+    from tablesync.config import load_config
+
+    user = session.provision(load_config(config), system_id=system_id, email=email,
+                             password=_password("New user's password"))
+    typer.echo(f"created user {user['id']} ({email}) for system {system_id}")
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

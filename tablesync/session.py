@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from tablesync.errors import AuthError
+from tablesync.config import SupabaseConfig, SyncConfig
+from tablesync.errors import AuthError, ConfigError
 from tablesync.remote.base import DeadSessionError
 from tablesync.vault import Secret, Tokens, Vault
 
 DEFAULT_REFRESH_MARGIN = 90.0
 
-__all__ = ["AuthClient", "Session"]
+__all__ = ["AuthClient", "Session", "login", "provision"]
 
 
 class AuthClient(Protocol):
@@ -121,3 +122,40 @@ class Session:
         if self.on_refresh is not None:
             self.on_refresh(tokens.access_token)
         return tokens
+
+
+def _supabase(config: SyncConfig) -> SupabaseConfig:
+    if config.supabase is None:
+        raise ConfigError("no [supabase] section: nothing to sign in to",
+                          location=f"{config.source}: [supabase]",
+                          hint="add url, anon_key and email (or TABLESYNC_SUPABASE__URL, ...)")
+    return config.supabase
+
+
+def login(config: SyncConfig, password: Secret, *, email: str | None = None) -> Tokens:
+    """Sign in with email/password and store the tokens in the vault (``tablesync login``)."""
+    from tablesync.remote.rest import RestRemote
+
+    sb = _supabase(config)
+    address = email or sb.email
+    if not address:
+        raise ConfigError("no email to sign in with", location=f"{config.source}: [supabase] email",
+                          hint="set it in sync.toml or pass --email")
+    vault = Vault(config.resolve_path(config.paths.token_store))
+    with RestRemote(sb.url, sb.anon_key) as remote:
+        return Session(remote, vault, project=sb.url, email=address, password=password).sign_in()
+
+
+def provision(config: SyncConfig, *, system_id: str, email: str, password: Secret,
+              service_key: Secret | None = None) -> dict[str, Any]:
+    """Create a system's user with ``app_metadata.system_id`` (admin API, service key)."""
+    from tablesync.remote.rest import RestRemote
+
+    sb = _supabase(config)
+    key = service_key or (Secret(sb.service_key.get_secret_value()) if sb.service_key else None)
+    if not key:
+        raise ConfigError("the service-role key is needed to create users",
+                          location=f"{config.source}: [supabase] service_key",
+                          hint="set TABLESYNC_SUPABASE__SERVICE_KEY in the environment")
+    with RestRemote(sb.url, sb.anon_key) as remote:
+        return remote.admin_create_user(key, email, password, {"system_id": system_id})
