@@ -46,10 +46,8 @@ class Secret:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
-        if isinstance(value, Secret):
-            value = value.reveal()
-        self._value = str(value)
+    def __init__(self, value: str | Secret) -> None:
+        self._value = value.reveal() if isinstance(value, Secret) else str(value)
 
     def reveal(self) -> str:
         """The clear value: only for the wire, never for logs."""

@@ -255,3 +255,41 @@ def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: P
             a.close()
     finally:
         srv.stop()
+
+
+def test_errors_park_records_without_blocking_and_faults_are_retried(
+        pg_dsn: str, tmp_path: Path) -> None:
+    project = load_project(ROOT / "sync.toml")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    srv = DevServer(dsn=pg_dsn, enable_faults=True)
+    srv.start()
+    try:
+        info = srv.info
+        with RestRemote(info.url, info.anon_key) as admin:
+            admin.admin_create_user(Secret(info.service_key), "system-a@example.com",
+                                    Secret("pw-system-a"), {"system_id": "system-a"})
+        a = _engine(tmp_path, info, "system-a")
+        app_a = _app(tmp_path, "system-a")
+        app_a.execute("PRAGMA foreign_keys = OFF")
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('ok1', 'system-a', 'a')")
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('alien', 'system-b', 'b')")
+        app_a.execute("INSERT INTO tasks (id, system_id, project_id, title) "
+                      "VALUES ('orphan', 'system-a', 'no-such-project', 'c')")
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('ok2', 'system-a', 'd')")
+        srv.faults.add("rest", 503, count=2, retry_after=0.2, path_prefix="/rest/v1/rpc/")
+        srv.faults.add("rest", 429, count=1, retry_after=0.3, path_prefix="/rest/v1/rpc/")
+        a.start()
+        try:
+            wait_for(lambda: {r[0] for r in _pg(info, "SELECT id FROM tasks")} == {"ok1", "ok2"},
+                     timeout=20, what="good rows pushed despite faults and bad rows")
+            wait_for(lambda: a.sync_now() or a.store.stats().parked == 2, timeout=20,
+                     what="alien (forbidden) and orphan (FK error) parked")
+            parked = {p["record_id"]: p["reason"] for p in a.store.parked()}
+            assert set(parked) == {"alien", "orphan"}
+            assert a.store.stats().depth == 0
+            assert a.status.state in ("connected", "syncing")
+        finally:
+            a.close()
+    finally:
+        srv.stop()
