@@ -218,6 +218,7 @@ def test_late_offline_upload_and_long_transaction_reach_a(backend: DevServer,
         a.close()
 
 
+@pytest.mark.slow
 def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: Path) -> None:
     project = load_project(ROOT / "sync.toml")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -257,6 +258,7 @@ def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: P
         srv.stop()
 
 
+@pytest.mark.slow
 def test_errors_park_records_without_blocking_and_faults_are_retried(
         pg_dsn: str, tmp_path: Path) -> None:
     project = load_project(ROOT / "sync.toml")
@@ -293,3 +295,47 @@ def test_errors_park_records_without_blocking_and_faults_are_retried(
             a.close()
     finally:
         srv.stop()
+
+
+def test_local_only_backlog_syncs_once_configured(backend: DevServer, tmp_path: Path) -> None:
+    project = _project(tmp_path, None, "system-a")
+    with Engine(project) as e:
+        e.start()
+        wait_for(lambda: e.status.state == "local_only", what="local-only")
+        app = _app(tmp_path, "system-a")
+        for i in range(250):
+            app.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, 'system-a', 'x')",
+                        (f"lo{i}",))
+        app.execute("UPDATE tasks SET title = 'last' WHERE id = 'lo7'")
+    a = _engine(tmp_path, backend.info, "system-a", batch_size=100)
+    try:
+        a.start()
+        wait_for(lambda: _pg(backend.info, "SELECT count(*) FROM tasks") == [(250,)],
+                 what="backlog drained once configured")
+        assert _pg(backend.info, "SELECT title FROM tasks WHERE id = 'lo7'") == [("last",)]
+        wait_for(lambda: a.store.stats().depth == 0, what="queue acknowledged")
+    finally:
+        a.close()
+
+
+def test_concurrent_edit_converges_and_is_logged(backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    a = _engine(tmp_path, info, "system-a", realtime=False)
+    try:
+        app = _app(tmp_path, "system-a")
+        app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('c', 'system-a', 'v0')")
+        a.sync_once()
+        app.execute("UPDATE tasks SET title = 'edited in A offline' WHERE id = 'c'")
+        time.sleep(0.01)
+        _pg(info, "UPDATE tasks SET title = 'edited on the dashboard' WHERE id = 'c'")
+        a.sync_once()
+        server = _pg(info, "SELECT title, _ts_origin FROM tasks WHERE id = 'c'")
+        local = app.execute("SELECT title FROM tasks WHERE id = 'c'").fetchall()
+        assert server == [("edited on the dashboard", "server")]
+        assert local == [("edited on the dashboard",)]
+        conflicts = a.store.conflicts()
+        assert len(conflicts) == 1 and conflicts[0]["record_id"] == "c"
+        log_lines = (tmp_path / "system-a-conflicts.log").read_text().splitlines()
+        assert len(log_lines) == 1 and '"record_id": "c"' in log_lines[0]
+    finally:
+        a.close()
