@@ -1,6 +1,6 @@
 // tablesync status page: renders /api/events (SSE) snapshots; "Sync now" posts /api/sync.
 // Served as a separate file so the Content-Security-Policy needs no inline script.
-// Every value is written with textContent (never innerHTML).
+// Every value is written with textContent, never parsed as HTML.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
