@@ -45,7 +45,10 @@
     let label = LABELS[s.indicator] || s.indicator;
     if (s.indicator === "red" && s.reauth_required) label = "Re-authentication required";
     else if (s.indicator === "red" && s.parked > 0) label = "Records parked: the server refused them";
-    else if (s.indicator === "yellow" && s.queue_depth > 0) label = s.queue_depth + " changes queued";
+    else if (s.indicator === "yellow" && s.queue_depth > 0) {
+      label = s.queue_depth + (s.queue_depth === 1 ? " change" : " changes") + " queued";
+      if (s.state !== "Connected" && s.state !== "Syncing") label = "Offline: " + label;
+    }
     $("indicator-label").textContent = label;
     $("engine-state").textContent = s.engine_alive ? s.state : s.state + " (engine not running)";
     $("system-id").textContent = s.system_id;

@@ -93,6 +93,7 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
         Route("/", _page, methods=["GET"]),
         Route("/static/app.js", _static("app.js", "text/javascript"), methods=["GET"]),
         Route("/static/app.css", _static("app.css", "text/css"), methods=["GET"]),
+        Route("/favicon.ico", _no_content, methods=["GET"]),
         Route("/api/status", _status, methods=["GET"]),
         Route("/api/conflicts", _conflicts, methods=["GET"]),
         Route("/api/sync", _sync, methods=["POST"]),
@@ -153,6 +154,10 @@ def _static(name: str, media_type: str) -> Any:
         return Response(_read_asset(name), media_type=media_type)
 
     return endpoint
+
+
+async def _no_content(request: Request) -> Response:
+    return Response(status_code=204)
 
 
 async def _page(request: Request) -> Response:
