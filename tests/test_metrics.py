@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +171,11 @@ def test_parser_rejects_malformed_exposition(bad: str) -> None:
     """The validator is not a rubber stamp."""
     with pytest.raises(ExpositionError):
         parse(bad)
+
+
+def test_docs_list_exactly_the_rendered_metric_families() -> None:
+    """docs/operations.md's metrics table stays true to render_prometheus."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(tablesync_[a-z0-9_]+)", doc, flags=re.M))
+    rendered = set(parse(render_prometheus(BASE, Metrics())))
+    assert documented == rendered
