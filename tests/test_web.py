@@ -5,12 +5,15 @@ The engine is not part of these tests: MemoryStatusProvider stands in for it (th
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import socket
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -21,6 +24,7 @@ from tablesync.config import StatusConfig
 from tablesync.errors import ConfigError, TablesyncError
 from tablesync.status import QUEUE_ALERT_DEPTH, StatusSnapshot
 from tablesync.web import CSRF_HEADER, MemoryStatusProvider, StatusServer, WebOptions
+from tablesync.web.app import host_name
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLXNlY3JldA"
 GREEN = StatusSnapshot(
@@ -305,7 +309,8 @@ def test_event_stream_is_bounded() -> None:
 
 def test_client_disconnect_ends_the_stream(web: Harness) -> None:
     with web.client.stream("GET", "/api/events") as r:
-        _read_events(r.iter_lines(), 1)
+        lines = r.iter_lines()  # kept alive: dropping the iterator closes the connection
+        _read_events(lines, 1)
         assert web.server.app.state.sse_clients == 1
     _wait_for(lambda: web.server.app.state.sse_clients == 0)
 
@@ -372,3 +377,66 @@ def _wait_for(condition: Any, timeout: float = 3.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def test_provider_failure_is_503_json_not_500(web: Harness) -> None:
+    def broken() -> StatusSnapshot:
+        raise RuntimeError(f"db locked, token {JWT}")
+
+    web.provider.snapshot = broken  # type: ignore[method-assign]
+    r = web.client.get("/api/status")
+    assert r.status_code == 503
+    assert r.json() == {"error": "status unavailable: RuntimeError: db locked, token ***"}
+    r = web.client.get("/metrics")
+    assert r.status_code == 503 and JWT not in r.text
+
+
+def test_unexpected_sync_failure_is_503(web: Harness) -> None:
+    def bug() -> None:
+        raise KeyError("x")
+
+    web.provider._on_sync = bug
+    r = web.post_sync(**web.good_headers())
+    assert (r.status_code, r.json()) == (503, {"error": "sync request failed: KeyError: 'x'"})
+
+
+def test_values_json_lacks_are_rendered_as_text(web: Harness) -> None:
+    when = datetime(2026, 11, 24, 21, tzinfo=timezone.utc)
+    web.provider.add_conflict({**CONFLICT, "resolved_at": when})
+    web.provider.set_snapshot(replace(GREEN, extra={"since": when}))
+    assert web.client.get("/api/conflicts").json()["conflicts"][0]["resolved_at"] == str(when)
+    assert web.client.get("/api/status").json()["extra"] == {"since": str(when)}
+    (kind, data), = _first_events(web, 1)
+    assert json.loads(data)["extra"] == {"since": str(when)}
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("127.0.0.1:8787", "127.0.0.1"), ("LocalHost:1", "localhost"), ("localhost", "localhost"),
+    ("[::1]:8787", "::1"), ("[::1]", "::1"), ("::1", "::1"), ("", ""), ("[oops", ""),
+])
+def test_host_name(header: str, name: str) -> None:
+    assert host_name(header) == name
+
+
+def test_only_the_web_package_imports_starlette_and_uvicorn() -> None:
+    """Layering: the status page's web framework stays inside tablesync/web (the devserver
+    has its own app); metrics.py and status.py stay pure stdlib + tablesync."""
+    root = Path(__file__).resolve().parent.parent / "tablesync"
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        imported = _top_level_imports(path)
+        if not rel.startswith(("web/", "devserver/")):
+            assert not imported & {"starlette", "uvicorn"}, rel
+        if rel in ("metrics.py", "status.py", "web/provider.py"):
+            assert imported <= {"__future__", "dataclasses", "datetime", "math", "threading",
+                                "typing", "tablesync"}, (rel, imported)
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names

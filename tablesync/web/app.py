@@ -16,14 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,9 +102,10 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
     ]
     middleware = [
         Middleware(_SecurityHeaders),
-        Middleware(TrustedHostMiddleware, allowed_hosts=list(opts.allowed_hosts)),
+        Middleware(_HostCheck, allowed_hosts=opts.allowed_hosts),
     ]
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={_ProviderFailure: _provider_failed})
     app.state.provider = provider
     app.state.options = opts
     app.state.sse_clients = 0
@@ -131,6 +131,59 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _HostCheck:
+    """Refuses requests whose ``Host`` is not an allowed name (DNS-rebinding guard)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        name = host_name(headers.get(b"host", b"").decode("latin-1"))
+        if name in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        response = PlainTextResponse("Invalid host header", status_code=400)
+        await response(scope, receive, send)
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header: ``[::1]:80`` -> ``::1``, ``Example:80`` -> ``example``."""
+    value = host_header.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else ""
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class _ProviderFailure(Exception):
+    """The provider raised; answered as 503 with the (redacted) reason."""
+
+
+_T = TypeVar("_T")
+
+
+async def _call(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run a (possibly blocking) provider method on the thread pool."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except Exception as exc:
+        raise _ProviderFailure(f"status unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+async def _provider_failed(request: Request, exc: Exception) -> Response:
+    return _error(503, redact(str(exc)))
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    """JSON with credentials masked; values JSON lacks (datetimes...) become strings."""
+    body = json.dumps(redact(data), default=str)
+    return Response(body, status_code=status, media_type="application/json")
+
+
 def _provider(request: Request) -> StatusProvider:
     provider: StatusProvider = request.app.state.provider
     return provider
@@ -141,8 +194,8 @@ def _options(request: Request) -> WebOptions:
     return opts
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
 
 
 def _read_asset(name: str) -> str:
@@ -166,16 +219,16 @@ async def _page(request: Request) -> Response:
 
 
 async def _status(request: Request) -> Response:
-    snap = await run_in_threadpool(_provider(request).snapshot)
-    return JSONResponse(redact(snap.to_dict()))
+    snap = await _call(_provider(request).snapshot)
+    return _json(snap.to_dict())
 
 
 async def _conflicts(request: Request) -> Response:
     raw = request.query_params.get("limit", str(DEFAULT_CONFLICT_LIMIT))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_CONFLICT_LIMIT:
         return _error(400, f"limit must be an integer from 1 to {MAX_CONFLICT_LIMIT}, got {raw!r}")
-    rows = await run_in_threadpool(_provider(request).conflicts, int(raw))
-    return JSONResponse({"conflicts": redact(rows)})
+    rows = await _call(_provider(request).conflicts, int(raw))
+    return _json({"conflicts": rows})
 
 
 def cross_site_reason(request: Request, token: str) -> str | None:
@@ -202,14 +255,20 @@ async def _sync(request: Request) -> Response:
     try:
         await run_in_threadpool(_provider(request).request_sync)
     except TablesyncError as exc:
-        return _error(503, redact(str(exc)))
-    return JSONResponse({"status": "requested"}, status_code=202)
+        return _error(503, str(exc))
+    except Exception as exc:  # the engine's bug, reported rather than a bare 500
+        return _error(503, f"sync request failed: {type(exc).__name__}: {exc}")
+    return _json({"status": "requested"}, 202)
 
 
 async def _metrics(request: Request) -> Response:
     provider = _provider(request)
-    snap = await run_in_threadpool(provider.snapshot)
-    text = render_prometheus(snap, provider.metrics())
+    try:
+        snap = await run_in_threadpool(provider.snapshot)
+        text = render_prometheus(snap, provider.metrics())
+    except Exception as exc:  # a scrape error, not a page
+        message = redact(f"# status unavailable: {type(exc).__name__}: {exc}\n")
+        return Response(message, status_code=503, media_type=CONTENT_TYPE)
     return Response(redact(text), media_type=CONTENT_TYPE)
 
 
@@ -218,11 +277,11 @@ async def _healthz(request: Request) -> Response:
         snap = await run_in_threadpool(_provider(request).snapshot)
     except Exception as exc:  # an unhealthy answer beats a 500 for a health check
         reasons = [redact(f"status unavailable: {type(exc).__name__}: {exc}")]
-        return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
+        return _json({"status": "unhealthy", "reasons": reasons}, 503)
     ok, reasons = health(snap)
     if ok:
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
+        return _json({"status": "ok"})
+    return _json({"status": "unhealthy", "reasons": reasons}, 503)
 
 
 async def _events(request: Request) -> Response:
@@ -264,7 +323,7 @@ async def _next_event(provider: StatusProvider) -> tuple[str, str]:
         body = json.dumps({"error": redact(f"{type(exc).__name__}: {exc}")})
         return f"event: failure\ndata: {body}\n\n", body
     data = redact(snap.to_dict())
-    return f"event: status\ndata: {json.dumps(data)}\n\n", _change_key(data)
+    return f"event: status\ndata: {json.dumps(data, default=str)}\n\n", _change_key(data)
 
 
 def _change_key(data: dict[str, Any]) -> str:
