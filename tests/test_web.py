@@ -25,6 +25,7 @@ from tablesync.errors import ConfigError, TablesyncError
 from tablesync.status import QUEUE_ALERT_DEPTH, StatusSnapshot
 from tablesync.web import CSRF_HEADER, MemoryStatusProvider, StatusServer, WebOptions
 from tablesync.web.app import host_name
+from tablesync.web.server import _allowed_hosts
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLXNlY3JldA"
 GREEN = StatusSnapshot(
@@ -440,3 +441,15 @@ def _top_level_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module.split(".")[0])
     return names
+
+
+def test_configured_host_is_allowed_alongside_loopback_names() -> None:
+    options = WebOptions(poll_interval_s=0.02)
+    with StatusServer(MemoryStatusProvider(GREEN), "127.0.0.2", 0, options=options) as server:
+        assert server.url.startswith("http://127.0.0.2:")
+        assert server.csrf_token == options.csrf_token
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        evil = httpx.get(f"{server.url}/healthz", headers={"Host": "evil.example"})
+        assert evil.status_code == 400
+    assert _allowed_hosts("0.0.0.0") == ("*",)
+    assert _allowed_hosts("::1") == ("127.0.0.1", "localhost", "::1")

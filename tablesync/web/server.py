@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import uvicorn
 
@@ -28,7 +29,9 @@ class StatusServer:
         options: WebOptions | None = None,
     ) -> None:
         self.host, self.port = host, port
-        self.options = options or WebOptions(allowed_hosts=_allowed_hosts(host))
+        opts = options or WebOptions()
+        hosts = tuple(dict.fromkeys((*opts.allowed_hosts, *_allowed_hosts(host))))
+        self.options = replace(opts, allowed_hosts=hosts)
         self.app = create_app(provider, self.options)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
