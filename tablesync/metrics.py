@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from tablesync.status import StatusSnapshot, health
 
@@ -55,6 +57,15 @@ class Histogram:
         with self._lock:
             self._counts[index] += 1
             self._sum += seconds
+
+    @contextmanager
+    def time(self) -> Iterator[None]:
+        """Observe how long the ``with`` block took (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(time.perf_counter() - start)
 
     def sample(self) -> HistogramSample:
         """A consistent snapshot with cumulative bucket counts."""

@@ -179,3 +179,14 @@ def test_docs_list_exactly_the_rendered_metric_families() -> None:
     documented = set(re.findall(r"^\| `(tablesync_[a-z0-9_]+)", doc, flags=re.M))
     rendered = set(parse(render_prometheus(BASE, Metrics())))
     assert documented == rendered
+
+
+def test_histogram_time_observes_the_block_even_when_it_raises() -> None:
+    h = Histogram([0.5])
+    with h.time():
+        pass
+    with pytest.raises(RuntimeError), h.time():
+        raise RuntimeError("push failed")
+    s = h.sample()
+    assert s.count == 2 and s.cumulative[0] == 2
+    assert 0 <= s.sum < 0.5

@@ -130,6 +130,14 @@
     $("conflicts-empty").hidden = rows.length !== 0;
   }
 
+  // The last values shown are stale: grey light, say why; the next status event redraws.
+  function unknown(reason) {
+    const light = $("indicator");
+    light.dataset.indicator = "unknown";
+    light.setAttribute("aria-label", "status unknown");
+    $("indicator-label").textContent = reason;
+  }
+
   function setLive(state) {
     const el = $("live");
     el.dataset.live = state;
@@ -147,9 +155,17 @@
       const banner = $("failure-banner");
       banner.textContent = "Status unavailable: " + JSON.parse(e.data).error;
       banner.hidden = false;
+      unknown("Status unavailable");
     });
     source.onerror = () => {
       setLive("offline");
+      const lost = source;
+      // A stream ending on purpose (hourly) reconnects within 2 s: only then go grey.
+      setTimeout(() => {
+        if (lost === source && lost.readyState !== EventSource.OPEN) {
+          unknown("No connection to the sync engine");
+        }
+      }, 2500);
       if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
     };
   }

@@ -196,3 +196,67 @@ def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
         evil.shutdown()
         evil.server_close()
     assert provider.sync_requests == 0
+
+
+def test_unreadable_status_shows_banner_then_recovers(page: Any, served: Any,
+                                                      tmp_path: Path) -> None:
+    server, provider = served
+    expect = _expect()
+    _open(page, server)
+    expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
+                                                         timeout=TIMEOUT_MS)
+    real = provider.snapshot
+
+    def broken() -> StatusSnapshot:
+        raise RuntimeError("database is locked")
+
+    provider.snapshot = broken
+    banner = page.locator("#failure-banner")
+    expect(banner).to_have_text("Status unavailable: RuntimeError: database is locked",
+                                timeout=TIMEOUT_MS)
+    expect(page.locator("#indicator")).to_have_attribute("data-indicator", "unknown")
+    expect(page.locator("#indicator-label")).to_have_text("Status unavailable")
+    _shot(page, tmp_path, "7-status-unavailable")
+    provider.snapshot = real
+    provider.set_snapshot(OFFLINE)
+    expect(banner).to_be_hidden(timeout=TIMEOUT_MS)
+    expect(page.locator("#indicator")).to_have_attribute("data-indicator", "yellow")
+
+
+def test_server_gone_turns_light_grey(page: Any, tmp_path: Path) -> None:
+    """When the engine (and its status server) stops, the page stops claiming green."""
+    expect = _expect()
+    server = StatusServer(MemoryStatusProvider(GREEN), options=WebOptions(poll_interval_s=0.05))
+    server.start()
+    try:
+        _open(page, server)
+        expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
+                                                             timeout=TIMEOUT_MS)
+    finally:
+        server.stop()
+    expect(page.locator("#indicator")).to_have_attribute("data-indicator", "unknown",
+                                                         timeout=TIMEOUT_MS)
+    expect(page.locator("#live")).to_have_text("reconnecting…")
+    expect(page.locator("#indicator-label")).to_have_text("No connection to the sync engine")
+    _shot(page, tmp_path, "8-server-gone")
+
+
+def test_stream_end_reconnects_without_going_grey(page: Any, tmp_path: Path) -> None:
+    """Streams end after max_stream_s on purpose; the page reconnects and stays green."""
+    expect = _expect()
+    provider = MemoryStatusProvider(GREEN)
+    options = WebOptions(poll_interval_s=0.05, max_stream_s=0.5)
+    with StatusServer(provider, options=options) as server:
+        _open(page, server)
+        page.evaluate("""() => {
+            window.__seen = new Set();
+            new MutationObserver(() => window.__seen.add(
+                document.getElementById('indicator').dataset.indicator))
+              .observe(document.getElementById('indicator'), {attributes: true});
+        }""")
+        time.sleep(3.5)  # at least one stream end and reconnect
+        provider.set_snapshot(OFFLINE)
+        expect(page.locator("#indicator")).to_have_attribute("data-indicator", "yellow",
+                                                             timeout=TIMEOUT_MS)
+        assert "unknown" not in page.evaluate("[...window.__seen]")
+        expect(page.locator("#live")).to_have_text("live")
