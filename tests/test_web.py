@@ -429,8 +429,8 @@ def test_only_the_web_package_imports_starlette_and_uvicorn() -> None:
         if not rel.startswith(("web/", "devserver/")):
             assert not imported & {"starlette", "uvicorn"}, rel
         if rel in ("metrics.py", "status.py", "web/provider.py"):
-            assert imported <= {"__future__", "dataclasses", "datetime", "math", "threading",
-                                "typing", "tablesync"}, (rel, imported)
+            assert imported <= {"__future__", "contextlib", "dataclasses", "datetime", "math",
+                                "threading", "time", "typing", "tablesync"}, (rel, imported)
 
 
 def _top_level_imports(path: Path) -> set[str]:
