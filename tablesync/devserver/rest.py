@@ -76,7 +76,8 @@ class RestService:
         headers = json.dumps({k.lower(): v for k, v in request.headers.items()})
         try:
             async with self.pool.connection(timeout=10) as conn:
-                await conn.set_read_only(read_only)
+                if conn.read_only != read_only:
+                    await conn.set_read_only(read_only)
                 async with conn.transaction():
                     await conn.execute(_GUCS, (
                         who.role, json.dumps(who.claims), request.method,
@@ -186,7 +187,8 @@ class RestService:
         columns = q.columns if q.columns is not None else _uniform_keys(rows)
         table = await self._check_payload(table, columns)
         batches = _batches(rows, columns, q.columns is not None and prefer.missing == "default")
-        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution)
+        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution,
+                                 rows=prefer.representation)
                  for cols, chunk in batches]
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, list[Any]]:
@@ -215,9 +217,10 @@ class RestService:
             table = await self._check_payload(table, list(body))
             if not body:
                 return _mutation_response(request, prefer, 200, [], 0, "PATCH")
-            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q)
+            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q,
+                                           rows=prefer.representation)
         else:
-            stmt, params = rest_sql.delete(table, q)
+            stmt, params = rest_sql.delete(table, q, rows=prefer.representation)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[Any]]:
             n, _ins, text = await _fetch3(conn, stmt, params)

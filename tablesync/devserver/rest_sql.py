@@ -113,8 +113,12 @@ def _aggregate(inner: sql.Composable) -> sql.Composable:
         inner)
 
 
-def _from_cte(table: Table, items: Sequence[SelectItem], cte: str) -> sql.Composable:
+def _from_cte(table: Table, items: Sequence[SelectItem], cte: str,
+              rows: bool = True) -> sql.Composable:
     """``count, inserted count, json`` over a data-modifying CTE named ``cte``."""
+    if not rows:  # return=minimal: no need to build the JSON of the affected rows
+        return sql.SQL("SELECT count(*), count(*) FILTER (WHERE {ins}), '[]' FROM {cte}").format(
+            ins=sql.Identifier(INSERTED), cte=sql.Identifier(cte))
     return sql.SQL(
         "SELECT count(*), count(*) FILTER (WHERE {ins}), "
         "coalesce((SELECT json_agg(_s) FROM (SELECT {items} FROM {cte} AS {a}) AS _s), '[]')::text "
@@ -123,7 +127,7 @@ def _from_cte(table: Table, items: Sequence[SelectItem], cte: str) -> sql.Compos
 
 
 def insert(table: Table, columns: Sequence[str], rows_json: str, q: Query,
-           resolution: str | None) -> tuple[sql.Composable, Params]:
+           resolution: str | None, *, rows: bool = True) -> tuple[sql.Composable, Params]:
     """INSERT (or upsert) of the JSON array ``rows_json`` into ``columns``."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     src = sql.SQL(", ").join(sql.SQL("_r.{}").format(sql.Identifier(c)) for c in columns)
@@ -135,7 +139,8 @@ def insert(table: Table, columns: Sequence[str], rows_json: str, q: Query,
     stmt += _on_conflict(table, columns, q, resolution)
     returning = sql.SQL(" RETURNING {}.*, ({}.xmax = 0) AS {}").format(
         ALIAS, ALIAS, sql.Identifier(INSERTED))
-    full = sql.SQL("WITH _m AS ({}) ").format(stmt + returning) + _from_cte(table, q.select, "_m")
+    full = sql.SQL("WITH _m AS ({}) ").format(stmt + returning) + _from_cte(
+        table, q.select, "_m", rows)
     return full, [rows_json]
 
 
@@ -154,7 +159,7 @@ def _on_conflict(table: Table, columns: Sequence[str], q: Query,
 
 
 def update(table: Table, columns: Sequence[str], row_json: str,
-           q: Query) -> tuple[sql.Composable, Params]:
+           q: Query, *, rows: bool = True) -> tuple[sql.Composable, Params]:
     """UPDATE the filtered rows with the values of the JSON object ``row_json``."""
     params: Params = [row_json]
     sets = sql.SQL(", ").join(sql.SQL("{c} = _r.{c}").format(c=sql.Identifier(c)) for c in columns)
@@ -163,16 +168,16 @@ def update(table: Table, columns: Sequence[str], row_json: str,
     ).format(t=table_ident(table), a=ALIAS, sets=sets)
     stmt += where(q.where, params)
     stmt += sql.SQL(" RETURNING {}.*, false AS {}").format(ALIAS, sql.Identifier(INSERTED))
-    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m"), params
+    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m", rows), params
 
 
-def delete(table: Table, q: Query) -> tuple[sql.Composable, Params]:
+def delete(table: Table, q: Query, *, rows: bool = True) -> tuple[sql.Composable, Params]:
     """DELETE the filtered rows."""
     params: Params = []
     stmt = sql.SQL("DELETE FROM {t} AS {a}").format(t=table_ident(table), a=ALIAS)
     stmt += where(q.where, params)
     stmt += sql.SQL(" RETURNING {}.*, false AS {}").format(ALIAS, sql.Identifier(INSERTED))
-    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m"), params
+    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m", rows), params
 
 
 def call(fn: Function, args: dict[str, Any], whole_body: Any = None,
