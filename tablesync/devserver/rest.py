@@ -175,7 +175,8 @@ class RestService:
             total = None
             if prefer.count in ("exact", "planned", "estimated"):
                 cstmt, cparams = rest_sql.count(table, q)
-                total = (await (await conn.execute(cstmt, cparams)).fetchone())[0]  # type: ignore[index]
+                row = await (await conn.execute(cstmt, cparams)).fetchone()
+                total = int(row[0]) if row else 0
             return n, body, total
 
         n, body, total = await self._run(who, request, work, read_only=True)
@@ -311,14 +312,14 @@ def _array_item(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                  params: Sequence[Any]) -> tuple[int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
 
-async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                   params: Sequence[Any]) -> tuple[int, int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
@@ -411,8 +412,7 @@ def _mutation_response(request: Request, prefer: Prefer, status: int, rows: list
     if prefer.count == "exact":
         headers["Content-Range"] = f"*/{n}" if method == "DELETE" else _content_range(n, 0, n)
     if not prefer.representation:
-        return Response(status_code=201 if method == "POST" else 204, headers=headers) \
-            if status == 201 or method != "POST" else Response(status_code=status, headers=headers)
+        return Response(status_code=status if method == "POST" else 204, headers=headers)
     if _wants_object(request):
         return Response(json.dumps(rows[0]), status_code=status, headers=headers,
                         media_type=OBJECT_TYPE)
