@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 import websockets
-from realtime_harness import Phoenix, RealtimeServer, token
+from .realtime_harness import Phoenix, RealtimeServer, token
 
 pytestmark = pytest.mark.postgres
 
@@ -46,13 +46,25 @@ def server(db: str) -> Iterator[RealtimeServer]:
     srv.stop()
 
 
+_open: list[Any] = []
+
+
 def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    """Run a test body (30 s cap), then close the websockets it opened."""
+    async def body() -> Any:
+        try:
+            return await asyncio.wait_for(coro, 30)
+        finally:
+            while _open:
+                await _open.pop().close()
+
+    return asyncio.run(body())
 
 
 async def connect(server: RealtimeServer, vsn: str = "1.0.0",
                   apikey: str | None = None) -> Phoenix:
     ws = await websockets.connect(server.ws_url(apikey, vsn))
+    _open.append(ws)
     return Phoenix(ws, vsn)
 
 
@@ -454,7 +466,7 @@ def test_duplicate_join_closes_the_old_one(server: RealtimeServer) -> None:
 
 
 def test_stop_closes_sockets_and_leaves_no_tasks(db: str) -> None:
-    from realtime_harness import SECRET
+    from .realtime_harness import SECRET
 
     from tablesync.devserver.realtime import RealtimeService
 
