@@ -507,3 +507,40 @@ def test_idle_socket_is_closed_and_stop_closes_live_sockets(db: str) -> None:
         run(on_stop())
     finally:
         srv.stop()
+
+
+def test_malformed_frames_are_dropped_and_the_socket_stays(server: RealtimeServer) -> None:
+    async def main() -> None:
+        ph = await connect(server, "2.0.0")
+        for junk in ("not json", '{"topic":"phoenix"}', "[1,2,3]", '[null,"1",5,"x",{}]'):
+            await ph.ws.send(junk)
+        await ph.ws.send(b"\x00\x01binary")
+        await ph.send("realtime:j", "phx_join", {"config": 7}, join_ref="9")
+        reply = await ph.recv()
+        assert reply["payload"] == {"status": "ok", "response": {"postgres_changes": []}}
+        ref = await ph.send("phoenix", "heartbeat", {})
+        assert (await ph.recv())["ref"] == ref
+
+    run(main())
+
+
+def test_legacy_topic_api_and_column_privileges(server: RealtimeServer, db: str) -> None:
+    sql(db, "REVOKE SELECT ON items FROM authenticated;"
+            "GRANT SELECT (id, system_id, title) ON items TO authenticated")
+
+    async def main() -> None:
+        ph = await connect(server)
+        ref = ph.next_ref()
+        await ph.send("realtime:public:items", "phx_join",
+                      {"user_token": token(system_id="A")}, ref=ref, join_ref=ref)
+        reply = await ph.recv()
+        entry = reply["payload"]["response"]["postgres_changes"][0]
+        assert {k: v for k, v in entry.items() if k != "id"} == {"schema": "public",
+                                                                 "table": "items"}
+        await ph.recv_until(lambda m: m["event"] == "system")
+        sql(db, "INSERT INTO items (id, system_id, title, n, body) VALUES (1, 'A', 't', 2, 'b')")
+        m = await ph.recv_until(lambda m: m["event"] == "INSERT")  # legacy: event = type
+        assert m["payload"]["record"] == {"id": 1, "system_id": "A", "title": "t"}
+        assert [c["name"] for c in m["payload"]["columns"]] == ["id", "system_id", "title"]
+
+    run(main())
