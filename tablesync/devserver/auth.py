@@ -275,7 +275,8 @@ class AuthService:
             raise self._fail(request, 400, "validation_failed",
                              "Unable to validate email address: invalid format")
         self._check_password(request, password)
-        meta = body.get("data") if isinstance(body.get("data"), dict) else {}
+        data = body.get("data")
+        meta: dict[str, Any] = data if isinstance(data, dict) else {}
         async with self.pool.connection() as conn, conn.transaction():
             if await store.user_by_email(conn, email) is not None:
                 raise self._fail(request, 422, "user_already_exists", "User already registered")
@@ -342,7 +343,8 @@ class AuthService:
         app_meta = {"provider": "email", "providers": ["email"]}
         if isinstance(body.get("app_metadata"), dict):
             app_meta.update(body["app_metadata"])
-        user_meta = body.get("user_metadata") if isinstance(body.get("user_metadata"), dict) else {}
+        raw_meta = body.get("user_metadata")
+        user_meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         async with self.pool.connection() as conn, conn.transaction():
             if await store.user_by_email(conn, email) is not None:
                 raise self._fail(request, 422, "email_exists",

@@ -170,7 +170,11 @@ class Session:
         except proto.FrameError as exc:
             log.info("dropping malformed realtime frame: %s", exc)
             return
-        await self.handle(frame)
+        try:
+            await self.handle(frame)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # a frame we could not make sense of: dropped, the socket stays (as Realtime does)
+            log.warning("dropping realtime frame %s/%s: %r", frame.topic, frame.event, exc)
 
     # -- frames -------------------------------------------------------------------------
     async def handle(self, frame: proto.Frame) -> None:

@@ -76,7 +76,8 @@ class RestService:
         headers = json.dumps({k.lower(): v for k, v in request.headers.items()})
         try:
             async with self.pool.connection(timeout=10) as conn:
-                await conn.set_read_only(read_only)
+                if conn.read_only != read_only:
+                    await conn.set_read_only(read_only)
                 async with conn.transaction():
                     await conn.execute(_GUCS, (
                         who.role, json.dumps(who.claims), request.method,
@@ -174,7 +175,8 @@ class RestService:
             total = None
             if prefer.count in ("exact", "planned", "estimated"):
                 cstmt, cparams = rest_sql.count(table, q)
-                total = (await (await conn.execute(cstmt, cparams)).fetchone())[0]  # type: ignore[index]
+                row = await (await conn.execute(cstmt, cparams)).fetchone()
+                total = int(row[0]) if row else 0
             return n, body, total
 
         n, body, total = await self._run(who, request, work, read_only=True)
@@ -186,7 +188,8 @@ class RestService:
         columns = q.columns if q.columns is not None else _uniform_keys(rows)
         table = await self._check_payload(table, columns)
         batches = _batches(rows, columns, q.columns is not None and prefer.missing == "default")
-        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution)
+        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution,
+                                 rows=prefer.representation)
                  for cols, chunk in batches]
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, list[Any]]:
@@ -215,9 +218,10 @@ class RestService:
             table = await self._check_payload(table, list(body))
             if not body:
                 return _mutation_response(request, prefer, 200, [], 0, "PATCH")
-            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q)
+            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q,
+                                           rows=prefer.representation)
         else:
-            stmt, params = rest_sql.delete(table, q)
+            stmt, params = rest_sql.delete(table, q, rows=prefer.representation)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[Any]]:
             n, _ins, text = await _fetch3(conn, stmt, params)
@@ -308,14 +312,14 @@ def _array_item(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                  params: Sequence[Any]) -> tuple[int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
 
-async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                   params: Sequence[Any]) -> tuple[int, int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
@@ -408,8 +412,7 @@ def _mutation_response(request: Request, prefer: Prefer, status: int, rows: list
     if prefer.count == "exact":
         headers["Content-Range"] = f"*/{n}" if method == "DELETE" else _content_range(n, 0, n)
     if not prefer.representation:
-        return Response(status_code=201 if method == "POST" else 204, headers=headers) \
-            if status == 201 or method != "POST" else Response(status_code=status, headers=headers)
+        return Response(status_code=status if method == "POST" else 204, headers=headers)
     if _wants_object(request):
         return Response(json.dumps(rows[0]), status_code=status, headers=headers,
                         media_type=OBJECT_TYPE)

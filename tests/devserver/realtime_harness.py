@@ -132,10 +132,10 @@ class Phoenix:
         assert isinstance(data, dict), data
         return {**data, "raw": data}
 
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
         return self.normalize(await asyncio.wait_for(self.ws.recv(), timeout))
 
-    async def recv_until(self, pred: Any, timeout: float = 5.0) -> dict[str, Any]:
+    async def recv_until(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

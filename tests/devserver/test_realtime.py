@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 import websockets
-from realtime_harness import Phoenix, RealtimeServer, token
+from .realtime_harness import Phoenix, RealtimeServer, token
 
 pytestmark = pytest.mark.postgres
 
@@ -46,13 +46,25 @@ def server(db: str) -> Iterator[RealtimeServer]:
     srv.stop()
 
 
+_open: list[Any] = []
+
+
 def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    """Run a test body (30 s cap), then close the websockets it opened."""
+    async def body() -> Any:
+        try:
+            return await asyncio.wait_for(coro, 30)
+        finally:
+            while _open:
+                await _open.pop().close()
+
+    return asyncio.run(body())
 
 
 async def connect(server: RealtimeServer, vsn: str = "1.0.0",
                   apikey: str | None = None) -> Phoenix:
     ws = await websockets.connect(server.ws_url(apikey, vsn))
+    _open.append(ws)
     return Phoenix(ws, vsn)
 
 
@@ -454,7 +466,7 @@ def test_duplicate_join_closes_the_old_one(server: RealtimeServer) -> None:
 
 
 def test_stop_closes_sockets_and_leaves_no_tasks(db: str) -> None:
-    from realtime_harness import SECRET
+    from .realtime_harness import SECRET
 
     from tablesync.devserver.realtime import RealtimeService
 
@@ -495,3 +507,40 @@ def test_idle_socket_is_closed_and_stop_closes_live_sockets(db: str) -> None:
         run(on_stop())
     finally:
         srv.stop()
+
+
+def test_malformed_frames_are_dropped_and_the_socket_stays(server: RealtimeServer) -> None:
+    async def main() -> None:
+        ph = await connect(server, "2.0.0")
+        for junk in ("not json", '{"topic":"phoenix"}', "[1,2,3]", '[null,"1",5,"x",{}]'):
+            await ph.ws.send(junk)
+        await ph.ws.send(b"\x00\x01binary")
+        await ph.send("realtime:j", "phx_join", {"config": 7}, join_ref="9")
+        reply = await ph.recv()
+        assert reply["payload"] == {"status": "ok", "response": {"postgres_changes": []}}
+        ref = await ph.send("phoenix", "heartbeat", {})
+        assert (await ph.recv())["ref"] == ref
+
+    run(main())
+
+
+def test_legacy_topic_api_and_column_privileges(server: RealtimeServer, db: str) -> None:
+    sql(db, "REVOKE SELECT ON items FROM authenticated;"
+            "GRANT SELECT (id, system_id, title) ON items TO authenticated")
+
+    async def main() -> None:
+        ph = await connect(server)
+        ref = ph.next_ref()
+        await ph.send("realtime:public:items", "phx_join",
+                      {"user_token": token(system_id="A")}, ref=ref, join_ref=ref)
+        reply = await ph.recv()
+        entry = reply["payload"]["response"]["postgres_changes"][0]
+        assert {k: v for k, v in entry.items() if k != "id"} == {"schema": "public",
+                                                                 "table": "items"}
+        await ph.recv_until(lambda m: m["event"] == "system")
+        sql(db, "INSERT INTO items (id, system_id, title, n, body) VALUES (1, 'A', 't', 2, 'b')")
+        m = await ph.recv_until(lambda m: m["event"] == "INSERT")  # legacy: event = type
+        assert m["payload"]["record"] == {"id": 1, "system_id": "A", "title": "t"}
+        assert [c["name"] for c in m["payload"]["columns"]] == ["id", "system_id", "title"]
+
+    run(main())
