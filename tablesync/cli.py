@@ -154,18 +154,28 @@ def run_engine(
     import signal
     import threading
 
-    from tablesync.engine import Engine
+    from tablesync.daemon import build_engine
     from tablesync.project import load_project
+    from tablesync.web.server import StatusServer
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Engine(load_project(config)) as engine:
+    project = load_project(config)
+    with build_engine(project) as engine:
         engine.on_state(lambda st: typer.echo(
             f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))
+        status = StatusServer.from_config(engine, project.config.status)
+        if status is not None:
+            status.start()
+            typer.echo(f"status page: {status.url}")
         engine.start()
-        while not stop.wait(0.5):
-            pass
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            if status is not None:
+                status.stop()
     typer.echo("stopped")
 
 

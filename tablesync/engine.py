@@ -29,14 +29,17 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
 from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
                               TablesyncError, TransientRemoteError)
+from tablesync.metrics import Metrics
 from tablesync.machine import (
     AUTH_DEAD, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
@@ -50,7 +53,8 @@ from tablesync.remote.base import (MAX_PAGE, ChangeEvent, DeadSessionError, Forb
                                    Remote, TableChannel, validate_row)
 from tablesync.rows import row_from_state
 from tablesync.session import Session
-from tablesync.store import LocalStore
+from tablesync.status import StatusSnapshot
+from tablesync.store import LocalStore, QueueStats
 from tablesync.vault import Secret
 
 log = logging.getLogger("tablesync.engine")
@@ -59,7 +63,12 @@ DEFAULT_WATCH_INTERVAL = 0.02
 Callback = Callable[[Change], None]
 StateCallback = Callable[["EngineStatus"], None]
 
-__all__ = ["Engine", "EngineStatus", "SyncSummary"]
+__all__ = ["Engine", "EngineStatus", "SyncSummary", "store_snapshot"]
+
+STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "Disconnected",
+               State.CONNECTING.value: "Connecting", State.CONNECTED.value: "Connected",
+               State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
+SNAPSHOT_TTL = 0.2
 
 
 @dataclass(frozen=True)
@@ -92,31 +101,34 @@ class Engine:
     Args:
         project: config + table specs.
         store: the local store (default: opened from the config's database path).
-        remote: the REST client (default: built from ``[supabase]``; None = local-only).
-        session: the token source (default: built with the remote, vault at
-            ``paths.token_store``).
-        realtime_factory: builds the Realtime client (tests may inject); None = default.
+        remote: the REST client; None = local-only mode (see :func:`tablesync.daemon.
+            build_engine` for the wiring from ``[supabase]``).
+        session: the token source used by ``remote`` (sign-in, refresh, vault).
+        realtime_factory: ``factory(url, anon_key, channels, on_change=, on_status=,
+            access_token=)`` building a :class:`~tablesync.remote.base.Subscriber`;
+            None = no Realtime (catch-up by polling only).
         watch_interval: how often to look for new local changes (seconds).
+        backoff: retry policy (default: ``[sync] max_retries``, 1-2-4-8 s, offline 60 s).
+        own_remote: close ``remote`` in :meth:`close`.
     """
 
     def __init__(self, project: Project, *, store: LocalStore | None = None,
                  remote: Remote | None = None, session: Session | None = None,
                  realtime_factory: Callable[..., Any] | None = None,
                  watch_interval: float = DEFAULT_WATCH_INTERVAL,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, own_remote: bool = False) -> None:
         self.project = project
         cfg = project.config
         self.store = store or LocalStore.open(project)
-        self._own_remote = remote is None and session is None
-        if remote is None and cfg.supabase is not None:
-            remote, session = _default_remote(project)
+        self._own_remote = own_remote
         self.remote, self.session = remote, session
         if session is not None:
             session.on_refresh = self._token_refreshed
         s = cfg.sync
         self.machine = SyncMachine(
             settings=MachineSettings(interval=s.interval, debounce=s.debounce,
-                                     poll_interval=s.poll_interval, realtime=s.realtime),
+                                     poll_interval=s.poll_interval,
+                                     realtime=s.realtime and realtime_factory is not None),
             backoff=backoff or Backoff(max_retries=s.max_retries))
         self.batch_size = s.batch_size
         self.watch_interval = watch_interval
@@ -137,6 +149,10 @@ class Engine:
         self._live: set[str] = set()
         self._started = threading.Event()
         self._done = threading.Event()
+        self._metrics = Metrics()
+        self._errors_in_row = 0
+        self._ws_down_since: float | None = None
+        self._snap: tuple[float, StatusSnapshot] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -171,6 +187,48 @@ class Engine:
     def sync_now(self) -> None:
         """Ask the running engine to push and catch up now."""
         self._feed(SyncRequested())
+
+    # ------------------------------------------------- StatusProvider (web page)
+
+    def snapshot(self) -> StatusSnapshot:
+        """The current status for the page, ``/metrics`` and ``sync status``."""
+        now = time.monotonic()
+        if self._snap is not None and now - self._snap[0] < SNAPSHOT_TTL:
+            return self._snap[1]
+        alive = self._thread is not None and self._thread.is_alive()
+        st = self.status
+        if not alive:
+            websocket = "off"
+        elif self.machine.settings.realtime and self.remote is not None:
+            websocket = "connected" if st.realtime else "disconnected"
+        else:
+            websocket = "off"
+        if websocket == "disconnected":
+            self._ws_down_since = self._ws_down_since or now
+        else:
+            self._ws_down_since = None
+        snap = store_snapshot(
+            self.store, self.project.config.system.id,
+            state=STATE_NAMES.get(st.state, st.state) if alive else "Stopped",
+            engine_alive=alive, websocket=websocket,
+            websocket_down_s=now - self._ws_down_since if self._ws_down_since else 0.0,
+            reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
+            last_error=st.last_error or None)
+        self._snap = (now, snap)
+        return snap
+
+    def conflicts(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` conflicts (table, record_id, winner, loser, ...)."""
+        return self.store.conflicts(limit)
+
+    def request_sync(self) -> None:
+        """The page's "Sync now" (never blocks)."""
+        if self._thread is None:
+            raise TablesyncError("the engine is not running")
+        self.sync_now()
+
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     def close(self) -> None:
         """Stop, then release the store and remote."""
@@ -265,9 +323,11 @@ class Engine:
             if handle is not None:
                 handle.cancel()
         elif isinstance(ins, StartPush):
-            self._in_io(lambda: self._push_batch(None))
+            self._in_io(lambda: self._timed(self._metrics.push_latency,
+                                            lambda: self._push_batch(None)))
         elif isinstance(ins, StartCatchUp):
-            self._in_io(lambda: self._catch_up(None))
+            self._in_io(lambda: self._timed(self._metrics.pull_latency,
+                                            lambda: self._catch_up(None)))
         elif isinstance(ins, Authenticate):
             self._in_io(lambda: self._authenticate(ins.refresh))
         elif isinstance(ins, ConnectRealtime):
@@ -290,6 +350,20 @@ class Engine:
         if old is not None:
             old.cancel()
         self._timers[name] = self._loop.call_later(delay, self._feed, Tick(name))
+
+    def _timed(self, histogram: Any, work: Callable[[], Event]) -> Event:
+        t0 = time.perf_counter()
+        result = work()
+        histogram.observe(time.perf_counter() - t0)
+        outcome = getattr(result, "outcome", "ok")
+        if outcome in ("ok", "forbidden"):
+            self._errors_in_row = 0
+            if not getattr(result, "backlog", False):
+                self._metrics.sync_cycles.inc()
+        else:
+            self._errors_in_row += 1
+            self._metrics.sync_errors.inc()
+        return result
 
     def _in_io(self, work: Callable[[], Event]) -> None:
         """Run blocking ``work`` in the I/O thread; feed the event it returns."""
@@ -376,6 +450,7 @@ class Engine:
                                           "message": o.message} for o in outcomes])
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == "forbidden" for o in outcomes))
+        self._metrics.changes_pushed.inc(len(batch))
         self._notify(winners)
         return PushResult("ok", backlog=bool(self._backlog))
 
@@ -428,6 +503,7 @@ class Engine:
             for bad in page.rejected:
                 log.error("engine: rejected a remote row: %s", bad)
             applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+            self._metrics.changes_pulled.inc(len(applied))
             self._note(summary, pulled=len(page.rows), applied=len(applied),
                        rejected=len(page.rejected))
             self._notify(applied)
@@ -439,14 +515,13 @@ class Engine:
     # -------------------------------------------------------------- realtime
 
     def _start_realtime(self) -> None:
-        if self._realtime is not None:
+        if self._realtime is not None or self._realtime_factory is None:
             return
         cfg = self.project.config
         assert cfg.supabase is not None
         channels = [TableChannel(t.name, t.scope, cfg.system.id) for t in self.project.tables]
         token = self.session.access_token() if self.session is not None else None
-        factory = self._realtime_factory or _default_realtime
-        self._realtime = factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
+        self._realtime = self._realtime_factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
                                  on_change=self._on_remote_change,
                                  on_status=self._on_realtime_status, access_token=token)
         self._live.clear()
@@ -506,6 +581,7 @@ class Engine:
         except StoreError as exc:
             log.error("engine: cannot apply a realtime change: %s", exc)
             return
+        self._metrics.changes_pulled.inc(len(applied))
         self._notify(applied)
 
     def _token_refreshed(self, token: Secret) -> None:
@@ -552,26 +628,35 @@ class Engine:
             summary.errors.append(error)
 
 
-def _default_remote(project: Project) -> tuple[Remote, Session]:
-    from tablesync.remote.rest import RestRemote
-    from tablesync.vault import Vault
+def store_snapshot(store: LocalStore, system_id: str, *, state: str = "Stopped",
+                   engine_alive: bool = False, **live: Any) -> StatusSnapshot:
+    """A status snapshot from the local store (plus live engine fields when given)."""
+    stats: QueueStats = store.stats()
+    now = datetime.now(timezone.utc)
+    day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%d %H:%M:%S")
+    recent = sum(1 for c in store.conflicts(10_000) if str(c["resolved_at"]) >= day_ago)
+    oldest = _iso(stats.oldest)
+    age = None
+    if oldest is not None:
+        age = max(0.0, (now - datetime.fromisoformat(oldest.replace("Z", "+00:00")))
+                  .total_seconds())
+    return StatusSnapshot(
+        system_id=system_id, state=state, engine_alive=engine_alive,
+        queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
+        last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,
+        generated_at=now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", **live)
 
-    cfg = project.config
-    assert cfg.supabase is not None
-    sb = cfg.supabase
-    remote = RestRemote(sb.url, sb.anon_key, tables={t.name: t for t in project.tables})
-    password = Secret(sb.password.get_secret_value()) if sb.password else None
-    session = Session(remote, Vault(cfg.resolve_path(cfg.paths.token_store)), project=sb.url,
-                      email=sb.email, password=password)
-    remote.tokens = session
-    return remote, session
 
-
-def _default_realtime(url: str, anon_key: str, channels: list[TableChannel],
-                      **kw: Any) -> Any:
-    from tablesync.remote.realtime import RealtimeClient
-
-    return RealtimeClient(url, anon_key, channels, **kw)
+def _iso(sqlite_utc: str | None) -> str | None:
+    """'YYYY-MM-DD HH:MM:SS[.mmm]' (SQLite UTC) -> ISO-8601 with Z."""
+    if not sqlite_utc:
+        return None
+    text = str(sqlite_utc).strip().replace(" ", "T")
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text + "Z"
 
 
 def _reader(path: str) -> sqlite3.Connection:

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from tablesync.devserver.server import DevServer, DevServerInfo
-from tablesync.engine import Engine
+from tablesync.daemon import realtime_factory
+from tablesync.engine import SNAPSHOT_TTL, Engine
 from tablesync.model import Change
 from tablesync.project import Project, load_project
 from tablesync.remote.rest import RestRemote
@@ -69,7 +70,8 @@ def _engine(tmp: Path, info: DevServerInfo, system: str, **sync: Any) -> Engine:
     session = Session(remote, Vault(tmp / f"{system}-auth.json"), project=info.url,
                       email=f"{system}@example.com", password=Secret("pw-" + system))
     remote.tokens = session
-    return Engine(project, remote=remote, session=session)
+    return Engine(project, remote=remote, session=session, realtime_factory=realtime_factory,
+                  own_remote=True)
 
 
 def _app(tmp: Path, system: str) -> sqlite3.Connection:
@@ -94,6 +96,9 @@ def test_two_systems_end_to_end(backend: DevServer, tmp_path: Path) -> None:
         for e in (a, b):
             wait_for(lambda e=e: e.status.state == "connected" and e.status.realtime,
                      what="engines connected")
+        snap = a.snapshot()
+        assert (snap.state, snap.websocket, snap.engine_alive) == ("Connected", "connected", True)
+        assert snap.indicator == "green" and snap.system_id == "system-a"
         app_a = _app(tmp_path, "system-a")
         # local insert/update/delete in A reach the server
         app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t1', 'system-a', 'one')")
@@ -172,15 +177,35 @@ def test_catch_up_after_downtime_and_sync_once(backend: DevServer, tmp_path: Pat
         b.close()
 
 
-def test_local_only_mode_queues(tmp_path: Path) -> None:
+def test_local_only_mode_queues_and_serves_status(tmp_path: Path) -> None:
+    import httpx
+
+    from tablesync.web.server import StatusServer
+
     project = _project(tmp_path, None, "system-a")
     with Engine(project) as e:
+        assert e.snapshot().state == "Stopped"
         e.start()
         wait_for(lambda: e.status.state == "local_only", what="local-only")
         app = _app(tmp_path, "system-a")
         app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('q', 'system-a', 'x')")
-        time.sleep(0.1)
+        time.sleep(0.3)
         assert e.status.state == "local_only" and e.store.stats().depth == 1
+        snap = e.snapshot()
+        assert (snap.state, snap.queue_depth, snap.websocket) == ("LocalOnly", 1, "off")
+        assert snap.oldest_queued_at is not None and snap.oldest_queued_at.endswith("Z")
+        assert snap.oldest_queued_age_s is not None and 0 <= snap.oldest_queued_age_s < 60
+        server = StatusServer(e)
+        server.start()
+        try:
+            body = httpx.get(server.url + "/api/status", timeout=5).json()
+            assert body["state"] == "LocalOnly" and body["queue_depth"] == 1
+            r = httpx.post(server.url + "/api/sync", timeout=5,
+                           headers={"X-CSRF-Token": server.csrf_token,
+                                    "Origin": server.url})
+            assert r.status_code == 202, r.text
+        finally:
+            server.stop()
 
 
 def test_late_offline_upload_and_long_transaction_reach_a(backend: DevServer,
@@ -291,6 +316,10 @@ def test_errors_park_records_without_blocking_and_faults_are_retried(
             assert set(parked) == {"alien", "orphan"}
             assert a.store.stats().depth == 0
             assert a.status.state in ("connected", "syncing")
+            time.sleep(SNAPSHOT_TTL)
+            snap = a.snapshot()
+            assert snap.parked == 2 and snap.indicator == "red" and snap.queue_depth == 0
+            assert a.metrics().changes_pushed.value >= 2 and a.metrics().sync_errors.value >= 3
         finally:
             a.close()
     finally:
