@@ -324,12 +324,14 @@ class Engine:
                 handle.cancel()
         elif isinstance(ins, StartPush):
             self._in_io(lambda: self._timed(self._metrics.push_latency,
-                                            lambda: self._push_batch(None)))
+                                            lambda: self._push_batch(None)),
+                        PushResult("transient"))
         elif isinstance(ins, StartCatchUp):
             self._in_io(lambda: self._timed(self._metrics.pull_latency,
-                                            lambda: self._catch_up(None)))
+                                            lambda: self._catch_up(None)),
+                        PullResult("transient"))
         elif isinstance(ins, Authenticate):
-            self._in_io(lambda: self._authenticate(ins.refresh))
+            self._in_io(lambda: self._authenticate(ins.refresh), AuthFailed(AUTH_TRANSIENT))
         elif isinstance(ins, ConnectRealtime):
             self._start_realtime()
         elif isinstance(ins, DisconnectRealtime):
@@ -365,21 +367,26 @@ class Engine:
             self._metrics.sync_errors.inc()
         return result
 
-    def _in_io(self, work: Callable[[], Event]) -> None:
-        """Run blocking ``work`` in the I/O thread; feed the event it returns."""
+    def _in_io(self, work: Callable[[], Event], on_crash: Event) -> None:
+        """Run blocking ``work`` in the I/O thread; feed the event it returns (``on_crash``
+        if it raised something unexpected, so the machine never waits forever)."""
         assert self._loop is not None
-        future = self._loop.run_in_executor(self._io, work)
+
+        def guarded() -> Event:
+            try:
+                return work()
+            except Exception as exc:  # noqa: BLE001 - the daemon loop records and retries
+                log.exception("engine: background work failed")
+                self._set_error(f"{type(exc).__name__}: {exc}")
+                self._backlog.clear()           # re-read the queue on the next try
+                return on_crash
+
+        future = self._loop.run_in_executor(self._io, guarded)
         future.add_done_callback(self._io_done)
 
     def _io_done(self, future: asyncio.Future[Event]) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            log.error("engine: background work failed: %s", exc)
-            self._set_error(str(exc))
-            return
-        self._feed(future.result())
+        if not future.cancelled() and future.exception() is None:
+            self._feed(future.result())
 
     async def _watch(self) -> None:
         """Feed LocalChange whenever new sync_queue entries appear."""

@@ -368,3 +368,28 @@ def test_concurrent_edit_converges_and_is_logged(backend: DevServer, tmp_path: P
         assert len(log_lines) == 1 and '"record_id": "c"' in log_lines[0]
     finally:
         a.close()
+
+
+def test_unexpected_error_in_a_cycle_does_not_wedge_the_engine(backend: DevServer,
+                                                               tmp_path: Path) -> None:
+    info = backend.info
+    a = _engine(tmp_path, info, "system-a")
+    real_apply = a.remote.apply  # type: ignore[union-attr]
+    calls = {"n": 0}
+
+    def flaky(table: str, rows: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug, not a network error")
+        return real_apply(table, rows)
+
+    a.remote.apply = flaky  # type: ignore[union-attr, method-assign]
+    try:
+        app = _app(tmp_path, "system-a")
+        app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('w', 'system-a', 'x')")
+        a.start()
+        wait_for(lambda: _pg(info, "SELECT 1 FROM tasks WHERE id = 'w'"), timeout=15,
+                 what="pushed after the crash was retried")
+        assert calls["n"] >= 2 and "RuntimeError" in (a.status.last_error or "RuntimeError")
+    finally:
+        a.close()
