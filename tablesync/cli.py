@@ -154,6 +154,7 @@ def run_engine(
     import signal
     import threading
 
+    from tablesync import daemon
     from tablesync.daemon import build_engine
     from tablesync.project import load_project
     from tablesync.web.server import StatusServer
@@ -168,6 +169,7 @@ def run_engine(
         status = StatusServer.from_config(engine, project.config.status)
         if status is not None:
             status.start()
+            daemon.write_control(project, status.url, status.csrf_token)
             typer.echo(f"status page: {status.url}")
         engine.start()
         try:
@@ -175,6 +177,7 @@ def run_engine(
                 pass
         finally:
             if status is not None:
+                daemon.remove_control(project)
                 status.stop()
     typer.echo("stopped")
 
@@ -220,6 +223,84 @@ def provision(
     user = session.provision(load_config(config), system_id=system_id, email=email,
                              password=_password("New user's password"))
     typer.echo(f"created user {user['id']} ({email}) for system {system_id}")
+
+
+@sync_app.command("now")
+@handle_errors
+def sync_now(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+) -> None:
+    """Push and catch up now: asks the running engine, else syncs once in this process."""
+    from tablesync import daemon
+    from tablesync.project import load_project
+
+    project = load_project(config)
+    running = daemon.running_engine(project)
+    if running is not None:
+        daemon.request_sync(running)
+        typer.echo(f"sync requested from the running engine ({running['url']})")
+        return
+    with daemon.build_engine(project) as engine:
+        summary = engine.sync_once()
+    typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
+               f"(applied {summary.applied}), parked {summary.parked}, "
+               f"rejected {summary.rejected}")
+
+
+@sync_app.command("status")
+@handle_errors
+def sync_status(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """State, last successful sync, queue depth, oldest change, parked, conflicts (24 h)."""
+    from tablesync import daemon
+    from tablesync.engine import store_snapshot
+    from tablesync.project import load_project
+    from tablesync.store import LocalStore
+
+    project = load_project(config)
+    running = daemon.running_engine(project)
+    if running is not None:
+        data = dict(running["status"])
+    else:
+        store = LocalStore.open(project)
+        try:
+            data = store_snapshot(store, project.config.system.id).to_dict()
+        finally:
+            store.close()
+    if as_json:
+        typer.echo(json.dumps(data, sort_keys=True))
+        return
+    for key in ("state", "indicator", "last_sync_at", "queue_depth", "oldest_queued_at",
+                "parked", "conflicts_24h", "websocket", "reauth_required", "last_error"):
+        typer.echo(f"{key.replace('_', ' '):<18}{data.get(key)}")
+
+
+@sync_app.command("conflicts")
+@handle_errors
+def sync_conflicts(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    limit: int = typer.Option(50, "--limit", help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """List recorded conflicts (both versions), newest first."""
+    from tablesync.project import load_project
+    from tablesync.store import LocalStore
+
+    store = LocalStore.open(load_project(config))
+    try:
+        rows = store.conflicts(limit)
+    finally:
+        store.close()
+    for c in rows:
+        if as_json:
+            typer.echo(json.dumps(c, sort_keys=True, default=str))
+        else:
+            typer.echo(f"{c['resolved_at']}  {c['table']} {c['record_id']}: {c['reason']} "
+                       f"(winner {c['winner'].get('version')}, loser {c['loser'].get('version')})")
+    if not rows and not as_json:
+        typer.echo("no conflicts")
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

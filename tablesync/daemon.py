@@ -7,6 +7,11 @@ engines with their own remotes instead.
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from tablesync.engine import Engine
@@ -18,7 +23,8 @@ from tablesync.session import Session
 from tablesync.store import LocalStore
 from tablesync.vault import Secret, Vault
 
-__all__ = ["build_engine", "realtime_factory"]
+__all__ = ["build_engine", "control_path", "realtime_factory", "remove_control",
+           "request_sync", "running_engine", "write_control"]
 
 
 def realtime_factory(url: str, anon_key: str, channels: list[TableChannel],
@@ -44,3 +50,67 @@ def build_engine(project: Project, *, store: LocalStore | None = None,
     factory = realtime_factory if cfg.sync.realtime else None
     return Engine(project, store=store, remote=remote, session=session,
                   realtime_factory=factory, own_remote=True)
+
+
+# ------------------------------------------------------------ running-engine discovery
+
+CONTROL_SUFFIX = ".engine.json"
+
+
+def control_path(project: Project) -> Path:
+    """Where a running engine announces its status server (next to the database)."""
+    db = project.config.database_path
+    return db.with_name(db.name + CONTROL_SUFFIX)
+
+
+def write_control(project: Project, url: str, csrf_token: str) -> Path:
+    """Announce a running engine (0600: the CSRF token lets local tools press "Sync now")."""
+    path = control_path(project)
+    data = json.dumps({"pid": os.getpid(), "url": url, "csrf_token": csrf_token}).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_control(project: Project) -> None:
+    control_path(project).unlink(missing_ok=True)
+
+
+def running_engine(project: Project) -> dict[str, Any] | None:
+    """The announced engine if its process lives and its status API answers, else None."""
+    try:
+        info = json.loads(control_path(project).read_text())
+        pid, url = int(info["pid"]), str(info["url"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        status = _http_json("GET", url + "/api/status")
+    except OSError:
+        return None
+    return {"url": url, "csrf_token": str(info.get("csrf_token", "")), "status": status}
+
+
+def request_sync(engine: dict[str, Any]) -> None:
+    """Press "Sync now" on a running engine."""
+    _http_json("POST", engine["url"] + "/api/sync",
+               {"X-CSRF-Token": engine["csrf_token"], "Origin": engine["url"]})
+
+
+def _http_json(method: str, url: str, headers: dict[str, str] | None = None) -> Any:
+    if not url.startswith("http://127.") and not url.startswith("http://[::1]"):
+        raise OSError(f"refusing to contact a non-loopback engine at {url}")
+    req = urllib.request.Request(url, method=method, headers=headers or {},
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+            return json.loads(resp.read(1_000_000) or b"null")
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"engine answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, ValueError) as exc:
+        raise OSError(str(exc)) from None

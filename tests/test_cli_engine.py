@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -43,6 +44,7 @@ def _config(tmp: Path, srv: DevServer) -> Path:
     cfg.write_text(
         f'[system]\nid = "system-a"\ndatabase = "{tmp}/a.db"\n[supabase]\nurl = "{info.url}"\n'
         f'anon_key = "{info.anon_key}"\nemail = "a@example.com"\n[sync]\ndebounce = 0.01\n'
+        '[status]\nport = 0\n'
         f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp}/auth.json"\n'
         f'conflict_log = "{tmp}/conflicts.log"\n[tables.projects]' + TABLES)
     return cfg
@@ -90,10 +92,31 @@ def test_provision_login_run(backend: DevServer, tmp_path: Path,
             while not pg.execute("SELECT 1 FROM tasks WHERE id = 'c1'").fetchall():
                 assert time.monotonic() < deadline, "row not pushed by `tablesync run`"
                 time.sleep(0.05)
+        # `sync status` / `sync now` talk to the running engine
+        res = runner.invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
+        assert res.exit_code == 0, res.output
+        status = json.loads(res.output)
+        assert status["engine_alive"] and status["state"] in ("Connected", "Syncing")
+        res = runner.invoke(app, ["sync", "now", "--config", str(cfg)])
+        assert res.exit_code == 0 and "running engine" in res.output, res.output
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0 and "stopped" in out
         assert backend.info.anon_key not in "".join(lines) + out
+        # ... and work on the database directly when no engine runs
+        res = runner.invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
+        status = json.loads(res.output)
+        assert (status["state"], status["queue_depth"]) == ("Stopped", 0)
+        assert status["last_sync_at"] is not None
+        app_db.execute("INSERT INTO tasks (id, system_id, title) VALUES ('c2', 'system-a', 'y')")
+        res = runner.invoke(app, ["sync", "status", "--config", str(cfg)])
+        assert "queue depth       1" in res.output, res.output
+        res = runner.invoke(app, ["sync", "now", "--config", str(cfg)])
+        assert res.exit_code == 0 and "pushed 1," in res.output, res.output
+        with psycopg.connect(backend.info.dsn, autocommit=True) as pg:
+            assert pg.execute("SELECT 1 FROM tasks WHERE id = 'c2'").fetchall()
+        res = runner.invoke(app, ["sync", "conflicts", "--config", str(cfg)])
+        assert res.exit_code == 0 and "no conflicts" in res.output
     finally:
         if proc.poll() is None:
             proc.kill()
