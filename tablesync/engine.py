@@ -69,6 +69,7 @@ STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "D
                State.CONNECTING.value: "Connecting", State.CONNECTED.value: "Connected",
                State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
 SNAPSHOT_TTL = 0.2
+PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ class Engine:
         self._state_callbacks: list[StateCallback] = []
         self.status = EngineStatus()
         self._backlog: deque[Change] = deque()
+        self._chunk = max(self.batch_size * 20, PENDING_CHUNK)
+        self._more = False                      # the store holds more than the cached chunk
+        self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
         self._solo = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -426,10 +430,9 @@ class Engine:
     def _push_batch(self, summary: SyncSummary | None) -> PushResult:
         """Push one batch (one table, up to batch_size records) and record the outcomes."""
         assert self.remote is not None
+        self._refill()
         if not self._backlog:
-            self._backlog.extend(self.store.pending())
-        if not self._backlog:
-            return PushResult("ok", backlog=False)
+            return PushResult("ok", backlog=self._has_backlog())
         batch = self._take_batch()
         table = batch[0].table
         try:
@@ -438,7 +441,7 @@ class Engine:
             for ch in batch:
                 self.store.park(ch.table, ch.record_id, str(exc))
             self._note(summary, parked=len(batch), error=str(exc))
-            return PushResult("forbidden", backlog=bool(self._backlog))
+            return PushResult("forbidden", backlog=self._has_backlog())
         except AuthError as exc:
             self._backlog.extendleft(reversed(batch))
             self._set_error(str(exc))
@@ -458,8 +461,26 @@ class Engine:
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == "forbidden" for o in outcomes))
         self._metrics.changes_pushed.inc(len(batch))
+        self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
+                            if o.outcome == "error")
         self._notify(winners)
-        return PushResult("ok", backlog=bool(self._backlog))
+        return PushResult("ok", backlog=self._has_backlog())
+
+    def _refill(self) -> None:
+        """Read the next chunk of pending changes (skipping records that failed in this
+        drain: they are retried by the next cycle, not hammered back to back)."""
+        if self._backlog:
+            return
+        raw = self.store.pending(limit=self._chunk)
+        fresh = [c for c in raw if (c.table, c.record_id) not in self._failed]
+        self._more = len(raw) >= self._chunk and bool(fresh)
+        self._backlog.extend(fresh)
+
+    def _has_backlog(self) -> bool:
+        more = bool(self._backlog) or self._more
+        if not more:
+            self._failed.clear()                # the drain is over
+        return more
 
     def _take_batch(self) -> list[Change]:
         size = 1 if self._solo > 0 else self.batch_size
@@ -478,8 +499,9 @@ class Engine:
             self._solo = len(batch)
             return PushResult("ok", backlog=True)
         self.store.ack(batch, [{"outcome": "error", "row": None, "message": str(exc)}])
+        self._failed.add((batch[0].table, batch[0].record_id))
         self._note(summary, error=str(exc))
-        return PushResult("ok", backlog=bool(self._backlog))
+        return PushResult("ok", backlog=self._has_backlog())
 
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""

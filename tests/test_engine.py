@@ -393,3 +393,25 @@ def test_unexpected_error_in_a_cycle_does_not_wedge_the_engine(backend: DevServe
         assert calls["n"] >= 2 and "RuntimeError" in (a.status.last_error or "RuntimeError")
     finally:
         a.close()
+
+
+def test_drain_in_chunks_and_no_back_to_back_retries(backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    a = _engine(tmp_path, info, "system-a", batch_size=4, realtime=False)
+    a._chunk = 7                                  # several queue scans for one drain
+    try:
+        app = _app(tmp_path, "system-a")
+        app.execute("PRAGMA foreign_keys = OFF")
+        app.execute("INSERT INTO tasks (id, system_id, project_id, title) "
+                    "VALUES ('orphan', 'system-a', 'missing', 'x')")
+        for i in range(30):
+            app.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, 'system-a', 'x')",
+                        (f"n{i:02d}",))
+        summary = a.sync_once()
+        assert summary.pushed == 31
+        assert _pg(info, "SELECT count(*) FROM tasks") == [(30,)]
+        tries = app.execute("SELECT retry_count FROM sync_queue WHERE record_id = 'orphan'")
+        assert tries.fetchall() == [(1,)]          # one error per drain, not five in a row
+        assert a.store.stats().parked == 0 and a.store.stats().depth == 1
+    finally:
+        a.close()
