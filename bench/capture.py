@@ -88,10 +88,11 @@ def one_run(script: str, rows: int, auto: int,
     conn = sqlite3.connect(db, isolation_level=None)
     conn.executescript(script)
     out = {}
-    for name, fn, n in (("insert 100k (1 tx)", insert_batch, rows),
-                        ("insert 5k (autocommit)", insert_autocommit, auto),
-                        ("update 100k (1 tx)", update_batch, rows),
-                        ("delete 100k (1 tx)", delete_batch, rows)):
+    k, a = f"{rows // 1000}k", f"{auto // 1000}k" if auto >= 1000 else str(auto)
+    for name, fn, n in ((f"insert {k} (1 tx)", insert_batch, rows),
+                        (f"insert {a} (autocommit)", insert_autocommit, auto),
+                        (f"update {k} (1 tx)", update_batch, rows),
+                        (f"delete {k} (1 tx)", delete_batch, rows)):
         c0, t0 = time.process_time(), time.perf_counter()
         fn(conn, n)
         out[name] = (time.process_time() - c0, time.perf_counter() - t0)
@@ -115,19 +116,24 @@ def main() -> None:
                 for k, v in one_run(scripts[variant], args.rows, args.autocommit,
                                     Path(tmp)).items():
                     times[variant].setdefault(k, []).append(v)
-    print(f"SQLite {sqlite3.sqlite_version}, WAL, medians of {args.runs} interleaved runs")
-    print(f"{'workload':<24}{'variant':<12}{'cpu s':>8}{'rows/s':>10}{'ratio':>8}"
-          f"{'wall s':>9}{'rows/s':>10}{'ratio':>8}")
+    print(f"SQLite {sqlite3.sqlite_version}, WAL, {args.runs} interleaved runs; ratio = "
+          "variant / plain (same run set); cpu = process time, wall = elapsed")
+    print(f"{'workload':<24}{'variant':<12}{'cpu med s':>10}{'rows/s':>10}{'ratio':>7}"
+          f"{'cpu min':>9}{'ratio':>7}{'wall med':>10}{'ratio':>7}")
     for work in times["plain"]:
         n = args.autocommit if "autocommit" in work else args.rows
-        base = [statistics.median(t[i] for t in times["plain"][work]) for i in (0, 1)]
+        base = _summary(times["plain"][work])
         for variant in scripts:
-            med = [statistics.median(t[i] for t in times[variant][work]) for i in (0, 1)]
-            print(f"{work:<24}{variant:<12}"
-                  + "".join(f"{m:>8.3f}{n / m:>10,.0f}{m / b:>7.2f}x" if i == 0 else
-                            f"{m:>9.3f}{n / m:>10,.0f}{m / b:>7.2f}x"
-                            for i, (m, b) in enumerate(zip(med, base))))
+            cpu_med, cpu_min, wall_med = _summary(times[variant][work])
+            print(f"{work:<24}{variant:<12}{cpu_med:>10.3f}{n / cpu_med:>10,.0f}"
+                  f"{cpu_med / base[0]:>6.2f}x{cpu_min:>9.3f}{cpu_min / base[1]:>6.2f}x"
+                  f"{wall_med:>10.3f}{wall_med / base[2]:>6.2f}x")
 
+
+def _summary(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(median cpu, min cpu, median wall) of one workload's samples."""
+    cpu = [c for c, _ in samples]
+    return statistics.median(cpu), min(cpu), statistics.median(w for _, w in samples)
 
 if __name__ == "__main__":
     main()
