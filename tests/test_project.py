@@ -90,6 +90,8 @@ BAD = [
      r"\[tables\.select\]: table name 'select' is a reserved"),
     ({"t": "CREATE TABLE u (id TEXT PRIMARY KEY, system_id TEXT);"}, None,
      r"t\.sql creates table 'u', not 't'"),
+    ({"t": "CREATE TABLE t (id TEXT PRIMARY KEY, system_id TEXT, img BLOB);"}, None,
+     r"column 'img' has binary type"),
     ({"t": "CREATE TABLE t (id TEXT PRIMARY KEY"}, None, r"t\.sql: SQL syntax error: Expecting \)"),
     ({"t": "CREATE TABLE t (id TEXT \"PRIMARY KEY"}, None, r"t\.sql: SQL syntax error"),
 ]

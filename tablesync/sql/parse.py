@@ -39,6 +39,9 @@ columns on_conflict
 rowid oid _rowid_
 """.split())
 
+_BINARY = frozenset({exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY,
+                     exp.DataType.Type.BLOB, exp.DataType.Type.LONGBLOB,
+                     exp.DataType.Type.MEDIUMBLOB, exp.DataType.Type.TINYBLOB})
 OWN_PREFIXES = ("_ts_", "_tablesync", "tablesync_")
 OWN_NAMES = frozenset({"sync_queue"})
 
@@ -145,6 +148,10 @@ def _column(item: exp.ColumnDef, location: str) -> tuple[ColumnSpec, bool, Forei
     if kind is None:
         raise ConfigError(f"column {name!r} has no type", location=location,
                           hint="declare a type, e.g. TEXT or INTEGER")
+    if kind.this in _BINARY:
+        raise ConfigError(f"column {name!r} has binary type {kind.sql()}, which tablesync "
+                          "cannot carry in JSON", location=location,
+                          hint="store it base64-encoded in a TEXT column")
     nullable, default, is_pk, fk = True, None, False, None
     for cons in item.constraints:
         k = cons.args.get("kind")
