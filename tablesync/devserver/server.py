@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -73,7 +74,8 @@ class DevServer:
                  jwt_secret: str | None = None, apply: Sequence[str | os.PathLike[str]] = (),
                  enable_faults: bool = False, realtime: Any = None,
                  auto_realtime: bool = True, **settings: Any) -> None:
-        if data_dir is None and dsn is None:
+        self._owns_data = data_dir is None and dsn is None
+        if self._owns_data:
             data_dir = tempfile.mkdtemp(prefix="tablesync-devserver-")
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._external_dsn = dsn
@@ -119,11 +121,24 @@ class DevServer:
         self._stop_http()
         self._stop_postgres()
 
+    def cleanup(self) -> None:
+        """Stop, and delete the data directory if this object created a temporary one."""
+        self.stop()
+        if self._owns_data and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    @property
+    def listening(self) -> list[tuple[str, int]]:
+        """The (host, port) of every socket uvicorn listens on."""
+        if self._server is None:
+            return []
+        return [sock.getsockname()[:2] for srv in self._server.servers for sock in srv.sockets]
+
     def __enter__(self) -> DevServerInfo:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()
 
     # -- parts ------------------------------------------------------------------
     def _jwt_secret(self) -> str:

@@ -206,3 +206,16 @@ def test_short_token_lifetime_is_configurable(pg_dsn: str) -> None:
             assert 'error_description="JWT expired"' in resp.headers["www-authenticate"]
     finally:
         srv.stop()
+
+
+def test_user_can_update_own_metadata_and_password(http: httpx.Client,
+                                                   info: DevServerInfo) -> None:
+    create_user(http, info, "p@example.com", "s")
+    tok = sign_in(http, info, "p@example.com")
+    resp = http.put("/auth/v1/user", headers=user_headers(info, tok["access_token"]),
+                    json={"data": {"theme": "dark"}, "password": "new-secret-9"})
+    assert resp.status_code == 200 and resp.json()["user_metadata"] == {"theme": "dark"}
+    assert sign_in(http, info, "p@example.com", "new-secret-9")["access_token"]
+    resp = http.post("/auth/v1/token?grant_type=password", headers=anon_headers(info),
+                     json={"email": "p@example.com", "password": "secret-pass-1"})
+    assert resp.status_code == 400

@@ -30,6 +30,7 @@ def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: P
     info = srv.start()
     try:
         assert info.url.startswith("http://127.0.0.1:")
+        assert {host for host, _port in srv.listening} == {"127.0.0.1"}
         secret = tmp_path / "data" / SECRET_FILE
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         with httpx.Client(base_url=info.url) as http:
@@ -82,3 +83,10 @@ def test_cli_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_temporary_data_dir_is_removed_by_the_context_manager() -> None:
+    srv = DevServer(auto_realtime=False)
+    with srv as info:
+        assert info.url and srv.data_dir is not None and srv.data_dir.exists()
+    assert not srv.data_dir.exists()
