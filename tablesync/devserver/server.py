@@ -26,6 +26,7 @@ from tablesync.errors import TablesyncError
 
 DATABASE = "postgres"
 START_TIMEOUT = 30.0
+GRACEFUL_SHUTDOWN = 5  # seconds uvicorn waits for open requests/websockets on stop
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ class DevServer:
         app = create_app(self.settings, self._realtime, faults=self.faults,
                          auto_realtime=self._auto_realtime)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="on", access_log=False)
+                                lifespan="on", access_log=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="tablesync-devserver",
                                         daemon=True)
