@@ -104,6 +104,7 @@ class AuthService:
             Route("/auth/v1/user", self.put_user, methods=["PUT"]),
             Route("/auth/v1/logout", self.logout, methods=["POST"]),
             Route("/auth/v1/admin/users", self.admin_create, methods=["POST"]),
+            Route("/auth/v1/admin/users", self.admin_list, methods=["GET"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_get, methods=["GET"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_update, methods=["PUT"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_delete, methods=["DELETE"]),
@@ -372,6 +373,17 @@ class AuthService:
                 role=str(body.get("role") or "authenticated"), user_id=body.get("id"))
         return self._ok(request, user_json(user))
 
+    async def admin_list(self, request: Request) -> Response:
+        self._admin(request)
+        page = _positive(request.query_params.get("page"), 1)
+        per_page = _positive(request.query_params.get("per_page"), 50)
+        async with self.pool.connection() as conn:
+            rows, total = await store.list_users(conn, limit=per_page,
+                                                 offset=(page - 1) * per_page)
+        resp = self._ok(request, {"users": [user_json(r) for r in rows], "aud": "authenticated"})
+        resp.headers["x-total-count"] = str(total)
+        return resp
+
     async def _admin_target(self, request: Request, conn: store.Conn) -> dict[str, Any]:
         uid = request.path_params["uid"]
         try:
@@ -413,6 +425,10 @@ class AuthService:
             user = await self._admin_target(request, conn)
             await store.delete_user(conn, str(user["id"]))
         return self._ok(request, {})
+
+
+def _positive(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() and int(text) > 0 else default
 
 
 def _duration(text: Any) -> int:
