@@ -258,3 +258,16 @@ def test_concurrent_requests_each_get_their_own_transaction(http: httpx.Client,
     for system, token in tokens.items():
         rows = http.get("/rest/v1/items?select=system_id", headers=user_headers(info, token)).json()
         assert len(rows) == 20 and {r["system_id"] for r in rows} == {system}
+
+
+def test_rpc_set_results_take_select_filters_and_order(http: httpx.Client, info: DevServerInfo,
+                                                       items: str) -> None:
+    _seed(http, info, 4)
+    h = service_headers(info)
+    resp = http.post("/rest/v1/rpc/visible_items?select=id&id=gt.1&order=id.desc&limit=2",
+                     headers=h, json={})
+    assert resp.json() == [{"id": 4}, {"id": 3}]
+    resp = http.get("/rest/v1/rpc/visible_items?select=id,title&n=eq.0", headers=h)
+    assert resp.json() == [{"id": 3, "title": "t3"}]
+    resp = http.post("/rest/v1/rpc/add?a=eq.1", headers=h, json={"a": 1, "b": 2})
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST100"
