@@ -87,6 +87,7 @@ class DevServer:
         self._realtime, self._auto_realtime = realtime, auto_realtime
         self._extra = settings
         self.faults = Faults()
+        self._applied = False
         self._pg: postgres.PostgresServer | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -117,10 +118,12 @@ class DevServer:
         s = self.settings
         return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn)
 
-    def stop(self) -> None:
-        """Stop uvicorn, then PostgreSQL (if this object started it). Idempotent."""
+    def stop(self, *, keep_postgres: bool = False) -> None:
+        """Stop uvicorn, then PostgreSQL (if this object started it and ``keep_postgres`` is
+        false: then only the HTTP side goes offline, and ``start()`` is quicker). Idempotent."""
         self._stop_http()
-        self._stop_postgres()
+        if not keep_postgres:
+            self._stop_postgres()
 
     def cleanup(self) -> None:
         """Stop, and delete the data directory if this object created a temporary one."""
@@ -157,11 +160,14 @@ class DevServer:
             dsn = self._external_dsn
         else:
             assert self.data_dir is not None
-            self._pg = postgres.start(self.data_dir / "pg")
+            if self._pg is None:
+                self._pg = postgres.start(self.data_dir / "pg")
             dsn = self._pg.dsn(DATABASE)
         postgres.bootstrap(dsn)
-        for path in self._apply:
-            apply_sql_file(dsn, path)
+        if not self._applied:  # --apply files run once, not again on every restart
+            for path in self._apply:
+                apply_sql_file(dsn, path)
+            self._applied = True
         return dsn
 
     def _stop_postgres(self) -> None:

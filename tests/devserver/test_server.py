@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: Path) -> None:
     schema = tmp_path / "supabase.sql"
-    schema.write_text("CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text);")
+    schema.write_text("CREATE TABLE notes (id int PRIMARY KEY, body text);")  # not idempotent
     srv = DevServer(data_dir=tmp_path / "data", apply=[schema], auto_realtime=False)
     info = srv.start()
     try:
@@ -48,6 +48,11 @@ def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: P
             assert sign_in(http, again, "keep@example.com")["access_token"]
             assert http.get("/rest/v1/notes?select=body", headers=anon_headers(again)).json() == \
                 [{"body": "hi"}]
+        srv.stop(keep_postgres=True)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{info.url}/auth/v1/health", timeout=2)
+        assert srv.start().url == info.url
+        assert httpx.get(f"{info.url}/auth/v1/health").status_code == 200
     finally:
         srv.stop()
 
