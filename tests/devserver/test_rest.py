@@ -54,6 +54,9 @@ def test_count_exact_partial_page_is_206_and_offset_past_end_is_416(
     resp = http.get("/rest/v1/items?id=eq.99", headers=service_headers(info))
     assert resp.status_code == 200 and resp.json() == []
     assert resp.headers["content-range"] == "*/*"
+    resp = http.get("/rest/v1/items?select=id&order=id",
+                    headers={**service_headers(info), "Range-Unit": "items", "Range": "1-2"})
+    assert resp.json() == [{"id": 2}, {"id": 3}] and resp.headers["content-range"] == "1-2/*"
 
 
 def test_reads_are_capped_at_1000_rows(http: httpx.Client, info: DevServerInfo,
