@@ -219,3 +219,20 @@ def test_user_can_update_own_metadata_and_password(http: httpx.Client,
     resp = http.post("/auth/v1/token?grant_type=password", headers=anon_headers(info),
                      json={"email": "p@example.com", "password": "secret-pass-1"})
     assert resp.status_code == 400
+
+
+def test_concurrent_refreshes_with_one_token_agree(http: httpx.Client, info: DevServerInfo) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    create_user(http, info, "cc@example.com", "s")
+    token = sign_in(http, info, "cc@example.com")["refresh_token"]
+
+    def refresh(_: int) -> tuple[int, str]:
+        with httpx.Client(base_url=info.url, timeout=30) as client:
+            resp = _refresh(client, info, token)
+            return resp.status_code, resp.json().get("refresh_token", "")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(refresh, range(4)))
+    assert {code for code, _ in results} == {200}
+    assert len({tok for _, tok in results}) == 1  # everyone got the one active token
