@@ -187,7 +187,7 @@ class DevServer:
                                 lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="tablesync-devserver",
+        self._thread = threading.Thread(target=self._run_uvicorn, name="tablesync-devserver",
                                         daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
@@ -197,6 +197,13 @@ class DevServer:
                 raise TablesyncError(f"devserver could not start on {self.host}:{self.port}",
                                      hint="is the port in use? try --port")
             time.sleep(0.02)
+
+    def _run_uvicorn(self) -> None:
+        """Thread body: uvicorn exits with SystemExit when it cannot bind or start."""
+        try:
+            self._server.run()
+        except SystemExit:
+            pass
 
     def _stop_http(self) -> None:
         if self._thread is None:

@@ -95,3 +95,14 @@ def test_temporary_data_dir_is_removed_by_the_context_manager() -> None:
     with srv as info:
         assert info.url and srv.data_dir is not None and srv.data_dir.exists()
     assert not srv.data_dir.exists()
+
+
+def test_port_in_use_is_one_clear_error(pg_dsn: str) -> None:
+    first = DevServer(dsn=pg_dsn, auto_realtime=False)
+    info = first.start()
+    try:
+        port = int(info.url.rsplit(":", 1)[1])
+        with pytest.raises(TablesyncError, match=f"could not start on 127.0.0.1:{port}"):
+            DevServer(dsn=pg_dsn, auto_realtime=False, port=port).start()
+    finally:
+        first.stop()
