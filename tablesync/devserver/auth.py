@@ -269,9 +269,11 @@ class AuthService:
         issued: str | None = None
         if row["revoked"]:
             active = await store.active_refresh_token(conn, sid)
-            if active is not None and active["parent"] == row["token"]:
+            in_window = float(row["age"]) <= self.settings.refresh_reuse_interval
+            if active is not None and active["parent"] == row["token"] and (
+                    in_window or self.settings.parent_reuse_any_age):
                 issued = active["token"]
-            elif float(row["age"]) > self.settings.refresh_reuse_interval:
+            elif not in_window:
                 await store.delete_sessions(conn, row["user_id"], only=sid)
                 return self._fail(request, 400, "refresh_token_already_used",
                                   "Invalid Refresh Token: Already Used")
