@@ -195,7 +195,8 @@ class DevServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self._stop_http()
                 raise TablesyncError(f"devserver could not start on {self.host}:{self.port}",
-                                     hint="is the port in use? try --port")
+                                     hint="port in use (try --port) or a startup error "
+                                     "logged above")
             time.sleep(0.02)
 
     def _run_uvicorn(self) -> None:
