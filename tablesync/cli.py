@@ -142,7 +142,7 @@ def devserver(
         while not stop.wait(0.5):
             pass
     finally:
-        server.stop()
+        server.cleanup()
 
 
 @app.command("run")

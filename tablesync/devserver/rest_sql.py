@@ -191,17 +191,24 @@ def call(fn: Function, args: dict[str, Any], whole_body: Any = None,
     return sql.SQL("{}({})").format(ident, parts), [args[n] for n in names]
 
 
-def rpc(fn: Function, call_sql: sql.Composable, limit: int, offset: int) -> sql.Composed:
-    """Wrap a function call for its return shape (scalar / set / void)."""
+def rpc(fn: Function, call_sql: sql.Composable, limit: int, offset: int, *,
+        table: Table | None = None, q: Query | None = None) -> tuple[sql.Composed, Params]:
+    """Wrap a function call for its return shape (scalar / set / void); with ``table``
+    (the row type of a SETOF function) the query's select, filters and order apply."""
+    page = sql.SQL(" LIMIT {} OFFSET {}").format(sql.Literal(limit), sql.Literal(offset))
+    params: Params = []
     if fn.returns_set and fn.returns_composite:
-        inner = sql.SQL("SELECT * FROM {} AS {} LIMIT {} OFFSET {}").format(
-            call_sql, ALIAS, sql.Literal(limit), sql.Literal(offset))
-        return _aggregate(inner)
+        if table is not None and q is not None:
+            inner = sql.SQL("SELECT {} FROM {} AS {}{}{}").format(
+                select_list(table, q.select), call_sql, ALIAS, where(q.where, params),
+                order_by(q.order))
+        else:
+            inner = sql.SQL("SELECT * FROM {} AS {}").format(call_sql, ALIAS)
+        return _aggregate(inner + page), params
     if fn.returns_set:
         return sql.SQL(
             "SELECT count(*), coalesce(json_agg(_s.v), '[]')::text FROM "
-            "(SELECT v FROM {} AS v LIMIT {} OFFSET {}) AS _s").format(
-            call_sql, sql.Literal(limit), sql.Literal(offset))
+            "(SELECT v FROM {} AS v{}) AS _s").format(call_sql, page), params
     if fn.returns_void:
-        return sql.SQL("SELECT 0, {}::text").format(call_sql)
-    return sql.SQL("SELECT 1, to_json({})::text").format(call_sql)
+        return sql.SQL("SELECT 0, {}::text").format(call_sql), params
+    return sql.SQL("SELECT 1, to_json({})::text").format(call_sql), params
