@@ -24,7 +24,7 @@ from tablesync.devserver import realtime_protocol as proto
 from tablesync.devserver.realtime_changes import (
     Change, access_error, build_data, filter_columns, parse_change)
 from tablesync.devserver.realtime_filters import (
-    SubscriptionParamsError, SubscriptionSpec, parse_params)
+    SubscriptionParamsError, SubscriptionSpec, evaluate, parse_params)
 from tablesync.devserver.realtime_session import Binding, Channel, Session
 from tablesync.errors import PayloadError
 
@@ -317,22 +317,29 @@ class RealtimeService:
                        info: capture.TableInfo, bindings: list[Binding]) -> list[Binding]:
         """The bindings that receive this change (filters + RLS, as apply_rls decides)."""
         check_rls = info.rls and change.type != "DELETE"
+        rec = filter_columns(change, info)
+        types = dict(info.columns)
         keys: dict[str, int] = {}
         subs: list[dict[str, Any]] = []
         pending: list[tuple[Binding, int | None]] = []
         for b in bindings:
             cols = await self._selectable_for(conn, info.oid, b.channel.role)
-            if access_error(change, info, cols) is not None or not (check_rls or b.spec.filters):
+            if access_error(change, info, cols) is not None:
+                pending.append((b, None))  # Supabase sends its 400/401 error unfiltered
+                continue
+            undecided = _undecided_filters(b.spec, rec, types)
+            if undecided is None:
+                continue  # a filter already said no
+            if not (check_rls or undecided):
                 pending.append((b, None))
                 continue
-            sub = {"claims": b.channel.claims, "filters": [f.as_json() for f in b.spec.filters]}
+            sub = {"claims": b.channel.claims, "filters": undecided}
             key = json.dumps(sub, sort_keys=True)
             if key not in keys:
                 keys[key] = len(subs)
                 subs.append(sub)
             pending.append((b, keys[key]))
-        results = (await capture.visible(conn, info.oid, filter_columns(change, info),
-                                         check_rls, subs)) if subs else []
+        results = (await capture.visible(conn, info.oid, rec, check_rls, subs)) if subs else []
         return [b for b, idx in pending if idx is None or (idx < len(results) and results[idx])]
 
     def _deliver(self, change: Change, info: capture.TableInfo, bindings: list[Binding]) -> None:
@@ -354,6 +361,21 @@ class RealtimeService:
             else:
                 frame = proto.Frame(None, None, channel.topic, change.type, data)
             channel.push(frame)
+
+
+def _undecided_filters(spec: SubscriptionSpec, rec: dict[str, Any],
+                       types: dict[str, str]) -> list[list[Any]] | None:
+    """Filters PostgreSQL must still evaluate; None when one is already known to fail."""
+    undecided: list[list[Any]] = []
+    for flt in spec.filters:
+        if flt.column not in rec:
+            return None  # fail closed, like is_visible_through_filters
+        verdict = evaluate(flt, types.get(flt.column, ""), rec[flt.column])
+        if verdict is False:
+            return None
+        if verdict is None:
+            undecided.append(flt.as_json())
+    return undecided
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:
