@@ -152,19 +152,25 @@ class RealtimeService:
                 specs.append((sub_id, parse_params(params)))
             except SubscriptionParamsError as exc:
                 return str(exc)
-        async with self._control_lock:
-            await self._refresh_locked()  # picks up new tables, replica identity, grants
-            bindings: list[Binding] = []
-            for sub_id, spec in specs:
-                error = await self._bind(channel, sub_id, spec, bindings)
-                if error is not None:
-                    return error
-            if channel.closed:
-                return None
-            self.unsubscribe(channel)
-            channel.bindings = bindings
-            for binding in bindings:
-                self._bindings.setdefault(binding.oid, []).append(binding)
+        try:
+            async with self._control_lock:
+                await self._refresh_tables_locked()  # new tables, replica identity, triggers
+                bindings: list[Binding] = []
+                for sub_id, spec in specs:
+                    error = await self._bind(channel, sub_id, spec, bindings)
+                    if error is not None:
+                        return error
+                if channel.closed:
+                    return None
+                self.unsubscribe(channel)
+                channel.bindings = bindings
+                for binding in bindings:
+                    self._bindings.setdefault(binding.oid, []).append(binding)
+        except psycopg.Error as exc:
+            log.warning("realtime: subscribing failed: %s", exc)
+            if self._control is None or self._control.broken or self._control.closed:
+                await self._reconnect_control()
+            return f"Unable to subscribe to changes: {capture.describe_error(exc)}"
         return None
 
     async def _bind(self, channel: Channel, sub_id: int, spec: SubscriptionSpec,
@@ -205,14 +211,20 @@ class RealtimeService:
         return cols
 
     # -- publication refresh ------------------------------------------------------------
-    async def _refresh_locked(self) -> None:
+    async def _refresh_tables_locked(self) -> None:
+        """Re-read the publication and install/remove capture triggers."""
         assert self._control is not None
         tables = await capture.published_tables(self._control)
         await capture.sync_triggers(self._control, tables)
         self._tables = tables
         self._by_name = {(t.schema, t.name): oid for oid, t in tables.items()}
+
+    async def _refresh_locked(self) -> None:
+        """Tables and triggers, then the cached column privileges of every known role."""
+        await self._refresh_tables_locked()
+        assert self._control is not None
         for oid, role in list(self._selectable):
-            if oid in tables:
+            if oid in self._tables:
                 await self._cache_selectable(self._control, oid, role)
             else:
                 del self._selectable[(oid, role)]
@@ -274,6 +286,8 @@ class RealtimeService:
                 await self._reconnect_dispatch()
             except PayloadError as exc:
                 log.warning("realtime: dropping a change: %s", exc)
+            except Exception:  # a bug must not stop delivery for everyone: log, keep going
+                log.exception("realtime: dispatching a change failed; change dropped")
 
     async def _reconnect_dispatch(self) -> None:
         if self._dispatch_conn is not None:
@@ -291,6 +305,8 @@ class RealtimeService:
             if conn is None:
                 return
         if not payload.startswith("{"):
+            if not payload.isdigit():
+                raise PayloadError(f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
             text = await capture.stored_change(conn, int(payload))
             if text is None:
                 log.warning("realtime: stored change %s is gone; dropped", payload)

@@ -115,10 +115,13 @@ class Session:
 
     def close(self) -> None:
         """Ask the writer to close the socket after what is already queued."""
-        if not self._closing:
-            self._closing = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(None)
+        if self._closing:
+            return
+        self._closing = True
+        if self._outbox.full():  # an overflowing client: drop its backlog, close now
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(None)
 
     async def _writer(self) -> None:
         while True:

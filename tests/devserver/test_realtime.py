@@ -544,3 +544,35 @@ def test_legacy_topic_api_and_column_privileges(server: RealtimeServer, db: str)
         assert [c["name"] for c in m["payload"]["columns"]] == ["id", "system_id", "title"]
 
     run(main())
+
+
+def test_survives_foreign_notifications_and_lost_connections(server: RealtimeServer,
+                                                              db: str) -> None:
+    async def main() -> None:
+        ph = await connect(server)
+        await ph.join_live("realtime:k", CHANGES_A, token(system_id="A"))
+        sql(db, "NOTIFY tablesync_realtime, 'junk'; NOTIFY tablesync_realtime, '{\"x\": 1}'")
+        sql(db, "INSERT INTO items (id, system_id) VALUES (1, 'A')")
+        m = await ph.recv_until(lambda m: m["event"] == "postgres_changes")
+        assert m["payload"]["data"]["record"]["id"] == 1
+        sql(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for attempt in range(2, 40):  # the service reconnects with a short backoff
+            sql(db, "INSERT INTO items (id, system_id) VALUES (%s, 'A')", (attempt,))
+            try:
+                m = await ph.recv_until(lambda m: m["event"] == "postgres_changes", timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("no event after the service's connections were terminated")
+        for _ in range(20):  # joins work again once the control connection is back
+            _, reply = await ph.join("realtime:k2", CHANGES_A, token(system_id="A"))
+            system = await ph.recv_until(lambda m: m["event"] == "system")
+            if system["payload"]["status"] == "ok":
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("joins keep failing after reconnect")
+
+    run(main())
