@@ -576,3 +576,36 @@ def test_survives_foreign_notifications_and_lost_connections(server: RealtimeSer
             pytest.fail("joins keep failing after reconnect")
 
     run(main())
+
+
+def test_client_that_cannot_keep_up_is_disconnected(db: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst larger than the socket's outbox closes that socket; others are unaffected."""
+    from tablesync.devserver import realtime_session
+
+    sql(db, "CREATE TABLE public.open_items (id int PRIMARY KEY);"
+            "ALTER PUBLICATION supabase_realtime ADD TABLE public.open_items")
+    monkeypatch.setattr(realtime_session, "OUTBOX_LIMIT", 3)
+    srv = RealtimeServer(db).start()
+    try:
+        async def main() -> None:
+            ph = await connect(srv)
+            await ph.join_live("realtime:burst", [{"event": "INSERT", "table": "open_items"}],
+                               token(system_id="A"))
+            sql(db, "INSERT INTO open_items SELECT generate_series(1, 200)")
+            got = 0
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                while True:
+                    await ph.recv(timeout=10)
+                    got += 1
+            assert got < 200
+            calm = await connect(srv)  # the service itself is fine
+            await calm.join_live("realtime:calm", [{"event": "INSERT", "table": "open_items"}],
+                                 token(system_id="A"))
+            sql(db, "INSERT INTO open_items VALUES (1000)")
+            m = await calm.recv_until(lambda m: m["event"] == "postgres_changes")
+            assert m["payload"]["data"]["record"] == {"id": 1000}
+
+        run(main())
+    finally:
+        srv.stop()
