@@ -204,3 +204,10 @@ BEGIN
   RETURN result;
 END
 $$;
+
+-- Only the service (the database owner) uses these; API roles never see schema realtime.
+REVOKE ALL ON FUNCTION realtime.tablesync_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_check_op(text, text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_check_subscription(regclass, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_visible(regclass, jsonb, boolean, jsonb) FROM PUBLIC;
+REVOKE ALL ON TABLE realtime.tablesync_changes FROM PUBLIC;
