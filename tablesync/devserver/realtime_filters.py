@@ -83,9 +83,26 @@ def parse_params(params: Any) -> SubscriptionSpec:
     raise SubscriptionParamsError(_no_params(params))
 
 
+def elixir_inspect(value: Any) -> str:
+    """``inspect/1`` of a decoded JSON value, as Supabase renders params in messages."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]).encode())
+        return "%{" + ", ".join(f"{elixir_inspect(k)} => {elixir_inspect(v)}"
+                               for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(elixir_inspect(v) for v in value) + "]"
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 def _no_params(params: Any) -> str:
     shown = "<redacted>" if isinstance(params, dict) and (
-        "user_token" in params or "auth_token" in params) else json.dumps(params)
+        "user_token" in params or "auth_token" in params) else elixir_inspect(params)
     return ("No subscription params provided. Please provide at least a `schema` or `table` "
             f"to subscribe to: {shown}")
 

@@ -106,3 +106,14 @@ def test_python_shortcut_agrees_with_postgres(pg_dsn: str) -> None:
 
         check()
         assert decided.count(True) > 20 and decided.count(False) > 20  # not vacuous
+
+
+def test_missing_params_message_inspects_like_elixir() -> None:
+    with pytest.raises(SubscriptionParamsError) as info:
+        parse_params({"event": "*", "filter": "id=eq.1"})
+    assert str(info.value) == (
+        "No subscription params provided. Please provide at least a `schema` or `table` to "
+        'subscribe to: %{"event" => "*", "filter" => "id=eq.1"}')
+    with pytest.raises(SubscriptionParamsError) as info:
+        parse_params({})
+    assert str(info.value).endswith("subscribe to: %{}")
