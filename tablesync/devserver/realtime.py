@@ -355,7 +355,8 @@ class RealtimeService:
                 keys[key] = len(subs)
                 subs.append(sub)
             pending.append((b, keys[key]))
-        results = (await capture.visible(conn, info.oid, rec, check_rls, subs)) if subs else []
+        stmt = capture.rls_statement(info) if check_rls else None
+        results = (await capture.visible(conn, info.oid, rec, stmt, subs)) if subs else []
         return [b for b, idx in pending if idx is None or (idx < len(results) and results[idx])]
 
     def _deliver(self, change: Change, info: capture.TableInfo, bindings: list[Binding]) -> None:

@@ -609,3 +609,26 @@ def test_client_that_cannot_keep_up_is_disconnected(db: str,
         run(main())
     finally:
         srv.stop()
+
+
+def test_policy_error_for_one_subscriber_does_not_starve_others(server: RealtimeServer,
+                                                                db: str) -> None:
+    owner = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    sql(db, "CREATE TABLE public.notes (id int PRIMARY KEY, owner uuid NOT NULL);"
+            "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+            "CREATE POLICY mine ON notes FOR SELECT TO authenticated"
+            "  USING (owner = (auth.jwt() ->> 'sub')::uuid);"
+            "ALTER PUBLICATION supabase_realtime ADD TABLE public.notes")
+
+    async def main() -> None:
+        good, bad = await connect(server), await connect(server)
+        changes = [{"event": "*", "table": "notes"}]
+        await good.join_live("realtime:n", changes, token(sub=owner))
+        await bad.join_live("realtime:n", changes, token(sub="not-a-uuid"))  # policy raises
+        sql(db, f"INSERT INTO notes VALUES (1, '{owner}')")
+        m = await good.recv_until(lambda m: m["event"] == "postgres_changes")
+        assert m["payload"]["data"]["record"]["id"] == 1
+        with pytest.raises(TimeoutError):
+            await bad.recv(timeout=0.5)
+
+    run(main())
