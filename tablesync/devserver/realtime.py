@@ -24,7 +24,7 @@ from tablesync.devserver import realtime_protocol as proto
 from tablesync.devserver.realtime_changes import (
     Change, access_error, build_data, filter_columns, parse_change)
 from tablesync.devserver.realtime_filters import (
-    SubscriptionParamsError, SubscriptionSpec, parse_params)
+    SubscriptionParamsError, SubscriptionSpec, evaluate, parse_params)
 from tablesync.devserver.realtime_session import Binding, Channel, Session
 from tablesync.errors import PayloadError
 
@@ -152,19 +152,25 @@ class RealtimeService:
                 specs.append((sub_id, parse_params(params)))
             except SubscriptionParamsError as exc:
                 return str(exc)
-        async with self._control_lock:
-            await self._refresh_locked()  # picks up new tables, replica identity, grants
-            bindings: list[Binding] = []
-            for sub_id, spec in specs:
-                error = await self._bind(channel, sub_id, spec, bindings)
-                if error is not None:
-                    return error
-            if channel.closed:
-                return None
-            self.unsubscribe(channel)
-            channel.bindings = bindings
-            for binding in bindings:
-                self._bindings.setdefault(binding.oid, []).append(binding)
+        try:
+            async with self._control_lock:
+                await self._refresh_tables_locked()  # new tables, replica identity, triggers
+                bindings: list[Binding] = []
+                for sub_id, spec in specs:
+                    error = await self._bind(channel, sub_id, spec, bindings)
+                    if error is not None:
+                        return error
+                if channel.closed:
+                    return None
+                self.unsubscribe(channel)
+                channel.bindings = bindings
+                for binding in bindings:
+                    self._bindings.setdefault(binding.oid, []).append(binding)
+        except psycopg.Error as exc:
+            log.warning("realtime: subscribing failed: %s", exc)
+            if self._control is None or self._control.broken or self._control.closed:
+                await self._reconnect_control()
+            return f"Unable to subscribe to changes: {capture.describe_error(exc)}"
         return None
 
     async def _bind(self, channel: Channel, sub_id: int, spec: SubscriptionSpec,
@@ -205,14 +211,20 @@ class RealtimeService:
         return cols
 
     # -- publication refresh ------------------------------------------------------------
-    async def _refresh_locked(self) -> None:
+    async def _refresh_tables_locked(self) -> None:
+        """Re-read the publication and install/remove capture triggers."""
         assert self._control is not None
         tables = await capture.published_tables(self._control)
         await capture.sync_triggers(self._control, tables)
         self._tables = tables
         self._by_name = {(t.schema, t.name): oid for oid, t in tables.items()}
+
+    async def _refresh_locked(self) -> None:
+        """Tables and triggers, then the cached column privileges of every known role."""
+        await self._refresh_tables_locked()
+        assert self._control is not None
         for oid, role in list(self._selectable):
-            if oid in tables:
+            if oid in self._tables:
                 await self._cache_selectable(self._control, oid, role)
             else:
                 del self._selectable[(oid, role)]
@@ -274,6 +286,8 @@ class RealtimeService:
                 await self._reconnect_dispatch()
             except PayloadError as exc:
                 log.warning("realtime: dropping a change: %s", exc)
+            except Exception:  # a bug must not stop delivery for everyone: log, keep going
+                log.exception("realtime: dispatching a change failed; change dropped")
 
     async def _reconnect_dispatch(self) -> None:
         if self._dispatch_conn is not None:
@@ -291,6 +305,8 @@ class RealtimeService:
             if conn is None:
                 return
         if not payload.startswith("{"):
+            if not payload.isdigit():
+                raise PayloadError(f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
             text = await capture.stored_change(conn, int(payload))
             if text is None:
                 log.warning("realtime: stored change %s is gone; dropped", payload)
@@ -317,22 +333,30 @@ class RealtimeService:
                        info: capture.TableInfo, bindings: list[Binding]) -> list[Binding]:
         """The bindings that receive this change (filters + RLS, as apply_rls decides)."""
         check_rls = info.rls and change.type != "DELETE"
+        rec = filter_columns(change, info)
+        types = dict(info.columns)
         keys: dict[str, int] = {}
         subs: list[dict[str, Any]] = []
         pending: list[tuple[Binding, int | None]] = []
         for b in bindings:
             cols = await self._selectable_for(conn, info.oid, b.channel.role)
-            if access_error(change, info, cols) is not None or not (check_rls or b.spec.filters):
+            if access_error(change, info, cols) is not None:
+                pending.append((b, None))  # Supabase sends its 400/401 error unfiltered
+                continue
+            undecided = _undecided_filters(b.spec, rec, types)
+            if undecided is None:
+                continue  # a filter already said no
+            if not (check_rls or undecided):
                 pending.append((b, None))
                 continue
-            sub = {"claims": b.channel.claims, "filters": [f.as_json() for f in b.spec.filters]}
+            sub = {"claims": b.channel.claims, "filters": undecided}
             key = json.dumps(sub, sort_keys=True)
             if key not in keys:
                 keys[key] = len(subs)
                 subs.append(sub)
             pending.append((b, keys[key]))
-        results = (await capture.visible(conn, info.oid, filter_columns(change, info),
-                                         check_rls, subs)) if subs else []
+        stmt = capture.rls_statement(info) if check_rls else None
+        results = (await capture.visible(conn, info.oid, rec, stmt, subs)) if subs else []
         return [b for b, idx in pending if idx is None or (idx < len(results) and results[idx])]
 
     def _deliver(self, change: Change, info: capture.TableInfo, bindings: list[Binding]) -> None:
@@ -354,6 +378,21 @@ class RealtimeService:
             else:
                 frame = proto.Frame(None, None, channel.topic, change.type, data)
             channel.push(frame)
+
+
+def _undecided_filters(spec: SubscriptionSpec, rec: dict[str, Any],
+                       types: dict[str, str]) -> list[list[Any]] | None:
+    """Filters PostgreSQL must still evaluate; None when one is already known to fail."""
+    undecided: list[list[Any]] = []
+    for flt in spec.filters:
+        if flt.column not in rec:
+            return None  # fail closed, like is_visible_through_filters
+        verdict = evaluate(flt, types.get(flt.column, ""), rec[flt.column])
+        if verdict is False:
+            return None
+        if verdict is None:
+            undecided.append(flt.as_json())
+    return undecided
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:

@@ -149,10 +149,14 @@ $$;
 
 -- Which subscribers see one change (Supabase's apply_rls visibility part).
 -- rec: the columns filters are evaluated on (new record; the old identity for DELETE).
+-- rls_stmt: NULL, or the statement selecting the row by primary key (built by the service
+--   with quoted identifiers; $1 = rec), run as each subscriber's role and claims.
 -- subs: [{"claims": {...}, "filters": [[column, op, value, negate], ...]}, ...]
--- check_rls: run the RLS check (SELECT of the row by primary key as the subscriber).
+-- safe: catch errors per subscriber (a subtransaction each); the service calls with
+--   safe = false first and repeats with safe = true only if that call failed.
+DROP FUNCTION IF EXISTS realtime.tablesync_visible(regclass, jsonb, boolean, jsonb);
 CREATE OR REPLACE FUNCTION realtime.tablesync_visible(
-  entity regclass, rec jsonb, check_rls boolean, subs jsonb
+  entity regclass, rec jsonb, rls_stmt text, subs jsonb, safe boolean
 ) RETURNS boolean[] LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
   result boolean[] := '{}';
@@ -160,17 +164,7 @@ DECLARE
   f jsonb;
   ok boolean;
   col_type text;
-  stmt text;
 BEGIN
-  IF check_rls THEN
-    SELECT format('select exists(select 1 from %s t where %s)', entity,
-                  string_agg(format('t.%I = ($1 ->> %L)::%s', a.attname, a.attname,
-                                    a.atttypid::regtype::text), ' and '))
-      INTO stmt
-      FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-     WHERE i.indrelid = entity AND i.indisprimary;
-  END IF;
   FOR sub IN SELECT * FROM jsonb_array_elements(subs) LOOP
     ok := true;
     FOR f IN SELECT * FROM jsonb_array_elements(sub -> 'filters') LOOP
@@ -188,15 +182,22 @@ BEGIN
       END;
       EXIT WHEN NOT ok;
     END LOOP;
-    IF ok AND check_rls THEN
-      BEGIN
+    IF ok AND rls_stmt IS NOT NULL THEN
+      IF safe THEN
+        BEGIN
+          PERFORM set_config('role', sub -> 'claims' ->> 'role', true),
+                  set_config('request.jwt.claims', (sub -> 'claims')::text, true);
+          EXECUTE rls_stmt INTO ok USING rec;
+          PERFORM set_config('role', NULL, true);
+        EXCEPTION WHEN others THEN
+          ok := false;
+        END;
+      ELSE
         PERFORM set_config('role', sub -> 'claims' ->> 'role', true),
                 set_config('request.jwt.claims', (sub -> 'claims')::text, true);
-        EXECUTE stmt INTO ok USING rec;
+        EXECUTE rls_stmt INTO ok USING rec;
         PERFORM set_config('role', NULL, true);
-      EXCEPTION WHEN others THEN
-        ok := false;
-      END;
+      END IF;
     END IF;
     result := result || coalesce(ok, false);
   END LOOP;
@@ -204,3 +205,11 @@ BEGIN
   RETURN result;
 END
 $$;
+
+-- Only the service (the database owner) uses these; API roles never see schema realtime.
+REVOKE ALL ON FUNCTION realtime.tablesync_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_check_op(text, text, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_check_subscription(regclass, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_visible(regclass, jsonb, text, jsonb, boolean)
+  FROM PUBLIC;
+REVOKE ALL ON TABLE realtime.tablesync_changes FROM PUBLIC;

@@ -7,6 +7,7 @@ per-change / per-join checks. Every identifier reaches SQL through ``psycopg.sql
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 from dataclasses import dataclass
@@ -123,12 +124,38 @@ async def check_subscription(conn: psycopg.AsyncConnection[Any], oid: int,
                        " %s::jsonb, %s::jsonb)", (oid, json.dumps(claims), json.dumps(filters)))
 
 
+@functools.lru_cache(maxsize=1024)
+def rls_statement(info: TableInfo) -> str | None:
+    """The row-by-primary-key SELECT the RLS check runs as a subscriber ($1 = the record)."""
+    if not info.pk:
+        return None
+    table = sql.SQL("{}.{}").format(sql.Identifier(info.schema), sql.Identifier(info.name))
+    keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in info.pk)
+    vals = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in info.pk)
+    stmt = sql.SQL("select exists(select 1 from {table} t where ({keys}) = (select {vals}"
+                   " from jsonb_populate_record(null::{table}, $1) r))").format(
+        table=table, keys=keys, vals=vals)
+    return stmt.as_string()
+
+
 async def visible(conn: psycopg.AsyncConnection[Any], oid: int, rec: dict[str, Any],
-                  check_rls: bool, subs: list[dict[str, Any]]) -> list[bool]:
-    """For each subscriber (claims + filters): does it see this change?"""
-    cur = await conn.execute(
-        "SELECT realtime.tablesync_visible(%s::oid::regclass, %s::jsonb, %s, %s::jsonb)",
-        (oid, json.dumps(rec), check_rls, json.dumps(subs)))
+                  rls_stmt: str | None, subs: list[dict[str, Any]]) -> list[bool]:
+    """For each subscriber (claims + filters): does it see this change?
+
+    Runs without per-subscriber error trapping first (fast); if anything raised (say, a
+    policy failing for one subscriber's claims), repeats with trapping, where an error means
+    "not visible" for that subscriber only.
+    """
+    query = ("SELECT realtime.tablesync_visible(%s::oid::regclass, %s::jsonb, %s, %s::jsonb,"
+             " %s)")
+    params = [oid, json.dumps(rec), rls_stmt, json.dumps(subs), False]
+    try:
+        cur = await conn.execute(query, params)
+    except psycopg.Error:
+        if conn.broken or conn.closed:
+            raise
+        params[-1] = True
+        cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return [bool(v) for v in (row[0] if row and row[0] is not None else [])]
 

@@ -8,6 +8,7 @@ schema/table defaults, and the ``filter`` string (``col=op.value``, comma-separa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +83,26 @@ def parse_params(params: Any) -> SubscriptionSpec:
     raise SubscriptionParamsError(_no_params(params))
 
 
+def elixir_inspect(value: Any) -> str:
+    """``inspect/1`` of a decoded JSON value, as Supabase renders params in messages."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]).encode())
+        return "%{" + ", ".join(f"{elixir_inspect(k)} => {elixir_inspect(v)}"
+                               for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(elixir_inspect(v) for v in value) + "]"
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 def _no_params(params: Any) -> str:
     shown = "<redacted>" if isinstance(params, dict) and (
-        "user_token" in params or "auth_token" in params) else json.dumps(params)
+        "user_token" in params or "auth_token" in params) else elixir_inspect(params)
     return ("No subscription params provided. Please provide at least a `schema` or `table` "
             f"to subscribe to: {shown}")
 
@@ -154,3 +172,86 @@ def _format_value(op: str, value: str) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return value
+
+
+# -- exact evaluation in Python (a shortcut; PostgreSQL decides everything else) ----------
+_INT_TYPES = frozenset({"int2", "int4", "int8"})
+_TEXT_TYPES = frozenset({"text", "varchar"})
+_TEXT_OPS = frozenset({"eq", "neq", "in"})  # ordering of text depends on the collation
+_INT_OPS = frozenset({"eq", "neq", "lt", "lte", "gt", "gte", "in"})
+
+
+def _array_items(literal: str) -> list[str] | None:
+    """Items of a simple ``{a,b}`` literal; None when quoting/NULL would need PostgreSQL."""
+    inner = literal[1:-1]
+    if any(ch in inner for ch in '"\\{}'):
+        return None
+    items = [item.strip() for item in inner.split(",")] if inner.strip() else []
+    if any(item.upper() == "NULL" or not item for item in items):
+        return None
+    return items
+
+
+_INT_RANGES = {"int2": 15, "int4": 31, "int8": 63}
+_INT_RE = re.compile(r"[ \t\n]*[+-]?[0-9]+[ \t\n]*")
+
+
+def _as_int(text: str, typname: str) -> int | None:
+    """The integer PostgreSQL's input function would read; None when unsure or out of range."""
+    if not _INT_RE.fullmatch(text):
+        return None
+    number = int(text.strip())
+    bits = _INT_RANGES[typname]
+    return number if -(1 << bits) <= number < (1 << bits) else None
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if op == "eq":
+        return bool(left == right)
+    if op == "neq":
+        return bool(left != right)
+    if op == "lt":
+        return bool(left < right)
+    if op == "lte":
+        return bool(left <= right)
+    if op == "gt":
+        return bool(left > right)
+    return bool(left >= right)
+
+
+def evaluate(flt: Filter, typname: str, value: Any) -> bool | None:
+    """Does ``value`` (a record's JSON value) pass ``flt``? None: ask PostgreSQL.
+
+    Only cases whose answer cannot differ from ``realtime.tablesync_check_op`` are decided
+    here: NULL values, and eq/neq/in on text, eq..gte/in on integers.
+    """
+    if value is None:
+        if flt.op != "in":
+            return False  # NULL compared is NULL; NOT NULL is NULL; both fail the filter
+        items = _array_items(flt.value)
+        if items is None or items:
+            return None if items is None else False
+        return flt.negate  # NULL = ANY('{}') is false, so NOT ... is true
+    if typname in _INT_TYPES and flt.op in _INT_OPS and isinstance(value, int):
+        if flt.op == "in":
+            raw = _array_items(flt.value)
+            nums = None if raw is None else [_as_int(item, typname) for item in raw]
+            if nums is None or any(n is None for n in nums):
+                return None
+            result = value in nums
+        else:
+            right = _as_int(flt.value, typname)
+            if right is None:
+                return None
+            result = _compare(flt.op, value, right)
+    elif typname in _TEXT_TYPES and flt.op in _TEXT_OPS and isinstance(value, str):
+        if flt.op == "in":
+            items = _array_items(flt.value)
+            if items is None:
+                return None
+            result = value in items
+        else:
+            result = _compare(flt.op, value, flt.value)
+    else:
+        return None
+    return not result if flt.negate else result

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 10_000  # frames queued for one slow client before it is disconnected
 MAX_CHANNELS = 100  # Supabase's max_channels_per_client default
-CONFIRM_TOKEN_S = 300.0  # Supabase re-checks a channel's token every 5 minutes (or at exp)
+CONFIRM_TOKEN_S = 300.0
+CLOSE_GRACE_S = 5.0  # how long a closing socket may take to flush what is queued  # Supabase re-checks a channel's token every 5 minutes (or at exp)
 
 
 class Hub(Protocol):
@@ -99,6 +100,7 @@ class Session:
         self.channels: dict[str, Channel] = {}
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._closing = False
+        self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- output -------------------------------------------------------------------------
@@ -115,10 +117,14 @@ class Session:
 
     def close(self) -> None:
         """Ask the writer to close the socket after what is already queued."""
-        if not self._closing:
-            self._closing = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(None)
+        if self._closing:
+            return
+        self._closing = True
+        self._closed.set()
+        if self._outbox.full():  # an overflowing client: drop its backlog, close now
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(None)
 
     async def _writer(self) -> None:
         while True:
@@ -144,25 +150,37 @@ class Session:
             await asyncio.gather(writer, *self._tasks, return_exceptions=True)
 
     async def _read_loop(self, writer: asyncio.Task[None]) -> None:
-        while not writer.done():
-            receive = asyncio.ensure_future(self.websocket.receive())
-            done, _ = await asyncio.wait({receive, writer}, timeout=self.idle_timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                with contextlib.suppress(BaseException):
-                    await receive
-                if not done:
-                    log.info("realtime socket idle for %.0f s; closing", self.idle_timeout)
-                    with contextlib.suppress(Exception):
-                        await self.websocket.close(1000)
-                return
-            message = receive.result()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is not None:
-                await self._handle_text(text)
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            while not writer.done():
+                if not await self._read_one(writer, closed):
+                    return
+        finally:
+            closed.cancel()
+            await asyncio.gather(closed, return_exceptions=True)
+
+    async def _read_one(self, writer: asyncio.Task[None], closed: asyncio.Future[Any]) -> bool:
+        """Handle one client message; False when the session should end."""
+        receive = asyncio.ensure_future(self.websocket.receive())
+        done, _ = await asyncio.wait({receive, writer, closed}, timeout=self.idle_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if receive not in done:
+            receive.cancel()
+            await asyncio.gather(receive, return_exceptions=True)
+            if closed in done:  # close() was called: let the writer flush, briefly
+                await asyncio.wait({writer}, timeout=CLOSE_GRACE_S)
+            elif not done:
+                log.info("realtime socket idle for %.0f s; closing", self.idle_timeout)
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(1000)
+            return False
+        message = receive.result()
+        if message["type"] == "websocket.disconnect":
+            return False
+        text = message.get("text")
+        if text is not None:
+            await self._handle_text(text)
+        return True
 
     async def _handle_text(self, text: str) -> None:
         try:

@@ -544,3 +544,91 @@ def test_legacy_topic_api_and_column_privileges(server: RealtimeServer, db: str)
         assert [c["name"] for c in m["payload"]["columns"]] == ["id", "system_id", "title"]
 
     run(main())
+
+
+def test_survives_foreign_notifications_and_lost_connections(server: RealtimeServer,
+                                                              db: str) -> None:
+    async def main() -> None:
+        ph = await connect(server)
+        await ph.join_live("realtime:k", CHANGES_A, token(system_id="A"))
+        sql(db, "NOTIFY tablesync_realtime, 'junk'; NOTIFY tablesync_realtime, '{\"x\": 1}'")
+        sql(db, "INSERT INTO items (id, system_id) VALUES (1, 'A')")
+        m = await ph.recv_until(lambda m: m["event"] == "postgres_changes")
+        assert m["payload"]["data"]["record"]["id"] == 1
+        sql(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for attempt in range(2, 40):  # the service reconnects with a short backoff
+            sql(db, "INSERT INTO items (id, system_id) VALUES (%s, 'A')", (attempt,))
+            try:
+                m = await ph.recv_until(lambda m: m["event"] == "postgres_changes", timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("no event after the service's connections were terminated")
+        for _ in range(20):  # joins work again once the control connection is back
+            _, reply = await ph.join("realtime:k2", CHANGES_A, token(system_id="A"))
+            system = await ph.recv_until(lambda m: m["event"] == "system")
+            if system["payload"]["status"] == "ok":
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("joins keep failing after reconnect")
+
+    run(main())
+
+
+def test_client_that_cannot_keep_up_is_disconnected(db: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst larger than the socket's outbox closes that socket; others are unaffected."""
+    from tablesync.devserver import realtime_session
+
+    sql(db, "CREATE TABLE public.open_items (id int PRIMARY KEY);"
+            "ALTER PUBLICATION supabase_realtime ADD TABLE public.open_items")
+    monkeypatch.setattr(realtime_session, "OUTBOX_LIMIT", 3)
+    srv = RealtimeServer(db).start()
+    try:
+        async def main() -> None:
+            ph = await connect(srv)
+            await ph.join_live("realtime:burst", [{"event": "INSERT", "table": "open_items"}],
+                               token(system_id="A"))
+            sql(db, "INSERT INTO open_items SELECT generate_series(1, 200)")
+            got = 0
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                while True:
+                    await ph.recv(timeout=10)
+                    got += 1
+            assert got < 200
+            calm = await connect(srv)  # the service itself is fine
+            await calm.join_live("realtime:calm", [{"event": "INSERT", "table": "open_items"}],
+                                 token(system_id="A"))
+            sql(db, "INSERT INTO open_items VALUES (1000)")
+            m = await calm.recv_until(lambda m: m["event"] == "postgres_changes")
+            assert m["payload"]["data"]["record"] == {"id": 1000}
+
+        run(main())
+    finally:
+        srv.stop()
+
+
+def test_policy_error_for_one_subscriber_does_not_starve_others(server: RealtimeServer,
+                                                                db: str) -> None:
+    owner = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    sql(db, "CREATE TABLE public.notes (id int PRIMARY KEY, owner uuid NOT NULL);"
+            "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+            "CREATE POLICY mine ON notes FOR SELECT TO authenticated"
+            "  USING (owner = (auth.jwt() ->> 'sub')::uuid);"
+            "ALTER PUBLICATION supabase_realtime ADD TABLE public.notes")
+
+    async def main() -> None:
+        good, bad = await connect(server), await connect(server)
+        changes = [{"event": "*", "table": "notes"}]
+        await good.join_live("realtime:n", changes, token(sub=owner))
+        await bad.join_live("realtime:n", changes, token(sub="not-a-uuid"))  # policy raises
+        sql(db, f"INSERT INTO notes VALUES (1, '{owner}')")
+        m = await good.recv_until(lambda m: m["event"] == "postgres_changes")
+        assert m["payload"]["data"]["record"]["id"] == 1
+        with pytest.raises(TimeoutError):
+            await bad.recv(timeout=0.5)
+
+    run(main())
