@@ -396,8 +396,9 @@ class SyncMachine:
         if self.settings.realtime and not self.flags.realtime_live:
             out.append(ConnectRealtime())
         out.append(ScheduleTimer(PUSH_TIMER, self.settings.interval))
-        if not self.settings.realtime:
+        if not self.flags.realtime_live:    # poll until a subscription is live (or always)
             out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+        if not self.settings.realtime:
             self.flags.pull_pending = True
         self.flags.push_pending = True     # drain whatever queued while we were away
         self._start_next(out)
