@@ -255,7 +255,7 @@ def sync_status(
 ) -> None:
     """State, last successful sync, queue depth, oldest change, parked, conflicts (24 h)."""
     from tablesync import daemon
-    from tablesync.engine import store_snapshot
+    from tablesync.snapshot import store_snapshot
     from tablesync.project import load_project
     from tablesync.store import LocalStore
 

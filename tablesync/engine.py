@@ -12,15 +12,8 @@ cycle in the caller's thread (``sync_once()``). All decisions come from
   connection every ``watch_interval`` seconds (the app writes with plain sqlite3, maybe in
   another process), and fed to the machine as :class:`~tablesync.machine.LocalChange`.
 
-Push: ``LocalStore.pending()`` (coalesced, FK-ordered) is read once per drain and pushed in
-per-table batches of ``batch_size`` through the apply RPC; outcomes go to
-``LocalStore.ack`` (synced/parked/retry; server winners applied at once). A batch the
-server rejects as a whole (non-transient 4xx) is retried one record per request so a bad
-record is isolated and parked instead of blocking the queue.
-
-Pull: ``watermark()`` first, then per table pages of ``_ts_xid >= cursor`` ordered by
-``_ts_seq`` until a short page, applied with ``LocalStore.apply_remote``; then the cursor
-becomes the watermark. Malformed rows are logged and skipped.
+Push and pull themselves are in :mod:`tablesync.cycles`; the status snapshot read from
+the store in :mod:`tablesync.snapshot`.
 """
 
 from __future__ import annotations
@@ -30,16 +23,14 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
 from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
                               TablesyncError, TransientRemoteError)
-from tablesync.metrics import Metrics
+from tablesync.cycles import Cycles, SyncSummary
 from tablesync.machine import (
     AUTH_DEAD, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
@@ -47,14 +38,15 @@ from tablesync.machine import (
     ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncMachine,
     SyncRequested, Tick, UpdateToken, WsDown, WsUp,
 )
-from tablesync.model import Change, TableSpec
+from tablesync.metrics import Metrics
+from tablesync.model import Change
 from tablesync.project import Project
-from tablesync.remote.base import (MAX_PAGE, ChangeEvent, DeadSessionError, ForbiddenError,
-                                   Remote, TableChannel, validate_row)
-from tablesync.rows import row_from_state
+from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableChannel,
+                                   validate_row)
 from tablesync.session import Session
+from tablesync.snapshot import store_snapshot
 from tablesync.status import StatusSnapshot
-from tablesync.store import LocalStore, QueueStats
+from tablesync.store import LocalStore
 from tablesync.vault import Secret
 
 log = logging.getLogger("tablesync.engine")
@@ -69,7 +61,6 @@ STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "D
                State.CONNECTING.value: "Connecting", State.CONNECTED.value: "Connected",
                State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
 SNAPSHOT_TTL = 0.2
-PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 
 
 @dataclass(frozen=True)
@@ -82,18 +73,6 @@ class EngineStatus:
     reauth_required: bool = False
     realtime: bool = False
     last_error: str = ""
-
-
-@dataclass
-class SyncSummary:
-    """What one ``sync_once()`` did."""
-
-    pushed: int = 0
-    pulled: int = 0
-    applied: int = 0
-    rejected: int = 0
-    parked: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -137,11 +116,6 @@ class Engine:
         self._callbacks: dict[str, list[Callback]] = {}
         self._state_callbacks: list[StateCallback] = []
         self.status = EngineStatus()
-        self._backlog: deque[Change] = deque()
-        self._chunk = max(self.batch_size * 20, PENDING_CHUNK)
-        self._more = False                      # the store holds more than the cached chunk
-        self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
-        self._solo = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: asyncio.Queue[Event] | None = None
@@ -154,6 +128,9 @@ class Engine:
         self._started = threading.Event()
         self._done = threading.Event()
         self._metrics = Metrics()
+        self.cycles = (Cycles(project, self.store, remote, batch_size=self.batch_size,
+                              metrics=self._metrics, notify=self._notify,
+                              on_error=self._set_error) if remote is not None else None)
         self._errors_in_row = 0
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
@@ -259,14 +236,15 @@ class Engine:
                                  hint="add [supabase] url/anon_key/email to sync.toml")
         if self.session is not None:
             self.session.ensure()
+        cycles = self._cycles()
         while True:
-            result = self._push_batch(summary)
+            result = cycles.push_batch(summary)
             if result.outcome not in ("ok", "forbidden"):
                 raise TransientRemoteError(f"push stopped: {result.outcome}: "
                                            f"{self.status.last_error}")
             if not result.backlog:
                 break
-        pull = self._catch_up(summary)
+        pull = cycles.catch_up(summary)
         if pull.outcome != "ok":
             raise TransientRemoteError(f"catch-up stopped: {self.status.last_error}")
         return summary
@@ -328,11 +306,11 @@ class Engine:
                 handle.cancel()
         elif isinstance(ins, StartPush):
             self._in_io(lambda: self._timed(self._metrics.push_latency,
-                                            lambda: self._push_batch(None)),
+                                            lambda: self._cycles().push_batch(None)),
                         PushResult("transient"))
         elif isinstance(ins, StartCatchUp):
             self._in_io(lambda: self._timed(self._metrics.pull_latency,
-                                            lambda: self._catch_up(None)),
+                                            lambda: self._cycles().catch_up(None)),
                         PullResult("transient"))
         elif isinstance(ins, Authenticate):
             self._in_io(lambda: self._authenticate(ins.refresh), AuthFailed(AUTH_TRANSIENT))
@@ -356,6 +334,11 @@ class Engine:
         if old is not None:
             old.cancel()
         self._timers[name] = self._loop.call_later(delay, self._feed, Tick(name))
+
+    def _cycles(self) -> Cycles:
+        if self.cycles is None:
+            raise TablesyncError("local-only mode: no remote to sync with")
+        return self.cycles
 
     def _timed(self, histogram: Any, work: Callable[[], Event]) -> Event:
         t0 = time.perf_counter()
@@ -382,7 +365,8 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - the daemon loop records and retries
                 log.exception("engine: background work failed")
                 self._set_error(f"{type(exc).__name__}: {exc}")
-                self._backlog.clear()           # re-read the queue on the next try
+                if self.cycles is not None:
+                    self.cycles.reset()         # re-read the queue on the next try
                 return on_crash
 
         future = self._loop.run_in_executor(self._io, guarded)
@@ -426,120 +410,6 @@ class Engine:
                 and (exc.status or 500) >= 500)
             return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
         return AuthOk(max(1.0, tokens.expires_in()))
-
-    def _push_batch(self, summary: SyncSummary | None) -> PushResult:
-        """Push one batch (one table, up to batch_size records) and record the outcomes."""
-        assert self.remote is not None
-        self._refill()
-        if not self._backlog:
-            return PushResult("ok", backlog=self._has_backlog())
-        batch = self._take_batch()
-        table = batch[0].table
-        try:
-            outcomes = self.remote.apply(table, [row_from_state(c.state) for c in batch])
-        except ForbiddenError as exc:
-            for ch in batch:
-                self.store.park(ch.table, ch.record_id, str(exc))
-            self._note(summary, parked=len(batch), error=str(exc))
-            return PushResult("forbidden", backlog=self._has_backlog())
-        except AuthError as exc:
-            self._backlog.extendleft(reversed(batch))
-            self._set_error(str(exc))
-            return PushResult("auth")
-        except TransientRemoteError as exc:
-            self._backlog.extendleft(reversed(batch))
-            self._set_error(str(exc))
-            return PushResult("transient", retry_after=exc.retry_after)
-        except PayloadError as exc:
-            self._backlog.extendleft(reversed(batch))
-            self._set_error(str(exc))
-            return PushResult("payload")
-        except RemoteError as exc:              # the whole batch refused (e.g. 400)
-            return self._batch_refused(batch, exc, summary)
-        winners = self.store.ack(batch, [{"outcome": o.outcome, "row": o.row,
-                                          "message": o.message} for o in outcomes])
-        self._note(summary, pushed=len(batch),
-                   parked=sum(o.outcome == "forbidden" for o in outcomes))
-        self._metrics.changes_pushed.inc(len(batch))
-        self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
-                            if o.outcome == "error")
-        self._notify(winners)
-        return PushResult("ok", backlog=self._has_backlog())
-
-    def _refill(self) -> None:
-        """Read the next chunk of pending changes (skipping records that failed in this
-        drain: they are retried by the next cycle, not hammered back to back)."""
-        if self._backlog:
-            return
-        raw = self.store.pending(limit=self._chunk)
-        fresh = [c for c in raw if (c.table, c.record_id) not in self._failed]
-        self._more = len(raw) >= self._chunk and bool(fresh)
-        self._backlog.extend(fresh)
-
-    def _has_backlog(self) -> bool:
-        more = bool(self._backlog) or self._more
-        if not more:
-            self._failed.clear()                # the drain is over
-        return more
-
-    def _take_batch(self) -> list[Change]:
-        size = 1 if self._solo > 0 else self.batch_size
-        first = self._backlog.popleft()
-        batch = [first]
-        while self._backlog and len(batch) < size and self._backlog[0].table == first.table:
-            batch.append(self._backlog.popleft())
-        self._solo = max(0, self._solo - len(batch))
-        return batch
-
-    def _batch_refused(self, batch: list[Change], exc: RemoteError,
-                       summary: SyncSummary | None) -> PushResult:
-        self._set_error(str(exc))
-        if len(batch) > 1:                      # isolate the bad record: one per request
-            self._backlog.extendleft(reversed(batch))
-            self._solo = len(batch)
-            return PushResult("ok", backlog=True)
-        self.store.ack(batch, [{"outcome": "error", "row": None, "message": str(exc)}])
-        self._failed.add((batch[0].table, batch[0].record_id))
-        self._note(summary, error=str(exc))
-        return PushResult("ok", backlog=self._has_backlog())
-
-    def _catch_up(self, summary: SyncSummary | None) -> PullResult:
-        """Pull every table from its cursor to the watermark taken first."""
-        assert self.remote is not None
-        try:
-            mark = self.remote.watermark()
-            for spec in self.project.tables:
-                self._catch_up_table(spec, mark, summary)
-        except AuthError as exc:
-            self._set_error(str(exc))
-            return PullResult("auth")
-        except TransientRemoteError as exc:
-            self._set_error(str(exc))
-            return PullResult("transient", exc.retry_after)
-        except RemoteError as exc:              # PayloadError, 4xx
-            self._set_error(str(exc))
-            return PullResult("payload")
-        return PullResult("ok")
-
-    def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
-        assert self.remote is not None
-        cursor, _ = self.store.get_cursor(spec.name)
-        after = 0
-        system = self.project.config.system.id
-        for _ in range(10**7):                  # bounded: a page always advances `after`
-            page = self.remote.pull_page(spec.name, spec.scope, system, cursor, after,
-                                         MAX_PAGE)
-            for bad in page.rejected:
-                log.error("engine: rejected a remote row: %s", bad)
-            applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
-            self._metrics.changes_pulled.inc(len(applied))
-            self._note(summary, pulled=len(page.rows), applied=len(applied),
-                       rejected=len(page.rejected))
-            self._notify(applied)
-            if page.size < MAX_PAGE or page.last_seq is None or page.last_seq <= after:
-                break
-            after = page.last_seq
-        self.store.set_cursor(spec.name, mark, 0)
 
     # -------------------------------------------------------------- realtime
 
@@ -642,51 +512,6 @@ class Engine:
         s = self.status
         self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
                                    s.realtime, message[:500])
-
-    @staticmethod
-    def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
-              applied: int = 0, rejected: int = 0, parked: int = 0, error: str = "") -> None:
-        if summary is None:
-            return
-        summary.pushed += pushed
-        summary.pulled += pulled
-        summary.applied += applied
-        summary.rejected += rejected
-        summary.parked += parked
-        if error:
-            summary.errors.append(error)
-
-
-def store_snapshot(store: LocalStore, system_id: str, *, state: str = "Stopped",
-                   engine_alive: bool = False, **live: Any) -> StatusSnapshot:
-    """A status snapshot from the local store (plus live engine fields when given)."""
-    stats: QueueStats = store.stats()
-    now = datetime.now(timezone.utc)
-    day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%d %H:%M:%S")
-    recent = sum(1 for c in store.conflicts(10_000) if str(c["resolved_at"]) >= day_ago)
-    oldest = _iso(stats.oldest)
-    age = None
-    if oldest is not None:
-        age = max(0.0, (now - datetime.fromisoformat(oldest.replace("Z", "+00:00")))
-                  .total_seconds())
-    return StatusSnapshot(
-        system_id=system_id, state=state, engine_alive=engine_alive,
-        queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
-        last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,
-        generated_at=now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", **live)
-
-
-def _iso(sqlite_utc: str | None) -> str | None:
-    """'YYYY-MM-DD HH:MM:SS[.mmm]' (SQLite UTC) -> ISO-8601 with Z."""
-    if not sqlite_utc:
-        return None
-    text = str(sqlite_utc).strip().replace(" ", "T")
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return text + "Z"
-
 
 def _reader(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, timeout=30)

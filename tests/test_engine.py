@@ -398,7 +398,8 @@ def test_unexpected_error_in_a_cycle_does_not_wedge_the_engine(backend: DevServe
 def test_drain_in_chunks_and_no_back_to_back_retries(backend: DevServer, tmp_path: Path) -> None:
     info = backend.info
     a = _engine(tmp_path, info, "system-a", batch_size=4, realtime=False)
-    a._chunk = 7                                  # several queue scans for one drain
+    assert a.cycles is not None
+    a.cycles.chunk = 7                            # several queue scans for one drain
     try:
         app = _app(tmp_path, "system-a")
         app.execute("PRAGMA foreign_keys = OFF")

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 MODULES = ["tablesync.backoff", "tablesync.machine", "tablesync.vault", "tablesync.session",
-           "tablesync.engine", "tablesync.daemon", "tablesync.remote.base",
+           "tablesync.engine", "tablesync.cycles", "tablesync.snapshot", "tablesync.daemon", "tablesync.remote.base",
            "tablesync.remote.rest", "tablesync.remote.realtime"]
 
 

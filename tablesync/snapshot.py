@@ -1,0 +1,43 @@
+"""A status snapshot read from the local store (``sync status`` with no engine running,
+and the store half of a running engine's snapshot)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tablesync.status import StatusSnapshot
+from tablesync.store import LocalStore, QueueStats
+
+__all__ = ["store_snapshot"]
+
+
+def store_snapshot(store: LocalStore, system_id: str, *, state: str = "Stopped",
+                   engine_alive: bool = False, **live: Any) -> StatusSnapshot:
+    """A status snapshot from the local store (plus live engine fields when given)."""
+    stats: QueueStats = store.stats()
+    now = datetime.now(timezone.utc)
+    day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%d %H:%M:%S")
+    recent = sum(1 for c in store.conflicts(10_000) if str(c["resolved_at"]) >= day_ago)
+    oldest = _iso(stats.oldest)
+    age = None
+    if oldest is not None:
+        age = max(0.0, (now - datetime.fromisoformat(oldest.replace("Z", "+00:00")))
+                  .total_seconds())
+    return StatusSnapshot(
+        system_id=system_id, state=state, engine_alive=engine_alive,
+        queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
+        last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,
+        generated_at=now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", **live)
+
+
+def _iso(sqlite_utc: str | None) -> str | None:
+    """'YYYY-MM-DD HH:MM:SS[.mmm]' (SQLite UTC) -> ISO-8601 with Z."""
+    if not sqlite_utc:
+        return None
+    text = str(sqlite_utc).strip().replace(" ", "T")
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text + "Z"
