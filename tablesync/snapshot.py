@@ -18,7 +18,7 @@ def store_snapshot(store: LocalStore, system_id: str, *, state: str = "Stopped",
     stats: QueueStats = store.stats()
     now = datetime.now(timezone.utc)
     day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%d %H:%M:%S")
-    recent = sum(1 for c in store.conflicts(10_000) if str(c["resolved_at"]) >= day_ago)
+    recent = _conflicts_since(store, day_ago)
     oldest = _iso(stats.oldest)
     age = None
     if oldest is not None:
@@ -41,3 +41,17 @@ def _iso(sqlite_utc: str | None) -> str | None:
     except ValueError:
         return None
     return text + "Z"
+
+
+def _conflicts_since(store: LocalStore, since: str, first: int = 100,
+                     cap: int = 100_000) -> int:
+    """How many conflicts were resolved at or after ``since`` (newest-first reads, growing
+    the window only while the oldest row read is still recent)."""
+    limit = first
+    while True:
+        rows = store.conflicts(limit)
+        recent = sum(1 for c in rows if str(c["resolved_at"]) >= since)
+        if len(rows) < limit or recent < len(rows) or limit >= cap:
+            return recent
+        limit *= 4
+

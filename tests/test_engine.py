@@ -366,6 +366,8 @@ def test_concurrent_edit_converges_and_is_logged(backend: DevServer, tmp_path: P
         assert len(conflicts) == 1 and conflicts[0]["record_id"] == "c"
         log_lines = (tmp_path / "system-a-conflicts.log").read_text().splitlines()
         assert len(log_lines) == 1 and '"record_id": "c"' in log_lines[0]
+        snap = a.snapshot()
+        assert (snap.state, snap.conflicts_24h, snap.queue_depth) == ("Stopped", 1, 0)
     finally:
         a.close()
 
