@@ -305,14 +305,17 @@ class LocalStore:
             raise StoreError(f"apply_remote: a {spec.name} row has no {spec.primary_key}")
         local = self._local_state(conn, spec, rid, pend.get(rid))
         policy = spec.on_delete_conflict
+        # Writes from one origin are causally ordered: our own write echoed back is
+        # never a conflict with our later writes.
+        foreign = remote.version.origin != self.system_id
         if local is not None and not lww.beats(remote, local, policy):
             conflict = None
-            if local.version != remote.version and lww.is_concurrent(local, remote):
+            if foreign and local.version != remote.version and lww.is_concurrent(local, remote):
                 conflict = self._record_conflict(conn, spec.name, rid, local, remote,
                                                  "remote write superseded by local")
             return None, conflict
         conflict = None
-        if local is not None and lww.is_concurrent(remote, local):
+        if local is not None and foreign and lww.is_concurrent(remote, local):
             conflict = self._record_conflict(conn, spec.name, rid, remote, local,
                                              "local write superseded by remote")
         if local is not None and local.deleted and not remote.deleted:

@@ -229,3 +229,15 @@ def test_payload_roundtrip(store: LocalStore, tmp_path: Path) -> None:
     payload = row_from_state(ch.state)
     assert payload["priority"] == 3 and payload["_ts_origin"] == "system-a"
     assert payload["_ts_base_hlc"] == 0 and payload["_ts_deleted"] is False
+
+
+def test_own_write_echoed_back_is_not_a_conflict(store: LocalStore, tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'v1')")
+    (ch,) = store.pending()
+    conn.execute("UPDATE projects SET name = 'v2'")  # newer local write, not pushed yet
+    echo = {**row_from_state(ch.state), "_ts_seq": 1}
+    assert store.apply_remote("projects", [echo]) == []
+    assert store.conflicts() == []
+    assert conn.execute("SELECT name FROM projects").fetchone()[0] == "v2"
+    assert [c.state.data["name"] for c in store.pending()] == ["v2"]
