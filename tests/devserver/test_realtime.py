@@ -632,3 +632,18 @@ def test_policy_error_for_one_subscriber_does_not_starve_others(server: Realtime
             await bad.recv(timeout=0.5)
 
     run(main())
+
+
+def test_start_on_a_missing_database_says_so(pg_server: Any) -> None:
+    from tablesync.devserver.realtime import RealtimeService
+    from tablesync.errors import TablesyncError
+
+    async def main() -> None:
+        before = asyncio.all_tasks()
+        service = RealtimeService(dsn=pg_server.dsn("no_such_database"), jwt_secret="s",
+                                  anon_key="", service_key="")
+        with pytest.raises(TablesyncError, match="realtime could not prepare change capture"):
+            await service.start()
+        assert asyncio.all_tasks() - before == set()
+
+    run(main())
