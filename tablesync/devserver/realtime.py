@@ -316,7 +316,8 @@ class RealtimeService:
                 return
         if not payload.startswith("{"):
             if not payload.isdigit():
-                raise PayloadError(f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
+                raise PayloadError(
+                    f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
             text = await capture.stored_change(conn, int(payload))
             if text is None:
                 log.warning("realtime: stored change %s is gone; dropped", payload)

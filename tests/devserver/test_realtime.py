@@ -282,7 +282,8 @@ def test_join_errors(server: RealtimeServer) -> None:
     async def main() -> None:
         ph = await connect(server)
         cases = [
-            (token(system_id="A", exp_in=-300), "InvalidJWTToken: Token has expired 300 seconds ago"),
+            (token(system_id="A", exp_in=-300),
+             "InvalidJWTToken: Token has expired 300 seconds ago"),
             (token(system_id="A", secret="another-secret"),
              "JwtSignatureError: Failed to validate JWT signature"),
             ("not-a-jwt", "MalformedJWT: The token provided is not a valid JWT"),
