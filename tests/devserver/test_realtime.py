@@ -291,7 +291,11 @@ def test_join_errors(server: RealtimeServer) -> None:
         ]
         for bad, reason in cases:
             _, reply = await ph.join("realtime:x", CHANGES_A, bad)
-            assert reply["payload"] == {"status": "error", "response": {"reason": reason}}
+            got = reply["payload"]["response"]["reason"]
+            if "300 seconds" in reason and "301 seconds" in got:  # a second boundary passed
+                got = got.replace("301", "300")
+            assert reply["payload"] == {"status": "error", "response": {"reason": got}}
+            assert got == reason
         unsigned = token(system_id="A").rsplit(".", 1)[0] + "."
         _, reply = await ph.join("realtime:x", CHANGES_A, unsigned)
         assert reply["payload"]["response"]["reason"] == (
@@ -403,14 +407,14 @@ def test_token_renewal_keeps_channel_and_expiry_closes_it(server: RealtimeServer
     async def main() -> None:
         renewed, lapsed = await connect(server), await connect(server, "2.0.0")
         r_ref, _ = await renewed.join_live("realtime:r", CHANGES_A,
-                                           token(system_id="A", exp_in=2))
+                                           token(system_id="A", exp_in=3))
         l_ref, _ = await lapsed.join_live("realtime:l", CHANGES_A,
-                                          token(system_id="A", exp_in=2))
+                                          token(system_id="A", exp_in=3))
         await renewed.send("realtime:r", "access_token",
                            {"access_token": token(system_id="A", exp_in=60)}, join_ref=r_ref)
         again = await renewed.recv_until(lambda m: m["event"] == "system")
         assert again["payload"]["message"] == "Subscribed to PostgreSQL"
-        system = await lapsed.recv_until(lambda m: m["event"] == "system", timeout=6)
+        system = await lapsed.recv_until(lambda m: m["event"] == "system", timeout=8)
         assert system["raw"][:4] == [l_ref, None, "realtime:l", "system"]
         assert system["payload"]["extension"] == "system"
         assert system["payload"]["status"] == "error"
@@ -426,7 +430,8 @@ def test_token_renewal_keeps_channel_and_expiry_closes_it(server: RealtimeServer
         await renewed.send("realtime:r", "access_token",
                            {"access_token": token(system_id="A", exp_in=-10)}, join_ref=r_ref)
         system = await renewed.recv_until(lambda m: m["event"] == "system")
-        assert system["payload"]["message"] == "Token has expired 10 seconds ago"
+        assert system["payload"]["message"] in ("Token has expired 10 seconds ago",
+                                                "Token has expired 11 seconds ago")
         assert (await renewed.recv())["event"] == "phx_close"
 
     run(main())
