@@ -99,7 +99,7 @@ def devserver(
         while not stop.wait(0.5):
             pass
     finally:
-        server.stop()
+        server.cleanup()
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

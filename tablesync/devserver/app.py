@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -49,6 +49,16 @@ def _default_realtime(settings: Settings) -> RealtimeLike | None:
 async def _http_failure(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPFailure)
     return exc.response()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug must still answer JSON (PostgREST/GoTrue never answer text/plain)."""
+    if request.url.path.startswith("/auth/"):
+        return JSONResponse({"code": 500, "error_code": "unexpected_failure",
+                             "msg": "Unexpected failure, please check server logs for more "
+                             "information"}, 500)
+    return JSONResponse({"code": "XX000", "details": None, "hint": None,
+                         "message": f"internal error: {type(exc).__name__}"}, 500)
 
 
 def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
@@ -95,7 +105,7 @@ def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
                          Route("/_devserver/faults", admin_endpoint(settings, faults),
                                methods=["POST", "DELETE"])]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPFailure: _http_failure},
+                    exception_handlers={HTTPFailure: _http_failure, Exception: _unexpected},
                     middleware=[Middleware(FaultMiddleware, faults=faults,
                                            enabled=settings.enable_faults)])
     app.state.settings = settings

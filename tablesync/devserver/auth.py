@@ -3,6 +3,7 @@ logout, admin users). Users, sessions and refresh tokens live in schema ``auth``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -20,7 +21,7 @@ from tablesync.devserver import auth_store as store
 from tablesync.devserver import jwt
 from tablesync.devserver.errors import API_VERSION, HTTPFailure, gotrue
 from tablesync.devserver.gateway import bearer, require_apikey
-from tablesync.devserver.passwords import hash_password, verify_password
+from tablesync.devserver import passwords
 from tablesync.devserver.settings import Settings
 
 ADMIN_ROLES = ("service_role", "supabase_admin")
@@ -67,6 +68,19 @@ def _identity(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def hash_password(password: str) -> str:
+    """scrypt in a worker thread: it takes tens of ms and must not stall the event loop."""
+    return await asyncio.to_thread(passwords.hash_password, password)
+
+
+async def verify_password(password: str, stored: str | None) -> bool:
+    return await asyncio.to_thread(passwords.verify_password, password, stored)
+
+
+async def _maybe_hash(password: Any) -> str | None:
+    return await hash_password(str(password)) if password else None
+
+
 def _jwt_detail(exc: jwt.JWTError) -> str:
     if exc.expired:
         return "token has invalid claims: token is expired"
@@ -90,6 +104,7 @@ class AuthService:
             Route("/auth/v1/user", self.put_user, methods=["PUT"]),
             Route("/auth/v1/logout", self.logout, methods=["POST"]),
             Route("/auth/v1/admin/users", self.admin_create, methods=["POST"]),
+            Route("/auth/v1/admin/users", self.admin_list, methods=["GET"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_get, methods=["GET"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_update, methods=["PUT"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_delete, methods=["DELETE"]),
@@ -214,7 +229,7 @@ class AuthService:
             raise self._fail(request, 400, "invalid_credentials", "Invalid login credentials")
         async with self.pool.connection() as conn, conn.transaction():
             user = await store.user_by_email(conn, email)
-            if user is None or not verify_password(password, user["encrypted_password"]):
+            if user is None or not await verify_password(password, user["encrypted_password"]):
                 raise self._fail(request, 400, "invalid_credentials", "Invalid login credentials")
             if user["banned"]:
                 raise self._fail(request, 400, "user_banned", "User is banned")
@@ -254,9 +269,11 @@ class AuthService:
         issued: str | None = None
         if row["revoked"]:
             active = await store.active_refresh_token(conn, sid)
-            if active is not None and active["parent"] == row["token"]:
+            in_window = float(row["age"]) <= self.settings.refresh_reuse_interval
+            if active is not None and active["parent"] == row["token"] and (
+                    in_window or self.settings.parent_reuse_any_age):
                 issued = active["token"]
-            elif float(row["age"]) > self.settings.refresh_reuse_interval:
+            elif not in_window:
                 await store.delete_sessions(conn, row["user_id"], only=sid)
                 return self._fail(request, 400, "refresh_token_already_used",
                                   "Invalid Refresh Token: Already Used")
@@ -275,12 +292,14 @@ class AuthService:
             raise self._fail(request, 400, "validation_failed",
                              "Unable to validate email address: invalid format")
         self._check_password(request, password)
-        meta = body.get("data") if isinstance(body.get("data"), dict) else {}
+        data = body.get("data")
+        meta: dict[str, Any] = data if isinstance(data, dict) else {}
+        pw_hash = await hash_password(str(password))
         async with self.pool.connection() as conn, conn.transaction():
             if await store.user_by_email(conn, email) is not None:
                 raise self._fail(request, 422, "user_already_exists", "User already registered")
             user = await store.create_user(
-                conn, email=email, password_hash=hash_password(str(password)),
+                conn, email=email, password_hash=pw_hash,
                 app_meta={"provider": "email", "providers": ["email"]}, user_meta=meta,
                 confirmed=True)
             resp = await self._new_session(conn, user)
@@ -301,12 +320,13 @@ class AuthService:
         body = await self._body(request)
         if "password" in body:
             self._check_password(request, body["password"])
+        pw_hash = await _maybe_hash(body.get("password"))
         async with self.pool.connection() as conn, conn.transaction():
             _claims, user = await self._session_user(request, conn)
             data = body.get("data")
             row = await store.update_user(
                 conn, str(user["id"]), user_meta=data if isinstance(data, dict) else None,
-                password_hash=hash_password(body["password"]) if "password" in body else None)
+                password_hash=pw_hash)
         assert row is not None
         return self._ok(request, user_json(row))
 
@@ -342,16 +362,29 @@ class AuthService:
         app_meta = {"provider": "email", "providers": ["email"]}
         if isinstance(body.get("app_metadata"), dict):
             app_meta.update(body["app_metadata"])
-        user_meta = body.get("user_metadata") if isinstance(body.get("user_metadata"), dict) else {}
+        raw_meta = body.get("user_metadata")
+        user_meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        pw_hash = await _maybe_hash(password)
         async with self.pool.connection() as conn, conn.transaction():
             if await store.user_by_email(conn, email) is not None:
                 raise self._fail(request, 422, "email_exists",
                                  "A user with this email address has already been registered")
             user = await store.create_user(
-                conn, email=email, password_hash=hash_password(password) if password else None,
+                conn, email=email, password_hash=pw_hash,
                 app_meta=app_meta, user_meta=user_meta, confirmed=bool(body.get("email_confirm")),
                 role=str(body.get("role") or "authenticated"), user_id=body.get("id"))
         return self._ok(request, user_json(user))
+
+    async def admin_list(self, request: Request) -> Response:
+        self._admin(request)
+        page = _positive(request.query_params.get("page"), 1)
+        per_page = _positive(request.query_params.get("per_page"), 50)
+        async with self.pool.connection() as conn:
+            rows, total = await store.list_users(conn, limit=per_page,
+                                                 offset=(page - 1) * per_page)
+        resp = self._ok(request, {"users": [user_json(r) for r in rows], "aud": "authenticated"})
+        resp.headers["x-total-count"] = str(total)
+        return resp
 
     async def _admin_target(self, request: Request, conn: store.Conn) -> dict[str, Any]:
         uid = request.path_params["uid"]
@@ -376,14 +409,14 @@ class AuthService:
             self._check_password(request, body["password"])
         ban = body.get("ban_duration")
         ban_seconds = None if ban is None else (0 if ban == "none" else _duration(ban))
+        pw_hash = await _maybe_hash(body.get("password"))
         async with self.pool.connection() as conn, conn.transaction():
             user = await self._admin_target(request, conn)
             row = await store.update_user(
                 conn, str(user["id"]),
                 app_meta=body["app_metadata"] if isinstance(body.get("app_metadata"), dict) else None,
                 user_meta=body["user_metadata"] if isinstance(body.get("user_metadata"), dict) else None,
-                password_hash=hash_password(body["password"]) if body.get("password") else None,
-                confirm=bool(body.get("email_confirm")), email=body.get("email"),
+                password_hash=pw_hash, confirm=bool(body.get("email_confirm")), email=body.get("email"),
                 banned_seconds=ban_seconds)
         assert row is not None
         return self._ok(request, user_json(row))
@@ -394,6 +427,10 @@ class AuthService:
             user = await self._admin_target(request, conn)
             await store.delete_user(conn, str(user["id"]))
         return self._ok(request, {})
+
+
+def _positive(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() and int(text) > 0 else default
 
 
 def _duration(text: Any) -> int:

@@ -41,6 +41,15 @@ async def user_by_id(conn: Conn, user_id: str) -> Row | None:
                       (user_id,))
 
 
+async def list_users(conn: Conn, *, limit: int, offset: int) -> tuple[list[Row], int]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_USER_COLS} FROM auth.users ORDER BY created_at, id "
+                          "LIMIT %s OFFSET %s".encode(), (limit, offset))
+        rows = await cur.fetchall()
+    total = await _one(conn, "SELECT count(*) AS n FROM auth.users", ())
+    return rows, int(total["n"]) if total else 0
+
+
 async def create_user(conn: Conn, *, email: str | None, password_hash: str | None,
                       app_meta: dict[str, Any], user_meta: dict[str, Any], confirmed: bool,
                       role: str = "authenticated", user_id: str | None = None) -> Row:

@@ -6,6 +6,7 @@ HTTP with ``POST/DELETE /_devserver/faults`` authorised by the service-role key.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tablesync.devserver import jwt
 from tablesync.devserver.errors import HTTPFailure, gotrue, pgrst
@@ -30,6 +31,8 @@ class Fault:
     count: int | None = 1   # how many requests fail; None = until cleared
     retry_after: float | None = None
     path_prefix: str = ""   # e.g. "/rest/v1/rpc/" to fail only RPCs
+    delay: float = 0.0      # seconds to wait first (status 0: then serve normally)
+    after: bool = False     # serve the request (it commits), then answer the fault instead
 
 
 class Faults:
@@ -40,10 +43,18 @@ class Faults:
         self._items: list[Fault] = []
 
     def add(self, surface: str, status: int, *, count: int | None = 1,
-            retry_after: float | None = None, path_prefix: str = "") -> Fault:
+            retry_after: float | None = None, path_prefix: str = "", delay: float = 0.0,
+            after: bool = False) -> Fault:
+        """Queue a fault: the next ``count`` matching requests answer ``status``.
+
+        ``after=True`` lets the request run (and commit) and replaces its answer: a lost
+        acknowledgement. ``delay`` waits first (with ``status=0`` the request is then
+        served normally: a slow server, for client timeouts).
+        """
         if surface not in SURFACES:
             raise ValueError(f"unknown fault surface {surface!r} (use rest or auth)")
-        fault = Fault(surface, int(status), count, retry_after, path_prefix)
+        fault = Fault(surface, int(status), count, retry_after, path_prefix, float(delay),
+                      bool(after))
         with self._lock:
             self._items.append(fault)
         return fault
@@ -98,12 +109,23 @@ class FaultMiddleware:
         self.app, self.faults, self.enabled = app, faults, enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.enabled and scope["type"] == "http":
-            fault = self.faults.take(scope["path"])
-            if fault is not None:
-                await fault_response(fault)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        fault = self.faults.take(scope["path"]) \
+            if self.enabled and scope["type"] == "http" else None
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.status == 0:
+            await self.app(scope, receive, send)
+            return
+        if fault.after:
+            await self.app(scope, receive, _discard)
+        await fault_response(fault)(scope, receive, send)
+
+
+async def _discard(message: Message) -> None:
+    """An ASGI ``send`` that drops the app's real answer."""
 
 
 def admin_endpoint(settings: Settings, faults: Faults) -> Any:
@@ -125,7 +147,8 @@ def admin_endpoint(settings: Settings, faults: Faults) -> Any:
         body = await request.json()
         try:
             faults.add(body["surface"], int(body["status"]), count=body.get("count", 1),
-                       retry_after=body.get("retry_after"), path_prefix=body.get("path_prefix", ""))
+                       retry_after=body.get("retry_after"), path_prefix=body.get("path_prefix", ""),
+                       delay=float(body.get("delay", 0)), after=bool(body.get("after", False)))
         except (KeyError, ValueError, TypeError) as exc:
             raise HTTPFailure(400, {"message": f"bad fault: {exc}"}) from None
         return JSONResponse({"ok": True}, 201)

@@ -21,7 +21,8 @@ from tablesync.devserver import rest_sql
 from tablesync.devserver.catalog import SCHEMA, Catalog, Function, Table
 from tablesync.devserver.errors import HTTPFailure, bad_query, pgrst, sqlstate_status
 from tablesync.devserver.gateway import Caller, caller
-from tablesync.devserver.rest_query import Prefer, Query, QueryError, parse_prefer, parse_query
+from tablesync.devserver.rest_query import (RESERVED, Prefer, Query, QueryError, SelectItem,
+                                            parse_prefer, parse_query)
 from tablesync.devserver.settings import Settings
 
 T = TypeVar("T")
@@ -76,7 +77,8 @@ class RestService:
         headers = json.dumps({k.lower(): v for k, v in request.headers.items()})
         try:
             async with self.pool.connection(timeout=10) as conn:
-                await conn.set_read_only(read_only)
+                if conn.read_only != read_only:
+                    await conn.set_read_only(read_only)
                 async with conn.transaction():
                     await conn.execute(_GUCS, (
                         who.role, json.dumps(who.claims), request.method,
@@ -174,7 +176,8 @@ class RestService:
             total = None
             if prefer.count in ("exact", "planned", "estimated"):
                 cstmt, cparams = rest_sql.count(table, q)
-                total = (await (await conn.execute(cstmt, cparams)).fetchone())[0]  # type: ignore[index]
+                row = await (await conn.execute(cstmt, cparams)).fetchone()
+                total = int(row[0]) if row else 0
             return n, body, total
 
         n, body, total = await self._run(who, request, work, read_only=True)
@@ -186,7 +189,8 @@ class RestService:
         columns = q.columns if q.columns is not None else _uniform_keys(rows)
         table = await self._check_payload(table, columns)
         batches = _batches(rows, columns, q.columns is not None and prefer.missing == "default")
-        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution)
+        plans = [rest_sql.insert(table, cols, json.dumps(chunk), q, prefer.resolution,
+                                 rows=prefer.representation)
                  for cols, chunk in batches]
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, list[Any]]:
@@ -215,9 +219,10 @@ class RestService:
             table = await self._check_payload(table, list(body))
             if not body:
                 return _mutation_response(request, prefer, 200, [], 0, "PATCH")
-            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q)
+            stmt, params = rest_sql.update(table, list(body), json.dumps(body), q,
+                                           rows=prefer.representation)
         else:
-            stmt, params = rest_sql.delete(table, q)
+            stmt, params = rest_sql.delete(table, q, rows=prefer.representation)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, list[Any]]:
             n, _ins, text = await _fetch3(conn, stmt, params)
@@ -234,28 +239,24 @@ class RestService:
     async def rpc(self, request: Request) -> Response:
         who = caller(request, self.settings)
         name = request.path_params["fn"]
-        if request.method == "POST":
-            body = await _json_body(request, allow_empty=True)
-            args = body if body is not None else {}
-        else:
-            args = {k: v for k, v in request.query_params.multi_items()
-                    if k not in ("select", "order", "limit", "offset", "apikey")}
-        fn = await self._function(name, args)
-        use_body = len(fn.args) == 1 and fn.args[0] == "" and fn.arg_types[0] in ("json", "jsonb")
+        fn, args, filter_params = await self._rpc_target(request, name)
+        use_body = _takes_body(fn)
         if not use_body and not isinstance(args, dict):
             raise pgrst(400, "PGRST102", "Empty or invalid json")
-        values = {k: _arg_value(v, fn.arg_types[fn.args.index(k)]) for k, v in args.items()} \
-            if not use_body else {}
+        values = {} if use_body else \
+            {k: _arg_value(v, fn.arg_types[fn.args.index(k)]) for k, v in args.items()}
         call_sql, params = rest_sql.call(fn, values, json.dumps(args), use_body=use_body)
         try:
-            q = parse_query(request.query_params.multi_items(), allow_filters=False)
+            q = parse_query(filter_params)
         except QueryError as exc:
             raise bad_query(str(exc), exc.details) from None
+        table = await self._rpc_result_table(fn, q)
         limit, offset = self._limits(request, q)
-        stmt = rest_sql.rpc(fn, call_sql, limit, offset)
+        q.offset = offset
+        stmt, extra = rest_sql.rpc(fn, call_sql, limit, offset, table=table, q=q)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[int, str]:
-            return await _fetch(conn, stmt, params)
+            return await _fetch(conn, stmt, [*params, *extra])
 
         n, body_text = await self._run(who, request, work, read_only=request.method != "POST")
         if fn.returns_void:
@@ -263,6 +264,38 @@ class RestService:
         if fn.returns_set:
             return _page_response(request, n, body_text, None, offset)
         return Response(body_text, media_type=JSON_TYPE)
+
+    async def _rpc_target(self, request: Request,
+                          name: str) -> tuple[Function, Any, list[tuple[str, str]]]:
+        """The function, its arguments and the query parameters left for filtering."""
+        items = request.query_params.multi_items()
+        if request.method == "POST":
+            body = await _json_body(request, allow_empty=True)
+            args = body if body is not None else {}
+            return await self._function(name, args), args, items
+        candidates = {k: v for k, v in items if k not in RESERVED}
+        for attempt in range(2):
+            for fn in self.catalog.functions.get(name, []):
+                if "" in fn.args:
+                    continue
+                args = {k: v for k, v in candidates.items() if k in fn.args}
+                rest_items = [(k, v) for k, v in items if k not in args]
+                return fn, args, rest_items
+            if attempt == 0:
+                await self._reload()
+        return await self._function(name, candidates), candidates, []
+
+    async def _rpc_result_table(self, fn: Function, q: Query) -> Table | None:
+        """The table a set-returning function returns rows of, when filters need it."""
+        plain = q.select == [SelectItem("*")]
+        if not q.where and not q.order and plain:
+            return None
+        table = self.catalog.tables.get(fn.returns.split(".")[-1].strip('"')) \
+            if fn.returns_set and fn.returns_composite else None
+        if table is None:
+            raise bad_query(f'"filters, order or select on the result of {fn.name}"',
+                            "only supported for functions returning SETOF a table type")
+        return await self._check_columns(table, q.column_names())
 
     async def _function(self, name: str, args: Any) -> Function:
         keys = set(args) if isinstance(args, dict) else set()
@@ -280,8 +313,13 @@ class RestService:
                     "schema cache.")
 
 
+def _takes_body(fn: Function) -> bool:
+    """A single unnamed json/jsonb parameter receives the whole body."""
+    return len(fn.args) == 1 and fn.args[0] == "" and fn.arg_types[0] in ("json", "jsonb")
+
+
 def _matches(fn: Function, keys: set[str], args: Any) -> bool:
-    if len(fn.args) == 1 and fn.args[0] == "" and fn.arg_types[0] in ("json", "jsonb"):
+    if _takes_body(fn):
         return True
     return keys <= set(fn.args) and "" not in fn.args and isinstance(args, dict)
 
@@ -308,14 +346,14 @@ def _array_item(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                  params: Sequence[Any]) -> tuple[int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
     return int(row[0]), row[1]
 
 
-async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composable,
+async def _fetch3(conn: psycopg.AsyncConnection[Any], stmt: sql.Composed,
                   params: Sequence[Any]) -> tuple[int, int, str]:
     row = await (await conn.execute(stmt, params)).fetchone()
     assert row is not None
@@ -408,8 +446,7 @@ def _mutation_response(request: Request, prefer: Prefer, status: int, rows: list
     if prefer.count == "exact":
         headers["Content-Range"] = f"*/{n}" if method == "DELETE" else _content_range(n, 0, n)
     if not prefer.representation:
-        return Response(status_code=201 if method == "POST" else 204, headers=headers) \
-            if status == 201 or method != "POST" else Response(status_code=status, headers=headers)
+        return Response(status_code=status if method == "POST" else 204, headers=headers)
     if _wants_object(request):
         return Response(json.dumps(rows[0]), status_code=status, headers=headers,
                         media_type=OBJECT_TYPE)

@@ -92,7 +92,7 @@ def order_by(terms: Sequence[OrderTerm]) -> sql.Composable:
     return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(parts)
 
 
-def read(table: Table, q: Query, limit: int) -> tuple[sql.Composable, Params]:
+def read(table: Table, q: Query, limit: int) -> tuple[sql.Composed, Params]:
     """``SELECT count, json`` of one page of rows."""
     params: Params = []
     inner = sql.SQL("SELECT {} FROM {} AS {}{}{} LIMIT {} OFFSET {}").format(
@@ -101,20 +101,24 @@ def read(table: Table, q: Query, limit: int) -> tuple[sql.Composable, Params]:
     return _aggregate(inner), params
 
 
-def count(table: Table, q: Query) -> tuple[sql.Composable, Params]:
+def count(table: Table, q: Query) -> tuple[sql.Composed, Params]:
     params: Params = []
     stmt = sql.SQL("SELECT count(*) FROM {} AS {}{}").format(
         table_ident(table), ALIAS, where(q.where, params))
     return stmt, params
 
 
-def _aggregate(inner: sql.Composable) -> sql.Composable:
+def _aggregate(inner: sql.Composable) -> sql.Composed:
     return sql.SQL("SELECT count(*), coalesce(json_agg(_s), '[]')::text FROM ({}) AS _s").format(
         inner)
 
 
-def _from_cte(table: Table, items: Sequence[SelectItem], cte: str) -> sql.Composable:
+def _from_cte(table: Table, items: Sequence[SelectItem], cte: str,
+              rows: bool = True) -> sql.Composed:
     """``count, inserted count, json`` over a data-modifying CTE named ``cte``."""
+    if not rows:  # return=minimal: no need to build the JSON of the affected rows
+        return sql.SQL("SELECT count(*), count(*) FILTER (WHERE {ins}), '[]' FROM {cte}").format(
+            ins=sql.Identifier(INSERTED), cte=sql.Identifier(cte))
     return sql.SQL(
         "SELECT count(*), count(*) FILTER (WHERE {ins}), "
         "coalesce((SELECT json_agg(_s) FROM (SELECT {items} FROM {cte} AS {a}) AS _s), '[]')::text "
@@ -123,7 +127,7 @@ def _from_cte(table: Table, items: Sequence[SelectItem], cte: str) -> sql.Compos
 
 
 def insert(table: Table, columns: Sequence[str], rows_json: str, q: Query,
-           resolution: str | None) -> tuple[sql.Composable, Params]:
+           resolution: str | None, *, rows: bool = True) -> tuple[sql.Composed, Params]:
     """INSERT (or upsert) of the JSON array ``rows_json`` into ``columns``."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     src = sql.SQL(", ").join(sql.SQL("_r.{}").format(sql.Identifier(c)) for c in columns)
@@ -135,7 +139,8 @@ def insert(table: Table, columns: Sequence[str], rows_json: str, q: Query,
     stmt += _on_conflict(table, columns, q, resolution)
     returning = sql.SQL(" RETURNING {}.*, ({}.xmax = 0) AS {}").format(
         ALIAS, ALIAS, sql.Identifier(INSERTED))
-    full = sql.SQL("WITH _m AS ({}) ").format(stmt + returning) + _from_cte(table, q.select, "_m")
+    full = sql.SQL("WITH _m AS ({}) ").format(stmt + returning) + _from_cte(
+        table, q.select, "_m", rows)
     return full, [rows_json]
 
 
@@ -154,7 +159,7 @@ def _on_conflict(table: Table, columns: Sequence[str], q: Query,
 
 
 def update(table: Table, columns: Sequence[str], row_json: str,
-           q: Query) -> tuple[sql.Composable, Params]:
+           q: Query, *, rows: bool = True) -> tuple[sql.Composed, Params]:
     """UPDATE the filtered rows with the values of the JSON object ``row_json``."""
     params: Params = [row_json]
     sets = sql.SQL(", ").join(sql.SQL("{c} = _r.{c}").format(c=sql.Identifier(c)) for c in columns)
@@ -163,20 +168,20 @@ def update(table: Table, columns: Sequence[str], row_json: str,
     ).format(t=table_ident(table), a=ALIAS, sets=sets)
     stmt += where(q.where, params)
     stmt += sql.SQL(" RETURNING {}.*, false AS {}").format(ALIAS, sql.Identifier(INSERTED))
-    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m"), params
+    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m", rows), params
 
 
-def delete(table: Table, q: Query) -> tuple[sql.Composable, Params]:
+def delete(table: Table, q: Query, *, rows: bool = True) -> tuple[sql.Composed, Params]:
     """DELETE the filtered rows."""
     params: Params = []
     stmt = sql.SQL("DELETE FROM {t} AS {a}").format(t=table_ident(table), a=ALIAS)
     stmt += where(q.where, params)
     stmt += sql.SQL(" RETURNING {}.*, false AS {}").format(ALIAS, sql.Identifier(INSERTED))
-    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m"), params
+    return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m", rows), params
 
 
 def call(fn: Function, args: dict[str, Any], whole_body: Any = None,
-         *, use_body: bool = False) -> tuple[sql.Composable, Params]:
+         *, use_body: bool = False) -> tuple[sql.Composed, Params]:
     """``fn(a => %s, ...)`` with named arguments (or the whole body as one argument)."""
     ident = sql.Identifier(SCHEMA, fn.name)
     if use_body:
@@ -186,17 +191,24 @@ def call(fn: Function, args: dict[str, Any], whole_body: Any = None,
     return sql.SQL("{}({})").format(ident, parts), [args[n] for n in names]
 
 
-def rpc(fn: Function, call_sql: sql.Composable, limit: int, offset: int) -> sql.Composable:
-    """Wrap a function call for its return shape (scalar / set / void)."""
+def rpc(fn: Function, call_sql: sql.Composable, limit: int, offset: int, *,
+        table: Table | None = None, q: Query | None = None) -> tuple[sql.Composed, Params]:
+    """Wrap a function call for its return shape (scalar / set / void); with ``table``
+    (the row type of a SETOF function) the query's select, filters and order apply."""
+    page = sql.SQL(" LIMIT {} OFFSET {}").format(sql.Literal(limit), sql.Literal(offset))
+    params: Params = []
     if fn.returns_set and fn.returns_composite:
-        inner = sql.SQL("SELECT * FROM {} AS {} LIMIT {} OFFSET {}").format(
-            call_sql, ALIAS, sql.Literal(limit), sql.Literal(offset))
-        return _aggregate(inner)
+        if table is not None and q is not None:
+            inner = sql.SQL("SELECT {} FROM {} AS {}{}{}").format(
+                select_list(table, q.select), call_sql, ALIAS, where(q.where, params),
+                order_by(q.order))
+        else:
+            inner = sql.SQL("SELECT * FROM {} AS {}").format(call_sql, ALIAS)
+        return _aggregate(inner + page), params
     if fn.returns_set:
         return sql.SQL(
             "SELECT count(*), coalesce(json_agg(_s.v), '[]')::text FROM "
-            "(SELECT v FROM {} AS v LIMIT {} OFFSET {}) AS _s").format(
-            call_sql, sql.Literal(limit), sql.Literal(offset))
+            "(SELECT v FROM {} AS v{}) AS _s").format(call_sql, page), params
     if fn.returns_void:
-        return sql.SQL("SELECT 0, {}::text").format(call_sql)
-    return sql.SQL("SELECT 1, to_json({})::text").format(call_sql)
+        return sql.SQL("SELECT 0, {}::text").format(call_sql), params
+    return sql.SQL("SELECT 1, to_json({})::text").format(call_sql), params

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from tablesync.errors import TablesyncError
 
 DATABASE = "postgres"
 START_TIMEOUT = 30.0
+GRACEFUL_SHUTDOWN = 5  # seconds uvicorn waits for open requests/websockets on stop
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class DevServer:
                  jwt_secret: str | None = None, apply: Sequence[str | os.PathLike[str]] = (),
                  enable_faults: bool = False, realtime: Any = None,
                  auto_realtime: bool = True, **settings: Any) -> None:
-        if data_dir is None and dsn is None:
+        self._owns_data = data_dir is None and dsn is None
+        if self._owns_data:
             data_dir = tempfile.mkdtemp(prefix="tablesync-devserver-")
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._external_dsn = dsn
@@ -84,6 +87,7 @@ class DevServer:
         self._realtime, self._auto_realtime = realtime, auto_realtime
         self._extra = settings
         self.faults = Faults()
+        self._applied = False
         self._pg: postgres.PostgresServer | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -114,16 +118,31 @@ class DevServer:
         s = self.settings
         return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn)
 
-    def stop(self) -> None:
-        """Stop uvicorn, then PostgreSQL (if this object started it). Idempotent."""
+    def stop(self, *, keep_postgres: bool = False) -> None:
+        """Stop uvicorn, then PostgreSQL (if this object started it and ``keep_postgres`` is
+        false: then only the HTTP side goes offline, and ``start()`` is quicker). Idempotent."""
         self._stop_http()
-        self._stop_postgres()
+        if not keep_postgres:
+            self._stop_postgres()
+
+    def cleanup(self) -> None:
+        """Stop, and delete the data directory if this object created a temporary one."""
+        self.stop()
+        if self._owns_data and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    @property
+    def listening(self) -> list[tuple[str, int]]:
+        """The (host, port) of every socket uvicorn listens on."""
+        if self._server is None:
+            return []
+        return [sock.getsockname()[:2] for srv in self._server.servers for sock in srv.sockets]
 
     def __enter__(self) -> DevServerInfo:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()
 
     # -- parts ------------------------------------------------------------------
     def _jwt_secret(self) -> str:
@@ -141,11 +160,14 @@ class DevServer:
             dsn = self._external_dsn
         else:
             assert self.data_dir is not None
-            self._pg = postgres.start(self.data_dir / "pg")
+            if self._pg is None:
+                self._pg = postgres.start(self.data_dir / "pg")
             dsn = self._pg.dsn(DATABASE)
         postgres.bootstrap(dsn)
-        for path in self._apply:
-            apply_sql_file(dsn, path)
+        if not self._applied:  # --apply files run once, not again on every restart
+            for path in self._apply:
+                apply_sql_file(dsn, path)
+            self._applied = True
         return dsn
 
     def _stop_postgres(self) -> None:
@@ -162,9 +184,10 @@ class DevServer:
         app = create_app(self.settings, self._realtime, faults=self.faults,
                          auto_realtime=self._auto_realtime)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="on", access_log=False)
+                                lifespan="on", access_log=False,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="tablesync-devserver",
+        self._thread = threading.Thread(target=self._run_uvicorn, name="tablesync-devserver",
                                         daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
@@ -172,8 +195,16 @@ class DevServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self._stop_http()
                 raise TablesyncError(f"devserver could not start on {self.host}:{self.port}",
-                                     hint="is the port in use? try --port")
+                                     hint="port in use (try --port) or a startup error "
+                                     "logged above")
             time.sleep(0.02)
+
+    def _run_uvicorn(self) -> None:
+        """Thread body: uvicorn exits with SystemExit when it cannot bind or start."""
+        try:
+            self._server.run()
+        except SystemExit:
+            pass
 
     def _stop_http(self) -> None:
         if self._thread is None:

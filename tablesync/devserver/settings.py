@@ -54,6 +54,9 @@ class Settings:
     port: int = DEFAULT_PORT
     jwt_exp: int = DEFAULT_JWT_EXP
     refresh_reuse_interval: int = DEFAULT_REFRESH_REUSE_INTERVAL
+    # GoTrue returns the active token for its revoked parent at any age; False limits that
+    # to refresh_reuse_interval too (a stricter reading of the rule).
+    parent_reuse_any_age: bool = True
     max_rows: int = DEFAULT_MAX_ROWS
     jwt_expired_code: str = "PGRST303"
     enable_faults: bool = False

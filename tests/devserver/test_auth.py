@@ -206,3 +206,66 @@ def test_short_token_lifetime_is_configurable(pg_dsn: str) -> None:
             assert 'error_description="JWT expired"' in resp.headers["www-authenticate"]
     finally:
         srv.stop()
+
+
+def test_user_can_update_own_metadata_and_password(http: httpx.Client,
+                                                   info: DevServerInfo) -> None:
+    create_user(http, info, "p@example.com", "s")
+    tok = sign_in(http, info, "p@example.com")
+    resp = http.put("/auth/v1/user", headers=user_headers(info, tok["access_token"]),
+                    json={"data": {"theme": "dark"}, "password": "new-secret-9"})
+    assert resp.status_code == 200 and resp.json()["user_metadata"] == {"theme": "dark"}
+    assert sign_in(http, info, "p@example.com", "new-secret-9")["access_token"]
+    resp = http.post("/auth/v1/token?grant_type=password", headers=anon_headers(info),
+                     json={"email": "p@example.com", "password": "secret-pass-1"})
+    assert resp.status_code == 400
+
+
+def test_concurrent_refreshes_with_one_token_agree(http: httpx.Client, info: DevServerInfo) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    create_user(http, info, "cc@example.com", "s")
+    token = sign_in(http, info, "cc@example.com")["refresh_token"]
+
+    def refresh(_: int) -> tuple[int, str]:
+        with httpx.Client(base_url=info.url, timeout=30) as client:
+            resp = _refresh(client, info, token)
+            return resp.status_code, resp.json().get("refresh_token", "")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(refresh, range(4)))
+    assert {code for code, _ in results} == {200}
+    assert len({tok for _, tok in results}) == 1  # everyone got the one active token
+
+
+def test_stricter_parent_rule_revokes_a_late_parent_reuse(pg_dsn: str) -> None:
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0,
+                    parent_reuse_any_age=False)
+    info = srv.start()
+    try:
+        with httpx.Client(base_url=info.url) as http:
+            create_user(http, info, "late@example.com", "s")
+            first = sign_in(http, info, "late@example.com")["refresh_token"]
+            second = _refresh(http, info, first).json()["refresh_token"]
+            time.sleep(1.1)
+            late = _refresh(http, info, first)
+            assert late.status_code == 400
+            assert late.json()["error_code"] == "refresh_token_already_used"
+            assert _refresh(http, info, second).status_code == 400
+    finally:
+        srv.stop()
+
+
+def test_gotrue_parent_rule_returns_the_active_token_at_any_age(pg_dsn: str) -> None:
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0)
+    info = srv.start()
+    try:
+        with httpx.Client(base_url=info.url) as http:
+            create_user(http, info, "old@example.com", "s")
+            first = sign_in(http, info, "old@example.com")["refresh_token"]
+            second = _refresh(http, info, first).json()["refresh_token"]
+            time.sleep(1.1)
+            again = _refresh(http, info, first)
+            assert again.status_code == 200 and again.json()["refresh_token"] == second
+    finally:
+        srv.stop()

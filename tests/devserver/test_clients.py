@@ -56,6 +56,9 @@ def test_admin_api_creates_users_with_app_metadata(info: DevServerInfo) -> None:
     assert fetched.user.email == "adm@example.com"
     updated = admin.auth.admin.update_user_by_id(res.user.id, {"app_metadata": {"x": 1}})
     assert updated.user.app_metadata["x"] == 1 and updated.user.app_metadata["system_id"] == "sys-9"
+    assert [u.email for u in admin.auth.admin.list_users()] == ["adm@example.com"]
+    admin.auth.admin.delete_user(res.user.id)
+    assert admin.auth.admin.list_users() == []
 
 
 def test_insert_upsert_select_filters_and_rpc_as_a_user(sb: Client, info: DevServerInfo,

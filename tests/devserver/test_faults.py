@@ -53,3 +53,21 @@ def test_faults_are_off_by_default(pg_dsn: str) -> None:
             assert resp.status_code == 404
     finally:
         srv.stop()
+
+
+def test_after_fault_commits_but_loses_the_answer(http: httpx.Client, server: DevServer,
+                                                  info: DevServerInfo, items: str) -> None:
+    server.faults.add("rest", 503, after=True)
+    resp = http.post("/rest/v1/items", headers=service_headers(info),
+                     json={"id": 1, "system_id": "A"})
+    assert resp.status_code == 503
+    rows = http.get("/rest/v1/items?select=id", headers=service_headers(info)).json()
+    assert rows == [{"id": 1}]
+
+
+def test_delay_fault_makes_clients_time_out(http: httpx.Client, server: DevServer,
+                                            info: DevServerInfo, items: str) -> None:
+    server.faults.add("rest", 0, delay=1.0)
+    with pytest.raises(httpx.ReadTimeout):
+        http.get("/rest/v1/items", headers=anon_headers(info), timeout=0.3)
+    assert http.get("/rest/v1/items", headers=anon_headers(info)).status_code == 200

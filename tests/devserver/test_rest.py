@@ -54,6 +54,9 @@ def test_count_exact_partial_page_is_206_and_offset_past_end_is_416(
     resp = http.get("/rest/v1/items?id=eq.99", headers=service_headers(info))
     assert resp.status_code == 200 and resp.json() == []
     assert resp.headers["content-range"] == "*/*"
+    resp = http.get("/rest/v1/items?select=id&order=id",
+                    headers={**service_headers(info), "Range-Unit": "items", "Range": "1-2"})
+    assert resp.json() == [{"id": 2}, {"id": 3}] and resp.headers["content-range"] == "1-2/*"
 
 
 def test_reads_are_capped_at_1000_rows(http: httpx.Client, info: DevServerInfo,
@@ -226,3 +229,48 @@ def test_rls_denial_is_401_for_anon_and_403_for_users(http: httpx.Client, info: 
     resp = http.post("/rest/v1/items", headers=user_headers(info, token), json=row)
     assert resp.status_code == 403
     assert resp.json()["message"] == 'new row violates row-level security policy for table "items"'
+
+
+def test_head_and_read_only_get_rpc(http: httpx.Client, info: DevServerInfo, items: str) -> None:
+    _seed(http, info, 2)
+    h = {**service_headers(info), "Prefer": "count=exact"}
+    resp = http.head("/rest/v1/items", headers=h)
+    assert resp.status_code == 200 and resp.text == ""
+    assert resp.headers["content-range"] == "0-1/2"
+    resp = http.get("/rest/v1/rpc/touch?p_id=1", headers=service_headers(info))
+    assert resp.status_code == 405 and resp.json()["code"] == "25006"
+
+
+def test_concurrent_requests_each_get_their_own_transaction(http: httpx.Client,
+                                                            info: DevServerInfo,
+                                                            items: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokens = {s: user_token(http, info, f"{s}@example.com", s) for s in ("A", "B")}
+
+    def insert(i: int) -> int:
+        system = "A" if i % 2 else "B"
+        with httpx.Client(base_url=info.url, timeout=30) as client:
+            resp = client.post("/rest/v1/items", headers=user_headers(info, tokens[system]),
+                               json={"id": i, "system_id": system})
+            return resp.status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(insert, range(40)))
+    assert codes == [201] * 40
+    for system, token in tokens.items():
+        rows = http.get("/rest/v1/items?select=system_id", headers=user_headers(info, token)).json()
+        assert len(rows) == 20 and {r["system_id"] for r in rows} == {system}
+
+
+def test_rpc_set_results_take_select_filters_and_order(http: httpx.Client, info: DevServerInfo,
+                                                       items: str) -> None:
+    _seed(http, info, 4)
+    h = service_headers(info)
+    resp = http.post("/rest/v1/rpc/visible_items?select=id&id=gt.1&order=id.desc&limit=2",
+                     headers=h, json={})
+    assert resp.json() == [{"id": 4}, {"id": 3}]
+    resp = http.get("/rest/v1/rpc/visible_items?select=id,title&n=eq.0", headers=h)
+    assert resp.json() == [{"id": 3, "title": "t3"}]
+    resp = http.post("/rest/v1/rpc/add?a=eq.1", headers=h, json={"a": 1, "b": 2})
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST100"

@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,11 +24,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: Path) -> None:
     schema = tmp_path / "supabase.sql"
-    schema.write_text("CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text);")
+    schema.write_text("CREATE TABLE notes (id int PRIMARY KEY, body text);")  # not idempotent
     srv = DevServer(data_dir=tmp_path / "data", apply=[schema], auto_realtime=False)
     info = srv.start()
     try:
         assert info.url.startswith("http://127.0.0.1:")
+        assert {host for host, _port in srv.listening} == {"127.0.0.1"}
         secret = tmp_path / "data" / SECRET_FILE
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         with httpx.Client(base_url=info.url) as http:
@@ -47,6 +47,11 @@ def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: P
             assert sign_in(http, again, "keep@example.com")["access_token"]
             assert http.get("/rest/v1/notes?select=body", headers=anon_headers(again)).json() == \
                 [{"body": "hi"}]
+        srv.stop(keep_postgres=True)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{info.url}/auth/v1/health", timeout=2)
+        assert srv.start().url == info.url
+        assert httpx.get(f"{info.url}/auth/v1/health").status_code == 200
     finally:
         srv.stop()
 
@@ -82,3 +87,21 @@ def test_cli_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_temporary_data_dir_is_removed_by_the_context_manager() -> None:
+    srv = DevServer(auto_realtime=False)
+    with srv as info:
+        assert info.url and srv.data_dir is not None and srv.data_dir.exists()
+    assert not srv.data_dir.exists()
+
+
+def test_port_in_use_is_one_clear_error(pg_dsn: str) -> None:
+    first = DevServer(dsn=pg_dsn, auto_realtime=False)
+    info = first.start()
+    try:
+        port = int(info.url.rsplit(":", 1)[1])
+        with pytest.raises(TablesyncError, match=f"could not start on 127.0.0.1:{port}"):
+            DevServer(dsn=pg_dsn, auto_realtime=False, port=port).start()
+    finally:
+        first.stop()
