@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
@@ -26,7 +27,7 @@ from tablesync.devserver.realtime_changes import (
 from tablesync.devserver.realtime_filters import (
     SubscriptionParamsError, SubscriptionSpec, evaluate, parse_params)
 from tablesync.devserver.realtime_session import Binding, Channel, Session
-from tablesync.errors import PayloadError
+from tablesync.errors import PayloadError, TablesyncError
 
 __all__ = ["RealtimeService"]
 
@@ -69,6 +70,14 @@ class RealtimeService:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Install capture objects, find published tables, start listening."""
+        try:
+            await self._start()
+        except psycopg.Error as exc:
+            await self.stop()
+            raise TablesyncError(f"realtime could not prepare change capture: {exc}".strip(),
+                                 hint="is PostgreSQL running and the DSN right?") from None
+
+    async def _start(self) -> None:
         self._control = await self._connect()
         await capture.install(self._control)
         async with self._control_lock:
@@ -83,7 +92,7 @@ class RealtimeService:
             await asyncio.wait_for(self._listening.wait(), timeout=10)
         except asyncio.TimeoutError:
             await self.stop()
-            raise PayloadError("realtime: could not LISTEN on PostgreSQL within 10 s") from None
+            raise TablesyncError("realtime could not LISTEN on PostgreSQL within 10 s") from None
 
     async def stop(self) -> None:
         """Close every socket (1001), stop the background tasks, close connections."""
@@ -262,7 +271,8 @@ class RealtimeService:
                 log.warning("realtime: cannot connect for LISTEN: %s", exc)
             else:
                 try:
-                    await conn.execute(f"LISTEN {capture.CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(
+                        sql.Identifier(capture.CHANNEL)))
                     self._listening.set()
                     delay = 0.1
                     async for note in conn.notifies():
@@ -306,7 +316,8 @@ class RealtimeService:
                 return
         if not payload.startswith("{"):
             if not payload.isdigit():
-                raise PayloadError(f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
+                raise PayloadError(
+                    f"unexpected notification on {capture.CHANNEL}: {payload[:40]!r}")
             text = await capture.stored_change(conn, int(payload))
             if text is None:
                 log.warning("realtime: stored change %s is gone; dropped", payload)

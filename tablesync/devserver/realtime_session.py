@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 10_000  # frames queued for one slow client before it is disconnected
 MAX_CHANNELS = 100  # Supabase's max_channels_per_client default
-CONFIRM_TOKEN_S = 300.0
-CLOSE_GRACE_S = 5.0  # how long a closing socket may take to flush what is queued  # Supabase re-checks a channel's token every 5 minutes (or at exp)
+CONFIRM_TOKEN_S = 300.0  # Supabase re-checks a channel's token every 5 minutes (or at exp)
+CLOSE_GRACE_S = 5.0  # how long a closing socket may take to flush what is queued
 
 
 class Hub(Protocol):
