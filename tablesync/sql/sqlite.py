@@ -7,8 +7,9 @@ latest state anyway), the old image as JSON for DELETE (the row is gone afterwar
 HLC stamp is ``max(now_ms << 16, observed clock + 1, last queued hlc + 1)``: the last
 queued hlc is found through the rowid (``ORDER BY id DESC LIMIT 1``), so capture writes
 nothing but the queue row. The primary-key-change trigger is ``AFTER UPDATE OF <pk>``, so
-SQLite only considers it for statements that assign the key. The echo guard is a flag in ``_tablesync_state`` that the
-store sets inside its apply transaction, invisible to other connections.
+SQLite only considers it for statements that assign the key. The echo guard is a flag in
+``_tablesync_state`` that the store sets inside its apply transaction, invisible to other
+connections.
 
 ``sync_queue`` has the seed's columns, defaults and AUTOINCREMENT; its CHECK is written
 ``operation = 'INSERT' OR operation = 'UPDATE' OR operation = 'DELETE'``, which accepts
