@@ -7,8 +7,10 @@ turned into one red line on stderr and a non-zero exit; ``--debug`` shows the tr
 from __future__ import annotations
 
 import functools
+import json
 import sys
-from typing import Any, Callable, TypeVar
+from pathlib import Path
+from typing import Any, Callable, List, Optional, TypeVar
 
 import typer
 
@@ -59,6 +61,45 @@ def version() -> None:
     from importlib.metadata import version as _v
 
     typer.echo(_v("tablesync"))
+
+
+@app.command()
+@handle_errors
+def devserver(
+    port: int = typer.Option(54321, "--port", help="HTTP port (0 = any free port)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data directory (PostgreSQL "
+                                        "cluster + JWT secret); a temporary one if omitted."),
+    json_out: bool = typer.Option(False, "--json", help="Print URL and keys as one JSON line."),
+    apply: List[Path] = typer.Option([], "--apply", help="SQL file to apply after the "
+                                     "bootstrap (e.g. a generated supabase.sql); repeatable."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    jwt_exp: int = typer.Option(3600, "--jwt-exp", help="Access-token lifetime in seconds."),
+) -> None:
+    """Run the local Supabase-compatible backend (auth, REST, realtime) until Ctrl-C."""
+    import signal
+    import threading
+
+    from tablesync.devserver.server import DevServer
+
+    server = DevServer(data_dir=data, host=host, port=port, jwt_exp=jwt_exp, apply=apply)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    info = server.start()
+    try:
+        if json_out:
+            typer.echo(json.dumps({"url": info.url, "anon_key": info.anon_key,
+                                   "service_key": info.service_key}), nl=True)
+        else:
+            typer.echo(f"API URL:          {info.url}")
+            typer.echo(f"anon key:         {info.anon_key}")
+            typer.echo(f"service_role key: {info.service_key}")
+            typer.echo("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

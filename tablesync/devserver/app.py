@@ -1,0 +1,104 @@
+"""The devserver's HTTP app: ``/auth/v1``, ``/rest/v1``, ``/realtime/v1/websocket``."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+from typing import Any, AsyncIterator, Protocol
+
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from tablesync.devserver.auth import AuthService
+from tablesync.devserver.errors import HTTPFailure
+from tablesync.devserver.faults import FaultMiddleware, Faults, admin_endpoint
+from tablesync.devserver.rest import RestService
+from tablesync.devserver.settings import Settings
+
+AUTHENTICATOR = "authenticator"
+
+
+class RealtimeLike(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def websocket_endpoint(self, websocket: WebSocket) -> None: ...
+
+
+def auth_schema_sql() -> str:
+    return importlib.resources.files("tablesync.devserver").joinpath("auth_schema.sql").read_text()
+
+
+def _default_realtime(settings: Settings) -> RealtimeLike | None:
+    """The realtime helper's service when its module is installed, else None."""
+    try:
+        from tablesync.devserver.realtime import RealtimeService  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    service: RealtimeLike = RealtimeService(
+        dsn=settings.dsn, jwt_secret=settings.jwt_secret, anon_key=settings.anon_key,
+        service_key=settings.service_key)
+    return service
+
+
+async def _http_failure(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPFailure)
+    return exc.response()
+
+
+def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
+               faults: Faults | None = None, auto_realtime: bool = True) -> Starlette:
+    """Build the app; pools open (and the auth schema is applied) in its lifespan."""
+    admin_pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=4, open=False,
+                                     kwargs={"autocommit": True}, name="devserver-admin")
+    rest_dsn = make_conninfo(settings.dsn, user=AUTHENTICATOR)
+    rest_pool = AsyncConnectionPool(rest_dsn, min_size=2, max_size=settings.pool_max, open=False,
+                                    kwargs={"autocommit": True}, name="devserver-rest")
+    rest = RestService(settings, rest_pool, admin_pool)
+    auth = AuthService(settings, admin_pool)
+    faults = faults or Faults()
+    holder: dict[str, RealtimeLike | None] = {"rt": realtime}
+
+    async def websocket(ws: WebSocket) -> None:
+        service = holder["rt"]
+        if service is None:
+            await ws.close(code=1011, reason="realtime is not available")
+            return
+        await service.websocket_endpoint(ws)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await admin_pool.open(wait=True, timeout=30)
+        async with admin_pool.connection() as conn:
+            await conn.execute(auth_schema_sql().encode())
+            await rest.catalog.reload(conn)
+        await rest_pool.open(wait=True, timeout=30)
+        if holder["rt"] is None and auto_realtime:
+            holder["rt"] = _default_realtime(settings)
+        if holder["rt"] is not None:
+            await holder["rt"].start()
+        try:
+            yield
+        finally:
+            if holder["rt"] is not None:
+                await holder["rt"].stop()
+            await rest_pool.close()
+            await admin_pool.close()
+
+    routes: list[Any] = [*auth.routes(), *rest.routes(),
+                         WebSocketRoute("/realtime/v1/websocket", websocket),
+                         Route("/_devserver/faults", admin_endpoint(settings, faults),
+                               methods=["POST", "DELETE"])]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPFailure: _http_failure},
+                    middleware=[Middleware(FaultMiddleware, faults=faults,
+                                           enabled=settings.enable_faults)])
+    app.state.settings = settings
+    app.state.faults = faults
+    app.state.rest = rest
+    return app

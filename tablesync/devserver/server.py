@@ -1,0 +1,184 @@
+"""Run the devserver: PostgreSQL + the HTTP app under uvicorn, in a background thread.
+
+``DevServer(...).start()`` returns :class:`DevServerInfo` (url, keys, dsn); ``stop()``
+stops uvicorn and (if it started it) PostgreSQL. It can be started again on the same port
+and data directory, which tests use to simulate the backend going offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tablesync.devserver import postgres
+from tablesync.devserver.faults import Faults
+from tablesync.devserver.settings import (DEFAULT_HOST, DEFAULT_JWT_EXP, Settings,
+                                          load_or_create_secret)
+from tablesync.errors import TablesyncError
+
+DATABASE = "postgres"
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class DevServerInfo:
+    """What a client needs: base URL and the two API keys (plus the database DSN)."""
+
+    url: str
+    anon_key: str
+    service_key: str
+    dsn: str = field(repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    def __repr__(self) -> str:  # keys are secrets
+        return f"DevServerInfo(url={self.url!r})"
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def apply_sql_file(dsn: str, path: str | os.PathLike[str]) -> None:
+    """Run a SQL file (e.g. a generated ``supabase.sql``) against ``dsn``."""
+    import psycopg
+
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise TablesyncError(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(text.encode())
+    except psycopg.Error as exc:
+        raise TablesyncError(f"{file}: PostgreSQL refused it: {exc}".strip()) from None
+
+
+class DevServer:
+    """The local Supabase-compatible backend, started and stopped from Python."""
+
+    def __init__(self, *, data_dir: str | os.PathLike[str] | None = None, dsn: str | None = None,
+                 host: str = DEFAULT_HOST, port: int = 0, jwt_exp: int = DEFAULT_JWT_EXP,
+                 jwt_secret: str | None = None, apply: Sequence[str | os.PathLike[str]] = (),
+                 enable_faults: bool = False, realtime: Any = None,
+                 auto_realtime: bool = True, **settings: Any) -> None:
+        if data_dir is None and dsn is None:
+            data_dir = tempfile.mkdtemp(prefix="tablesync-devserver-")
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._external_dsn = dsn
+        self.host, self.port, self.jwt_exp = host, port, jwt_exp
+        self._secret = jwt_secret
+        self._apply = list(apply)
+        self._enable_faults = enable_faults
+        self._realtime, self._auto_realtime = realtime, auto_realtime
+        self._extra = settings
+        self.faults = Faults()
+        self._pg: postgres.PostgresServer | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.settings: Settings | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> DevServerInfo:
+        """Start PostgreSQL (if needed) and the HTTP server; return once it accepts requests."""
+        if self._thread is not None:
+            raise TablesyncError("devserver is already running")
+        dsn = self._start_postgres()
+        if not self.port:
+            self.port = free_port(self.host)
+        self.settings = Settings.create(
+            dsn, self._jwt_secret(), host=self.host, port=self.port, jwt_exp=self.jwt_exp,
+            enable_faults=self._enable_faults, **self._extra)
+        try:
+            self._serve()
+        except BaseException:
+            self._stop_postgres()
+            raise
+        return self.info
+
+    @property
+    def info(self) -> DevServerInfo:
+        if self.settings is None:
+            raise TablesyncError("devserver is not running")
+        s = self.settings
+        return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn)
+
+    def stop(self) -> None:
+        """Stop uvicorn, then PostgreSQL (if this object started it). Idempotent."""
+        self._stop_http()
+        self._stop_postgres()
+
+    def __enter__(self) -> DevServerInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- parts ------------------------------------------------------------------
+    def _jwt_secret(self) -> str:
+        if self._secret is None:
+            if self.data_dir is not None:
+                self._secret = load_or_create_secret(self.data_dir)
+            else:
+                import secrets
+
+                self._secret = secrets.token_urlsafe(48)
+        return self._secret
+
+    def _start_postgres(self) -> str:
+        if self._external_dsn is not None:
+            dsn = self._external_dsn
+        else:
+            assert self.data_dir is not None
+            self._pg = postgres.start(self.data_dir / "pg")
+            dsn = self._pg.dsn(DATABASE)
+        postgres.bootstrap(dsn)
+        for path in self._apply:
+            apply_sql_file(dsn, path)
+        return dsn
+
+    def _stop_postgres(self) -> None:
+        if self._pg is not None:
+            pg, self._pg = self._pg, None
+            pg.stop()
+
+    def _serve(self) -> None:
+        import uvicorn
+
+        from tablesync.devserver.app import create_app
+
+        assert self.settings is not None
+        app = create_app(self.settings, self._realtime, faults=self.faults,
+                         auto_realtime=self._auto_realtime)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
+                                lifespan="on", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="tablesync-devserver",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._stop_http()
+                raise TablesyncError(f"devserver could not start on {self.host}:{self.port}",
+                                     hint="is the port in use? try --port")
+            time.sleep(0.02)
+
+    def _stop_http(self) -> None:
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=START_TIMEOUT)
+        self._thread, self._server = None, None
+
