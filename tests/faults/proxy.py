@@ -42,6 +42,7 @@ PASS, RESET, DELAY, BLACKHOLE, REFUSE = "pass", "reset", "delay", "blackhole", "
 KINDS = (PASS, RESET, DELAY, BLACKHOLE, REFUSE)
 DEFAULT_CHUNK = 64 * 1024
 DEFAULT_TIMEOUT = 5.0
+BACKLOG = 128
 MAX_EVENTS = 100_000
 COUNTERS = ("connections", "bytes_up", "bytes_down", "dropped", "resets", "refused",
             "ws_cuts", "upstream_errors")
@@ -86,7 +87,7 @@ class Stats:
     bytes_down: int = 0        # forwarded server -> client
     dropped: int = 0           # bytes read and discarded (blackhole)
     resets: int = 0            # connections reset with RST
-    refused: int = 0           # accepted while refusing, closed at once
+    refused: int = 0           # waiting in the backlog when refusing began: reset
     ws_cuts: int = 0           # WebSocket connections cut mid-frame
     upstream_errors: int = 0   # the target could not be reached
 
@@ -159,7 +160,7 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
         self._mode_changed: asyncio.Event | None = None
 
     # -- lifecycle (test thread) ------------------------------------------------
@@ -302,16 +303,60 @@ class FaultProxy:
 
     # -- loop side: listener and modes --------------------------------------------
     async def _listen(self) -> None:
+        """Bind and listen (the same port again after ``refuse``), start accepting."""
         if self._mode_changed is None:
             self._mode_changed = asyncio.Event()
-        self._server = await asyncio.start_server(self._handle, self.host, self._port,
-                                                  reuse_address=True)
-        self._port = int(self._server.sockets[0].getsockname()[1])
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._port))
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._listener = sock
+        self._port = int(sock.getsockname()[1])
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _on_acceptable(self, sock: socket.socket) -> None:
+        """Accept what is pending (at most a backlog's worth per wake-up)."""
+        for conn in self._accept_pending(sock):
+            self._spawn(self._adopt(conn))
+
+    @staticmethod
+    def _accept_pending(sock: socket.socket) -> list[socket.socket]:
+        conns: list[socket.socket] = []
+        for _ in range(BACKLOG):
+            try:
+                conn, _ = sock.accept()
+            except OSError:             # BlockingIOError: nothing more pending
+                break
+            conn.setblocking(False)
+            conns.append(conn)
+        return conns
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=self.chunk_size)
+        except OSError:
+            conn.close()
+            return
+        await self._handle(reader, writer)
 
     def _close_listener(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()          # stops listening now; live connections stay
+        """Stop listening now: new connects are refused, ones still waiting in the backlog
+        are reset; live connections stay."""
+        sock, self._listener = self._listener, None
+        if sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        for conn in self._accept_pending(sock):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            self._count("refused")
+        sock.close()
 
     async def _apply_mode(self, mode: Mode) -> None:
         old, self._mode = self._mode, mode
@@ -360,9 +405,6 @@ class FaultProxy:
 
     # -- loop side: one connection -------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         conn = _Conn(next(self._ids), reader, writer, asyncio.get_running_loop().create_future())
         self._conns[conn.id] = conn
         self._count("connections")
@@ -375,8 +417,6 @@ class FaultProxy:
             self._drop(conn, rst=False)
             self._conns.pop(conn.id, None)
             self._event("close", conn.id)
-            if task is not None:
-                self._tasks.discard(task)
 
     async def _serve(self, conn: _Conn) -> None:
         kind = self._mode.kind
