@@ -364,7 +364,12 @@ class FaultProxy:
         if mode.kind == REFUSE:
             self._close_listener()
         elif old.kind == REFUSE:
-            await self._listen()
+            try:
+                await self._listen()
+            except OSError as exc:
+                self._mode = old
+                raise RuntimeError(f"fault proxy: cannot listen on 127.0.0.1:{self._port} "
+                                   f"again ({exc.strerror}); still refusing") from None
         if mode.kind == RESET:
             for conn in list(self._conns.values()):
                 self._drop(conn, rst=True)
