@@ -275,8 +275,9 @@ def test_modes_can_be_switched_from_many_threads(echo_proxy: FaultProxy,
 # -- websocket ------------------------------------------------------------------------------
 @pytest.fixture
 def ws(ws_proxy: FaultProxy) -> Iterator[ClientConnection]:
-    with connect(f"ws://127.0.0.1:{ws_proxy.port}", open_timeout=TIMEOUT,
-                 compression=None, ping_interval=None, close_timeout=0.5) as client:
+    client = connect(f"ws://127.0.0.1:{ws_proxy.port}", open_timeout=TIMEOUT,
+                     compression=None, ping_interval=None, close_timeout=0.5)
+    with client:
         yield client
 
 
