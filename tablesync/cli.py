@@ -303,6 +303,46 @@ def sync_conflicts(
         typer.echo("no conflicts")
 
 
+@sync_app.command("reset")
+@handle_errors
+def sync_reset(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    discard_pending: bool = typer.Option(
+        False, "--discard-pending",
+        help="Drop unsynced changes (saved to a 0600 JSON lines backup file first)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Clear the queue and re-sync everything from the server (full catch-up)."""
+    from tablesync import daemon
+    from tablesync.project import load_project
+    from tablesync.store import LocalStore
+
+    project = load_project(config)
+    if not yes:
+        what = " and DISCARD unsynced changes (backed up first)" if discard_pending else ""
+        typer.confirm(f"Reset sync state of {project.config.database_path}{what}?",
+                      abort=True)
+    running = daemon.running_engine(project)
+    if running is not None:
+        data = daemon.request_reset(running, discard_pending)
+        discarded, backup = int(data.get("discarded", 0)), data.get("backup")
+        removed = int(data.get("removed_rows", 0))
+        where = f"by the running engine ({running['url']})"
+    else:
+        store = LocalStore.open(project)
+        try:
+            result = store.reset(discard_pending=discard_pending)
+        finally:
+            store.close()
+        discarded, removed = result.discarded, result.removed_rows
+        backup = str(result.backup) if result.backup else None
+        where = "in the database (no running engine; the next sync catches up in full)"
+    if backup:
+        typer.echo(f"{discarded} unsynced change(s) saved to {backup}; "
+                   f"{removed} never-synced row(s) removed locally")
+    typer.echo(f"reset done {where}")
+
+
 def run() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -24,7 +24,7 @@ from tablesync.store import LocalStore
 from tablesync.vault import Secret, Vault
 
 __all__ = ["build_engine", "control_path", "realtime_factory", "remove_control",
-           "request_sync", "running_engine", "write_control"]
+           "request_reset", "request_sync", "running_engine", "write_control"]
 
 
 def realtime_factory(url: str, anon_key: str, channels: list[TableChannel],
@@ -102,15 +102,37 @@ def request_sync(engine: dict[str, Any]) -> None:
                {"X-CSRF-Token": engine["csrf_token"], "Origin": engine["url"]})
 
 
-def _http_json(method: str, url: str, headers: dict[str, str] | None = None) -> Any:
+def request_reset(engine: dict[str, Any], discard_pending: bool) -> dict[str, Any]:
+    """``sync reset`` on a running engine; raises StoreError with the engine's refusal."""
+    from tablesync.errors import StoreError
+
+    query = "?discard_pending=1" if discard_pending else ""
+    try:
+        return dict(_http_json("POST", engine["url"] + "/api/reset" + query,
+                               {"X-CSRF-Token": engine["csrf_token"], "Origin": engine["url"]},
+                               timeout=120))
+    except OSError as exc:
+        raise StoreError(f"the running engine at {engine['url']} refused the reset: "
+                         f"{exc}") from None
+
+
+def _http_json(method: str, url: str, headers: dict[str, str] | None = None,
+               timeout: float = 5) -> Any:
     if not url.startswith("http://127.") and not url.startswith("http://[::1]"):
         raise OSError(f"refusing to contact a non-loopback engine at {url}")
     req = urllib.request.Request(url, method=method, headers=headers or {},
                                  data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
             return json.loads(resp.read(1_000_000) or b"null")
     except urllib.error.HTTPError as exc:
-        raise OSError(f"engine answered HTTP {exc.code}") from None
+        raise OSError(f"engine answered HTTP {exc.code}: {_error_text(exc)}") from None
     except (urllib.error.URLError, ValueError) as exc:
         raise OSError(str(exc)) from None
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read(100_000)).get("error", ""))
+    except (ValueError, AttributeError, OSError):
+        return ""

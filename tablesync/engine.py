@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
@@ -46,7 +47,7 @@ from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableC
 from tablesync.session import Session
 from tablesync.snapshot import store_snapshot
 from tablesync.status import StatusSnapshot
-from tablesync.store import LocalStore
+from tablesync.store import LocalStore, ResetResult
 from tablesync.vault import Secret
 
 log = logging.getLogger("tablesync.engine")
@@ -210,6 +211,24 @@ class Engine:
 
     def metrics(self) -> Metrics:
         return self._metrics
+
+    def reset(self, *, discard_pending: bool = False,
+              backup_dir: Path | None = None, timeout: float = 60.0) -> ResetResult:
+        """``sync reset`` on the running engine: waits for the current cycle (the reset
+        runs in the I/O thread, between cycles), clears the queue and cursors
+        (:meth:`LocalStore.reset`), forgets the cached backlog, then syncs."""
+        def work() -> ResetResult:
+            result = self.store.reset(discard_pending=discard_pending, backup_dir=backup_dir)
+            if self.cycles is not None:
+                self.cycles.reset()
+            return result
+
+        if self._thread is None or self._loop is None:
+            return work()
+        result = self._io.submit(work).result(timeout)
+        if self.remote is not None:
+            self.sync_now()
+        return result
 
     def close(self) -> None:
         """Stop, then release the store and remote."""

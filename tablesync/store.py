@@ -11,8 +11,10 @@ The app writes through plain sqlite3; generated triggers fill ``sync_queue``. Th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -61,8 +63,19 @@ def utcnow() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _q(name: str) -> str:
+    """``name`` quoted for SQLite (through sqlglot once per name, then cached)."""
     return ident(name, "sqlite")
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """What :meth:`LocalStore.reset` did."""
+
+    discarded: int  # unsynced queue entries dropped (saved in ``backup``)
+    backup: Path | None  # the JSON lines file holding them (None when nothing was pending)
+    removed_rows: int  # local rows of never-acknowledged inserts deleted
 
 
 class LocalStore:
@@ -461,6 +474,105 @@ class LocalStore:
             conn.execute("INSERT OR REPLACE INTO _tablesync_cursors (table_name, cursor, "
                          "last_seq, updated_at) VALUES (?, ?, ?, ?)",
                          (table, cursor, last_seq, utcnow()))
+
+    # -- reset ---------------------------------------------------------------------------
+
+    def reset(self, *, discard_pending: bool = False,
+              backup_dir: Path | None = None) -> ResetResult:
+        """Clear the queue and all sync state so the next catch-up re-reads everything.
+
+        Refuses (:class:`StoreError`) while unsynced entries exist unless
+        ``discard_pending``; then they are first written to a 0600 JSON lines backup file
+        (one object per entry with the record's current local row) in ``backup_dir``
+        (default: next to the database). Records whose discarded changes the server never
+        acknowledged are deleted locally (they are in the backup); the others are
+        overwritten by the catch-up. Cursors, versions and parked records are cleared;
+        conflicts and the local clock are kept.
+        """
+        with self._tx() as conn:
+            entries = self._unsynced_entries(conn)
+            if entries and not discard_pending:
+                records = len({(e["table_name"], e["record_id"]) for e in entries})
+                raise StoreError(
+                    f"{self._db_path()}: {len(entries)} unsynced change(s) to {records} "
+                    f"record(s); push them first (`tablesync sync now`) or pass "
+                    f"--discard-pending (they are saved to a backup file first)")
+            backup = self._write_backup(entries, backup_dir) if entries else None
+            removed = self._drop_unacknowledged(conn, entries)
+            conn.execute("UPDATE _tablesync_state SET hlc = max(hlc, coalesce((SELECT "
+                         "max(hlc) FROM sync_queue), 0))")
+            for table in ("sync_queue", "_tablesync_meta", "_tablesync_cursors",
+                          "_tablesync_parked"):
+                conn.execute(f"DELETE FROM {_q(table)}")
+        log.warning("reset: queue cleared (%d unsynced entries discarded), cursors reset",
+                    len(entries))
+        return ResetResult(len(entries), backup, removed)
+
+    def _db_path(self) -> str:
+        row = self._conn.execute("PRAGMA database_list").fetchone()
+        return str(row[2]) if row and row[2] else "the local database"
+
+    def _unsynced_entries(self, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        cols = ("id", "operation", "table_name", "record_id", "record_data", "created_at",
+                "retry_count", "hlc", "last_error")
+        rows = conn.execute(f"SELECT {', '.join(cols)} FROM sync_queue WHERE synced_at IS "
+                            f"NULL ORDER BY id").fetchall()
+        out = [dict(zip(cols, r)) for r in rows]
+        by_table: dict[str, set[str]] = {}
+        for e in out:
+            by_table.setdefault(e["table_name"], set()).add(e["record_id"])
+        images: dict[tuple[str, str], dict[str, Any]] = {}
+        for table, rids in by_table.items():
+            spec = self._specs.get(table)
+            if spec is not None:
+                for rid, data in self._images(conn, spec, sorted(rids)).items():
+                    images[(table, rid)] = data
+        for e in out:
+            e["record_data"] = json.loads(e["record_data"]) if e["record_data"] else None
+            e["current_row"] = images.get((e["table_name"], e["record_id"]))
+        return out
+
+    def _write_backup(self, entries: list[dict[str, Any]], backup_dir: Path | None) -> Path:
+        db = Path(self._db_path())
+        folder = backup_dir if backup_dir is not None else db.parent
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = folder / f"{db.name}.reset-{stamp}.jsonl"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(1, 1000):            # bounded: a free name for this second
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    break
+                except FileExistsError:
+                    path = folder / f"{db.name}.reset-{stamp}-{n}.jsonl"
+            else:
+                raise StoreError(f"{folder}: no free backup file name")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for e in entries:
+                    fh.write(json.dumps(e, default=str, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write the reset backup: {exc}; nothing was "
+                             f"cleared") from None
+        return path
+
+    def _drop_unacknowledged(self, conn: sqlite3.Connection,
+                             entries: list[dict[str, Any]]) -> int:
+        """Delete local rows of discarded records the server never acknowledged."""
+        records = {(e["table_name"], e["record_id"]) for e in entries}
+        removed = 0
+        conn.execute("UPDATE _tablesync_state SET applying = 1")
+        for table, rid in sorted(records):
+            spec = self._specs.get(table)
+            if spec is None:
+                continue
+            meta = self._metas(conn, table, [rid]).get(rid)
+            if meta is None or meta.deleted:
+                removed += conn.execute(f"DELETE FROM {_q(table)} WHERE "
+                                        f"{_q(spec.primary_key)} = ?", (rid,)).rowcount
+        conn.execute("UPDATE _tablesync_state SET applying = 0")
+        return removed
 
     @property
     def clock(self) -> int:

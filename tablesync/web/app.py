@@ -96,6 +96,7 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
         Route("/api/status", _status, methods=["GET"]),
         Route("/api/conflicts", _conflicts, methods=["GET"]),
         Route("/api/sync", _sync, methods=["POST"]),
+        Route("/api/reset", _reset, methods=["POST"]),
         Route("/api/events", _events, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
@@ -259,6 +260,25 @@ async def _sync(request: Request) -> Response:
     except Exception as exc:  # the engine's bug, reported rather than a bare 500
         return _error(503, f"sync request failed: {type(exc).__name__}: {exc}")
     return _json({"status": "requested"}, 202)
+
+
+async def _reset(request: Request) -> Response:
+    """``tablesync sync reset`` against the running engine (same CSRF rules as sync)."""
+    reason = cross_site_reason(request, _options(request).csrf_token)
+    if reason is not None:
+        return _error(403, reason)
+    reset = getattr(_provider(request), "reset", None)
+    if reset is None:
+        return _error(501, "this status provider cannot reset")
+    discard = request.query_params.get("discard_pending") == "1"
+    try:
+        result = await run_in_threadpool(lambda: reset(discard_pending=discard))
+    except TablesyncError as exc:
+        return _error(409, str(exc))
+    except Exception as exc:  # the engine's bug, reported rather than a bare 500
+        return _error(503, f"reset failed: {type(exc).__name__}: {exc}")
+    return _json({"discarded": result.discarded, "removed_rows": result.removed_rows,
+                  "backup": str(result.backup) if result.backup else None})
 
 
 async def _metrics(request: Request) -> Response:
