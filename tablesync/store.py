@@ -69,6 +69,16 @@ def _q(name: str) -> str:
     return ident(name, "sqlite")
 
 
+@functools.lru_cache(maxsize=256)
+def _upsert_sql(table: str, pk: str, cols: tuple[str, ...]) -> str:
+    """INSERT ... ON CONFLICT (pk) DO UPDATE of ``cols`` (cached per column set)."""
+    names = ", ".join(_q(c) for c in cols)
+    sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols if c != pk)
+    sql = f"INSERT INTO {_q(table)} ({names}) VALUES ({','.join('?' * len(cols))})"
+    return sql + (f" ON CONFLICT ({_q(pk)}) DO UPDATE SET {sets}" if sets
+                  else " ON CONFLICT DO NOTHING")
+
+
 @dataclass(frozen=True)
 class ResetResult:
     """What :meth:`LocalStore.reset` did."""
@@ -91,6 +101,7 @@ class LocalStore:
         self._lock = threading.RLock()
         self._specs = {t.name: t for t in project.tables}
         self._rank = {t.name: i for i, t in enumerate(project.tables)}
+        self._low = 0  # no pending queue entry has a lower id (ids only grow)
 
     @classmethod
     def open(cls, project: Project, path: str | Path | None = None, *,
@@ -139,27 +150,60 @@ class LocalStore:
 
         Deletes come first, children before parents; then upserts parents before
         children, UPDATE before INSERT within a table; ties by first queue id.
+        With ``limit``: the (at most) ``limit`` records whose first pending entry is
+        oldest, read with a bounded scan from the oldest pending entry (memory and time
+        do not grow with the queue's length), ordered as above within that chunk.
         """
         with self._tx("DEFERRED") as conn:
-            groups = self._pending_groups(conn)
+            groups = self._pending_groups(conn, limit)
             changes = []
             for table, recs in groups.items():
                 spec = self._specs.get(table)
                 if spec is not None:
                     changes += self._coalesce(conn, spec, recs)
         changes.sort(key=self._order)
-        return changes[:limit] if limit is not None else changes
+        return changes
 
-    def _pending_groups(self, conn: sqlite3.Connection) -> dict[str, dict[str, list[_Entry]]]:
-        rows = conn.execute(
-            "SELECT q.id, q.table_name, q.record_id, q.operation, q.hlc, q.record_data "
-            "FROM sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
-            "_tablesync_parked p WHERE p.table_name = q.table_name AND p.record_id = "
-            "q.record_id) ORDER BY q.id")
+    def _pending_groups(self, conn: sqlite3.Connection, limit: int | None = None
+                        ) -> dict[str, dict[str, list[_Entry]]]:
+        """Unparked pending entries grouped by table and record, in queue order.
+
+        With ``limit``: entries are read from the oldest pending one until ``limit``
+        records are found; the later entries of exactly those records are then added
+        (one scan of the rest of the queue through an ephemeral key set)."""
+        parked = set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked"))
+        cur = conn.execute(
+            "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
+            "WHERE id >= ? AND synced_at IS NULL ORDER BY id", (self._low,))
         groups: dict[str, dict[str, list[_Entry]]] = {}
-        for qid, table, rid, op, hlc, data in rows:
-            groups.setdefault(table, {}).setdefault(rid, []).append(_Entry(qid, op, hlc, data))
+        found, first, last_id = 0, None, None
+        for qid, table, rid, op, hlc, data in cur:
+            first = qid if first is None else first
+            if (table, rid) in parked:
+                continue
+            recs = groups.setdefault(table, {})
+            if rid not in recs:
+                if limit is not None and found >= limit:
+                    break
+                found += 1
+                recs[rid] = []
+            recs[rid].append(_Entry(qid, op, hlc, data))
+            last_id = qid
+        cur.close()
+        if first is not None:
+            self._low = max(self._low, first)
+        if limit is not None and found >= limit and last_id is not None:
+            self._add_later_entries(conn, groups, last_id)
         return groups
+
+    def _add_later_entries(self, conn: sqlite3.Connection,
+                           groups: dict[str, dict[str, list[_Entry]]], after: int) -> None:
+        keys = json.dumps([f"{t}\x1f{r}" for t, recs in groups.items() for r in recs])
+        for qid, table, rid, op, hlc, data in conn.execute(
+                "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
+                "WHERE id > ? AND synced_at IS NULL AND table_name || char(31) || record_id IN "
+                "(SELECT value FROM json_each(?)) ORDER BY id", (after, keys)):
+            groups[table][rid].append(_Entry(qid, op, hlc, data))
 
     def _coalesce(self, conn: sqlite3.Connection, spec: TableSpec,
                   recs: dict[str, list[_Entry]]) -> list[Change]:
@@ -286,37 +330,58 @@ class LocalStore:
     def apply_remote(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[Change]:
         """Apply server rows (LWW against local state) under the echo guard, atomically.
 
-        Returns the changes actually applied to the local table (for callbacks).
+        Returns the changes actually applied to the local table (for callbacks). Versions
+        are read for the whole batch at once and written back with one ``executemany``;
+        pending entries are only scanned when the queue holds any.
         """
         spec = self._specs.get(table)
         if spec is None:
             raise StoreError(f"apply_remote: table {table!r} is not synced")
-        rows = list(rows)
+        states = [state_from_row(row, spec) for row in rows]
+        rids = [self._rid(spec, st) for st in states]
         applied: list[Change] = []
         logged: list[dict[str, Any]] = []
         with self._tx() as conn:
             conn.execute("UPDATE _tablesync_state SET applying = 1")
-            pend = self._pending_groups(conn).get(table, {})
+            pend = (self._pending_groups(conn).get(table, {})
+                    if self._any_pending(conn) else {})
+            metas = self._metas(conn, table, list(dict.fromkeys(rids)))
+            written: dict[str, RowState] = {}
             top = 0
-            for row in rows:
-                remote = state_from_row(row, spec)
+            for rid, remote in zip(rids, states):
                 top = max(top, remote.version.hlc)
-                result = self._apply_one(conn, spec, remote, pend)
-                if result is not None:
-                    change, conflict = result
-                    applied += [change] if change else []
-                    logged += [conflict] if conflict else []
+                change, conflict = self._apply_one(conn, spec, rid, remote, pend, metas)
+                if change is not None:
+                    applied.append(change)
+                    metas[rid] = written[rid] = remote
+                if conflict is not None:
+                    logged.append(conflict)
+            conn.executemany(
+                "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
+                "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(table, rid, st.version.hlc, st.version.origin, int(st.deleted),
+                  st.base.hlc, st.base.origin) for rid, st in written.items()])
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
         self._write_conflict_log(logged)
         return applied
 
-    def _apply_one(self, conn: sqlite3.Connection, spec: TableSpec, remote: RowState,
-                   pend: dict[str, list[_Entry]]
-                   ) -> tuple[Change | None, dict[str, Any] | None] | None:
-        rid = str(remote.data.get(spec.primary_key, ""))
+    @staticmethod
+    def _rid(spec: TableSpec, state: RowState) -> str:
+        rid = str(state.data.get(spec.primary_key, "") or "")
         if not rid:
             raise StoreError(f"apply_remote: a {spec.name} row has no {spec.primary_key}")
-        local = self._local_state(conn, spec, rid, pend.get(rid))
+        return rid
+
+    @staticmethod
+    def _any_pending(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM sync_queue WHERE synced_at IS NULL "
+                            "LIMIT 1").fetchone() is not None
+
+    def _apply_one(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
+                   remote: RowState, pend: dict[str, list[_Entry]],
+                   metas: dict[str, RowState]
+                   ) -> tuple[Change | None, dict[str, Any] | None]:
+        local = self._local_state(spec, rid, pend.get(rid), metas.get(rid))
         policy = spec.on_delete_conflict
         # Writes from one origin are causally ordered: our own write echoed back is
         # never a conflict with our later writes.
@@ -324,12 +389,14 @@ class LocalStore:
         if local is not None and not lww.beats(remote, local, policy):
             conflict = None
             if foreign and local.version != remote.version and lww.is_concurrent(local, remote):
-                conflict = self._record_conflict(conn, spec.name, rid, local, remote,
-                                                 "remote write superseded by local")
+                conflict = self._record_conflict(conn, spec.name, rid,
+                                                 self._with_data(conn, spec, rid, local),
+                                                 remote, "remote write superseded by local")
             return None, conflict
         conflict = None
         if local is not None and foreign and lww.is_concurrent(remote, local):
-            conflict = self._record_conflict(conn, spec.name, rid, remote, local,
+            conflict = self._record_conflict(conn, spec.name, rid, remote,
+                                             self._with_data(conn, spec, rid, local),
                                              "local write superseded by remote")
         if local is not None and local.deleted and not remote.deleted:
             log.warning("edit-wins: %s %s restored by a concurrent remote edit", spec.name, rid)
@@ -337,23 +404,27 @@ class LocalStore:
         if pend.pop(rid, None):
             conn.execute("DELETE FROM sync_queue WHERE synced_at IS NULL AND table_name = ? "
                          "AND record_id = ?", (spec.name, rid))
-        self._set_meta(conn, spec.name, rid, remote)
         return Change(spec.name, rid, op, remote), conflict
 
-    def _local_state(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
-                     entries: list[_Entry] | None) -> RowState | None:
-        meta = self._metas(conn, spec.name, [rid]).get(rid)
+    def _local_state(self, spec: TableSpec, rid: str, entries: list[_Entry] | None,
+                     meta: RowState | None) -> RowState | None:
+        """The local version of a record (its row image is loaded only when logged)."""
         if entries:
             last = entries[-1]
             deleted = last.op == "DELETE"
-            data = (json.loads(last.data) if deleted and last.data
-                    else self._images(conn, spec, [rid]).get(rid, {}))
+            data = json.loads(last.data) if deleted and last.data else None
             return RowState(Version(max(e.hlc for e in entries), self.system_id), deleted,
-                            meta.version if meta else ZERO, data)
+                            meta.version if meta else ZERO, data or {})
         if meta is None:
             return None
+        return RowState(meta.version, meta.deleted, meta.base, {})
+
+    def _with_data(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
+                   state: RowState) -> RowState:
+        if state.data:
+            return state
         data = self._images(conn, spec, [rid]).get(rid, {})
-        return RowState(meta.version, meta.deleted, meta.base, data)
+        return RowState(state.version, state.deleted, state.base, data)
 
     def _write_row(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
                    remote: RowState) -> Op:
@@ -363,12 +434,9 @@ class LocalStore:
         if remote.deleted:
             conn.execute(f"DELETE FROM {t} WHERE {pk} = ?", (rid,))
             return Op.DELETE
-        cols = [c for c in spec.column_names if c in remote.data]
-        names = ", ".join(_q(c) for c in cols)
-        sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols if c != spec.primary_key)
-        sql = f"INSERT INTO {t} ({names}) VALUES ({','.join('?' * len(cols))})"
-        sql += f" ON CONFLICT ({pk}) DO UPDATE SET {sets}" if sets else " ON CONFLICT DO NOTHING"
-        conn.execute(sql, [remote.data[c] for c in cols])
+        cols = tuple(c for c in spec.column_names if c in remote.data)
+        conn.execute(_upsert_sql(spec.name, spec.primary_key, cols),
+                     [remote.data[c] for c in cols])
         return Op.UPDATE if exists else Op.INSERT
 
     def _set_meta(self, conn: sqlite3.Connection, table: str, rid: str, state: RowState,

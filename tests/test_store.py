@@ -109,7 +109,26 @@ def test_pending_coalesces_and_orders_fk_safe(store: LocalStore, tmp_path: Path)
     assert task.state.data["title"] == "T4" and len(task.queue_ids) == 6
     assert task.state.version.origin == "system-a" and not task.state.deleted
     assert changes[0].state.deleted and changes[0].state.data["task_id"] == "t"
-    assert store.pending(limit=2) == changes[:2]
+    # a limited read takes the records whose first pending entry is oldest, FK-ordered
+    assert store.pending(limit=2) == [changes[2], changes[3]]
+
+
+def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
+                                                              tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    for i in range(5):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+    conn.execute("UPDATE projects SET name = 'late' WHERE id = 'p0'")
+    conn.execute("DELETE FROM projects WHERE id = 'p1'")
+    first = store.pending(limit=2)
+    # entries of the chosen records written after the chunk's last entry are included
+    assert [(c.record_id, c.op, len(c.queue_ids)) for c in first] == [
+        ("p1", Op.DELETE, 2), ("p0", Op.INSERT, 2)]
+    assert first[1].state.data["name"] == "late"
+    store.ack(first, [{"outcome": "applied"}] * 2)
+    assert [c.record_id for c in store.pending(limit=2)] == ["p2", "p3"]
+    assert [c.record_id for c in store.pending()] == ["p2", "p3", "p4"]
 
 
 def test_update_changing_pk_is_delete_plus_insert(store: LocalStore, tmp_path: Path) -> None:
