@@ -188,6 +188,7 @@ def apply_function_sql(spec: TableSpec) -> str:
     inc_key = sort_key_sql("inc", spec.on_delete_conflict)
     cur_key = sort_key_sql("cur", spec.on_delete_conflict)
     pk_key = lit(spec.primary_key, D)
+    fast = _fast_path_sql(spec)
     defaults = "".join(
         f"\n        IF NOT (r ? {lit(c.name, D)}) THEN inc.{ident(c.name, D)} := {default_sql(c, D)};"
         f" END IF;" for c in spec.columns if c.default is not None)
@@ -202,10 +203,15 @@ DECLARE
   n integer;
   res jsonb;
   result jsonb := '[]'::jsonb;
+  n_rows integer;
+  n_ids integer;
+  complete boolean;
+  applied_ids text[];
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
   END IF;
+{fast}
   FOR r IN SELECT value FROM jsonb_array_elements(rows) LOOP
     res := NULL;
     rid := CASE WHEN jsonb_typeof(r) = 'object' THEN r ->> {pk_key} END;
@@ -275,6 +281,75 @@ BEGIN
   RETURN result;
 END
 $tablesync$;"""
+
+
+def _fast_path_sql(spec: TableSpec) -> str:
+    """The set-based common path of the apply function (plpgsql statements).
+
+    Taken when every row is an object carrying every declared column and the five version
+    keys, with distinct primary keys: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+    incoming key > stored key``, then the outcomes from a second statement (a fresh
+    snapshot: rows not updated are locked by the upsert, so it reads what the per-row path
+    would read). Any error (RLS, FK, bad value, a row not visible) rolls the block back and
+    the per-row path below decides row by row, so outcomes are identical.
+    """
+    t, pk = _t(spec), ident(spec.primary_key, D)
+    cols = spec.column_names + VERSION_COLUMNS
+    names = ", ".join(ident(c, D) for c in cols)
+    user_vals = [f"p.{ident(c, D)}" for c in spec.column_names]
+    ts_vals = ["coalesce((e.j ->> '_ts_hlc')::bigint, 0)",
+               "coalesce(e.j ->> '_ts_origin', '')",
+               "coalesce((e.j ->> '_ts_deleted')::boolean, false)",
+               "coalesce((e.j ->> '_ts_base_hlc')::bigint, 0)",
+               "coalesce(e.j ->> '_ts_base_origin', '')"]
+    vals = ", ".join(user_vals + ts_vals)
+    excluded = ", ".join(f"EXCLUDED.{ident(c, D)}" for c in cols)
+    keys = "ARRAY[" + ", ".join(lit(c, D) for c in cols) + "]"
+    pk_key = lit(spec.primary_key, D)
+    inc_key = sort_key_sql("EXCLUDED", spec.on_delete_conflict)
+    cur_key = sort_key_sql("cur", spec.on_delete_conflict)
+    src_key = sort_key_sql("src", spec.on_delete_conflict)
+    src = (f"SELECT e.ord, e.j ->> {pk_key} AS rid, {vals} "
+           f"FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), "
+           f"LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p")
+    src_cols = ", ".join(["ord", "rid"] + [ident(c, D) for c in cols])
+    return f"""  SELECT count(*), count(DISTINCT x.v ->> {pk_key}),
+         bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> {pk_key} IS NOT NULL AND x.v ?& {keys})
+    INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
+  IF complete AND n_rows = n_ids THEN
+    BEGIN
+      WITH up AS (
+        INSERT INTO {t} AS cur ({names})
+        SELECT {", ".join(user_vals + ts_vals)}
+          FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord),
+               LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p
+         ORDER BY e.ord
+        ON CONFLICT ({pk}) DO UPDATE SET ({names}) = ROW({excluded})
+          WHERE {inc_key} > {cur_key}
+        RETURNING cur.{pk}::text AS rid)
+      SELECT coalesce(array_agg(rid), ARRAY[]::text[]) INTO applied_ids FROM up;
+      WITH src ({src_cols}) AS ({src})
+      SELECT jsonb_agg(CASE
+               WHEN src.rid = ANY(applied_ids) THEN jsonb_build_object('id', src.rid,
+                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+               WHEN cur.{pk} IS NULL OR {src_key} > {cur_key} THEN NULL
+               WHEN src._ts_hlc = cur._ts_hlc AND src._ts_origin = cur._ts_origin THEN
+                 jsonb_build_object('id', src.rid, 'outcome', 'duplicate', 'row', NULL,
+                                    'message', NULL)
+               ELSE jsonb_build_object('id', src.rid, 'outcome', 'superseded',
+                                       'row', to_jsonb(cur), 'message', NULL)
+             END ORDER BY src.ord)
+        INTO result
+        FROM src LEFT JOIN {t} AS cur ON cur.{pk} = src.{pk};
+      IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(result) AS o(v)
+                     WHERE jsonb_typeof(o.v) = 'null') THEN
+        RETURN result;
+      END IF;
+      RAISE EXCEPTION 'tablesync: set-based apply undecided' USING ERRCODE = 'P0001';
+    EXCEPTION WHEN OTHERS THEN
+      result := '[]'::jsonb;                      -- rolled back; decide row by row
+    END;
+  END IF;"""
 
 
 def grants_sql(spec: TableSpec) -> str:

@@ -36,9 +36,14 @@ def _unique(ws: list[RowState]) -> list[RowState]:
     return [first.setdefault(w.version, w) for w in ws]
 
 
-def _payload(table: str, rid: str, w: RowState, n: int) -> dict[str, Any]:
+FULL = {"projects": {"description": None, "created_at": None},
+        "results": {"exit_code": None, "created_at": None}}
+
+
+def _payload(table: str, rid: str, w: RowState, n: int, full: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {"id": rid, "system_id": "system-a"}
     data.update({"name": f"w{n}"} if table == "projects" else {"task_id": "t0", "output": f"w{n}"})
+    data.update(FULL[table] if full else {})
     return {**data, "_ts_hlc": w.version.hlc, "_ts_origin": w.version.origin,
             "_ts_deleted": w.deleted, "_ts_base_hlc": w.base.hlc,
             "_ts_base_origin": w.base.origin}
@@ -50,8 +55,12 @@ def _expected(cur: RowState | None, w: RowState, policy: DeletePolicy) -> str:
     return "duplicate" if w.version == cur.version else "superseded"
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["partial-rows", "full-rows"])
 @pytest.mark.parametrize("policy", list(DeletePolicy))
-def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy) -> None:
+def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy,
+                                   full: bool) -> None:
+    """Partial rows take the per-row path; full rows with distinct ids in a batch take
+    the set-based path (a batch repeating an id falls back to the per-row path)."""
     table = TABLES[policy]
     apply(pg, "tasks", [{"id": "t0", "system_id": "system-a", "title": "t", "_ts_hlc": 1,
                          "_ts_origin": "A"}])
@@ -66,7 +75,8 @@ def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy) ->
         i, sizes = 0, itertools.cycle(cuts)
         while i < len(ws):
             batch = ws[i:i + next(sizes)]
-            out = apply(pg, table, [_payload(table, rid, w, i + k) for k, w in enumerate(batch)])
+            out = apply(pg, table, [_payload(table, rid, w, i + k, full)
+                                   for k, w in enumerate(batch)])
             for w, o in zip(batch, out):
                 assert o["outcome"] == _expected(cur, w, policy), (cur, w, o)
                 if o["outcome"] == "superseded":

@@ -96,3 +96,26 @@ def test_rls_forbidden_per_row(pg: Any, apply: Any) -> None:
     assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 1
     assert pg.execute("SELECT tablesync_watermark()").fetchone()[0] > 0
     pg.execute("RESET ROLE")
+
+
+def _full(i: str, hlc: int, origin: str = "A", **cols: Any) -> dict[str, Any]:
+    return _row(i, hlc, origin, description=None, created_at=None, **cols)
+
+
+def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
+    """Full rows with distinct ids (the set-based path): per-row outcomes in input order;
+    one failing row in the batch makes the whole batch fall back to the per-row path."""
+    apply(pg, "projects", [_full("a", 10), _full("b", 10), _full("c", 10)])
+    out = apply(pg, "projects", [_full("new", 5), _full("a", 10), _full("b", 9, "Z"),
+                                 _full("c", 10, "B")])
+    assert [o["outcome"] for o in out] == ["applied", "duplicate", "superseded", "applied"]
+    assert [o["id"] for o in out] == ["new", "a", "b", "c"]
+    assert out[2]["row"]["_ts_hlc"] == 10 and out[2]["row"]["_ts_origin"] == "A"
+    assert pg.execute("SELECT _ts_origin FROM projects WHERE id = 'c'").fetchone() == ("B",)
+    _jwt(pg, "system-a")
+    out = apply(pg, "projects", [_full("d", 5), {**_full("e", 5), "system_id": "system-b"},
+                                 _full("a", 11), _full("f", 5, name=None)])
+    assert [o["outcome"] for o in out] == ["applied", "forbidden", "applied", "error"]
+    pg.execute("RESET ROLE")
+    rows = pg.execute("SELECT id, _ts_hlc FROM projects ORDER BY id").fetchall()
+    assert rows == [("a", 11), ("b", 10), ("c", 10), ("d", 5), ("new", 5)]
