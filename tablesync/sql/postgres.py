@@ -307,47 +307,49 @@ def _fast_path_sql(spec: TableSpec) -> str:
     keys = "ARRAY[" + ", ".join(lit(c, D) for c in cols) + "]"
     pk_key = lit(spec.primary_key, D)
     inc_key = sort_key_sql("EXCLUDED", spec.on_delete_conflict)
-    cur_key = sort_key_sql("cur", spec.on_delete_conflict)
-    src_key = sort_key_sql("src", spec.on_delete_conflict)
-    src = (f"SELECT e.ord, e.j ->> {pk_key} AS rid, {vals} "
+    cur_key = sort_key_sql("tgt", spec.on_delete_conflict)
+    src_key = sort_key_sql("s", spec.on_delete_conflict)
+    src = (f"SELECT e.ord, e.j ->> {pk_key} AS row_id, {vals} "
            f"FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), "
            f"LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p")
-    src_cols = ", ".join(["ord", "rid"] + [ident(c, D) for c in cols])
+    src_cols = ", ".join(["ord", "row_id"] + [ident(c, D) for c in cols])
     return f"""  SELECT count(*), count(DISTINCT x.v ->> {pk_key}),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> {pk_key} IS NOT NULL AND x.v ?& {keys})
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids THEN
     BEGIN
       WITH up AS (
-        INSERT INTO {t} AS cur ({names})
+        INSERT INTO {t} AS tgt ({names})
         SELECT {", ".join(user_vals + ts_vals)}
           FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord),
                LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p
          ORDER BY e.ord
         ON CONFLICT ({pk}) DO UPDATE SET ({names}) = ROW({excluded})
           WHERE {inc_key} > {cur_key}
-        RETURNING cur.{pk}::text AS rid)
-      SELECT coalesce(array_agg(rid), ARRAY[]::text[]) INTO applied_ids FROM up;
-      WITH src ({src_cols}) AS ({src})
+        RETURNING tgt.{pk}::text AS up_id)
+      SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
+      WITH s ({src_cols}) AS ({src})
       SELECT jsonb_agg(CASE
-               WHEN src.rid = ANY(applied_ids) THEN jsonb_build_object('id', src.rid,
+               WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
                  'outcome', 'applied', 'row', NULL, 'message', NULL)
-               WHEN cur.{pk} IS NULL OR {src_key} > {cur_key} THEN NULL
-               WHEN src._ts_hlc = cur._ts_hlc AND src._ts_origin = cur._ts_origin THEN
-                 jsonb_build_object('id', src.rid, 'outcome', 'duplicate', 'row', NULL,
+               WHEN tgt.{pk} IS NULL OR {src_key} > {cur_key} THEN NULL
+               WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
                                     'message', NULL)
-               ELSE jsonb_build_object('id', src.rid, 'outcome', 'superseded',
-                                       'row', to_jsonb(cur), 'message', NULL)
-             END ORDER BY src.ord)
+               ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
+                                       'row', to_jsonb(tgt), 'message', NULL)
+             END ORDER BY s.ord)
         INTO result
-        FROM src LEFT JOIN {t} AS cur ON cur.{pk} = src.{pk};
+        FROM s LEFT JOIN unnest(applied_ids) AS a(up_id) ON a.up_id = s.row_id
+               LEFT JOIN {t} AS tgt ON tgt.{pk} = s.{pk};
       IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(result) AS o(v)
                      WHERE jsonb_typeof(o.v) = 'null') THEN
         RETURN result;
       END IF;
       RAISE EXCEPTION 'tablesync: set-based apply undecided' USING ERRCODE = 'P0001';
-    EXCEPTION WHEN OTHERS THEN
-      result := '[]'::jsonb;                      -- rolled back; decide row by row
+    EXCEPTION WHEN OTHERS THEN                    -- rolled back; decide row by row
+      RAISE DEBUG 'tablesync: per-row apply: % %', SQLSTATE, SQLERRM;
+      result := '[]'::jsonb;
     END;
   END IF;"""
 

@@ -105,9 +105,13 @@ def _full(i: str, hlc: int, origin: str = "A", **cols: Any) -> dict[str, Any]:
 def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
     """Full rows with distinct ids (the set-based path): per-row outcomes in input order;
     one failing row in the batch makes the whole batch fall back to the per-row path."""
+    notes: list[str] = []
+    pg.add_notice_handler(lambda d: notes.append(str(d.message_primary)))
+    pg.execute("SET client_min_messages = debug1")
     apply(pg, "projects", [_full("a", 10), _full("b", 10), _full("c", 10)])
     out = apply(pg, "projects", [_full("new", 5), _full("a", 10), _full("b", 9, "Z"),
                                  _full("c", 10, "B")])
+    assert not [n for n in notes if "per-row apply" in n]       # the set-based path
     assert [o["outcome"] for o in out] == ["applied", "duplicate", "superseded", "applied"]
     assert [o["id"] for o in out] == ["new", "a", "b", "c"]
     assert out[2]["row"]["_ts_hlc"] == 10 and out[2]["row"]["_ts_origin"] == "A"
@@ -116,6 +120,8 @@ def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
     out = apply(pg, "projects", [_full("d", 5), {**_full("e", 5), "system_id": "system-b"},
                                  _full("a", 11), _full("f", 5, name=None)])
     assert [o["outcome"] for o in out] == ["applied", "forbidden", "applied", "error"]
+    assert [n for n in notes if "per-row apply" in n]           # fell back
     pg.execute("RESET ROLE")
+    pg.execute("RESET client_min_messages")
     rows = pg.execute("SELECT id, _ts_hlc FROM projects ORDER BY id").fetchall()
     assert rows == [("a", 11), ("b", 10), ("c", 10), ("d", 5), ("new", 5)]
