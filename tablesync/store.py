@@ -280,14 +280,16 @@ class LocalStore:
         now = utcnow()
         with self._tx() as conn:
             acked = False
+            synced: list[int] = []
+            versions: list[Change] = []
             for ch, out in zip(changes, outcomes):
                 kind = str(out.get("outcome"))
                 if kind in ("applied", "duplicate"):
-                    self._mark_synced(conn, ch, now)
-                    self._set_meta(conn, ch.table, ch.record_id, ch.state, only_if_newer=True)
+                    synced += ch.queue_ids
+                    versions.append(ch)
                     acked = True
                 elif kind == "superseded":
-                    self._mark_synced(conn, ch, now)
+                    synced += ch.queue_ids
                     row = out.get("row")
                     if isinstance(row, Mapping):
                         winners.setdefault(ch.table, []).append(row)
@@ -299,6 +301,9 @@ class LocalStore:
                     self._park(conn, ch.table, ch.record_id, str(out.get("message") or kind))
                 else:
                     self._retry(conn, ch, str(out.get("message") or kind))
+            conn.executemany("UPDATE sync_queue SET synced_at = ? WHERE id = ?",
+                             [(now, qid) for qid in synced])
+            self._set_metas_if_newer(conn, versions)
             if acked:
                 conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))
             logged = [self._record_conflict(conn, *c, "pushed write superseded")
@@ -309,11 +314,24 @@ class LocalStore:
             applied += self.apply_remote(table, rows)
         return applied
 
-    def _mark_synced(self, conn: sqlite3.Connection, ch: Change, now: str) -> None:
-        for i in range(0, len(ch.queue_ids), CHUNK):
-            part = ch.queue_ids[i:i + CHUNK]
-            conn.execute(f"UPDATE sync_queue SET synced_at = ? WHERE id IN "
-                         f"({','.join('?' * len(part))})", (now, *part))
+    def _set_metas_if_newer(self, conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
+        """Record acknowledged versions (never lowering a newer one already recorded)."""
+        by_table: dict[str, dict[str, Change]] = {}
+        for ch in changes:
+            by_table.setdefault(ch.table, {})[ch.record_id] = ch
+        rows = []
+        for table, recs in by_table.items():
+            policy = self._specs[table].on_delete_conflict
+            current = self._metas(conn, table, list(recs))
+            for rid, ch in recs.items():
+                cur = current.get(rid)
+                if cur is None or lww.beats(ch.state, cur, policy):
+                    st = ch.state
+                    rows.append((table, rid, st.version.hlc, st.version.origin,
+                                 int(st.deleted), st.base.hlc, st.base.origin))
+        conn.executemany(
+            "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
+            "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _retry(self, conn: sqlite3.Connection, ch: Change, message: str) -> None:
         ids = ch.queue_ids[:CHUNK]
@@ -438,18 +456,6 @@ class LocalStore:
         conn.execute(_upsert_sql(spec.name, spec.primary_key, cols),
                      [remote.data[c] for c in cols])
         return Op.UPDATE if exists else Op.INSERT
-
-    def _set_meta(self, conn: sqlite3.Connection, table: str, rid: str, state: RowState,
-                  only_if_newer: bool = False) -> None:
-        if only_if_newer:
-            cur = self._metas(conn, table, [rid]).get(rid)
-            if cur is not None and not lww.beats(state, cur, self._specs[table].on_delete_conflict):
-                return
-        conn.execute(
-            "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
-            "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (table, rid, state.version.hlc, state.version.origin, int(state.deleted),
-             state.base.hlc, state.base.origin))
 
     # -- conflicts -----------------------------------------------------------------------
 
