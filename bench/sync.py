@@ -376,8 +376,41 @@ def memory_child(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str
 
 # ---------------------------------------------------------------------------- main
 
-def setup(srv: DevServer) -> DevServerInfo:
-    info = srv.info
+def serve_child(conn: Any) -> None:
+    """The backend in its own process (as Supabase is): start, report info, wait."""
+    srv = DevServer()
+    srv.start()
+    try:
+        conn.send(srv.info.to_json())
+        conn.recv()                              # any message (or EOF) stops it
+    except EOFError:
+        pass
+    finally:
+        srv.cleanup()
+
+
+class Backend:
+    """A DevServer (own PostgreSQL) in a child process."""
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=serve_child, args=(child,), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(120):
+            raise SystemExit("the devserver did not start within 120 s")
+        self.info = DevServerInfo(**json.loads(self._conn.recv()))
+
+    def stop(self) -> None:
+        try:
+            self._conn.send("stop")
+        except OSError:
+            pass
+        self._proc.join(60)
+
+
+def setup(info: DevServerInfo) -> DevServerInfo:
     project = load_project(ROOT / "sync.toml")
     pg(info, postgres.schema_sql(project.tables, project.ddl))
     with RestRemote(info.url, info.anon_key) as admin:
@@ -439,10 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     sizes = SIZES["quick" if args.quick else "full"]
     only = set(args.only.split(","))
     res: dict[str, Any] = {"load_before": os.getloadavg(), "sizes": sizes}
-    srv = DevServer()
-    srv.start()
+    backend = Backend()
     try:
-        info = setup(srv)
+        info = setup(backend.info)
         with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
             tmp = Path(d)
             if "push" in only:
@@ -458,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
                 res["memory"] = bench_memory(info, tmp, sizes["memory"], args.batch)
                 print("memory", json.dumps(res["memory"]), flush=True)
     finally:
-        srv.cleanup()
+        backend.stop()
     res["load_after"] = os.getloadavg()
     print()
     print(table(res))

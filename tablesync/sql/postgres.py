@@ -328,6 +328,12 @@ def _fast_path_sql(spec: TableSpec) -> str:
           WHERE {inc_key} > {cur_key}
         RETURNING tgt.{pk}::text AS up_id)
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
+      IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
+        SELECT jsonb_agg(jsonb_build_object('id', e.j ->> {pk_key}, 'outcome', 'applied',
+                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+        RETURN result;
+      END IF;
       WITH s ({src_cols}) AS ({src})
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
