@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
@@ -85,7 +87,7 @@ class TableSpec:
     foreign_keys: tuple[ForeignKey, ...] = ()
     schema_file: str = ""
 
-    @property
+    @functools.cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 

@@ -363,12 +363,15 @@ class LocalStore:
             conn.execute("UPDATE _tablesync_state SET applying = 1")
             pend = (self._pending_groups(conn).get(table, {})
                     if self._any_pending(conn) else {})
-            metas = self._metas(conn, table, list(dict.fromkeys(rids)))
+            unique = list(dict.fromkeys(rids))
+            metas = self._metas(conn, table, unique)
+            present = self._present(conn, spec, unique)
             written: dict[str, RowState] = {}
             top = 0
             for rid, remote in zip(rids, states):
                 top = max(top, remote.version.hlc)
-                change, conflict = self._apply_one(conn, spec, rid, remote, pend, metas)
+                change, conflict = self._apply_one(conn, spec, rid, remote, pend, metas,
+                                                    present)
                 if change is not None:
                     applied.append(change)
                     metas[rid] = written[rid] = remote
@@ -397,7 +400,7 @@ class LocalStore:
 
     def _apply_one(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
                    remote: RowState, pend: dict[str, list[_Entry]],
-                   metas: dict[str, RowState]
+                   metas: dict[str, RowState], present: set[str]
                    ) -> tuple[Change | None, dict[str, Any] | None]:
         local = self._local_state(spec, rid, pend.get(rid), metas.get(rid))
         policy = spec.on_delete_conflict
@@ -418,7 +421,7 @@ class LocalStore:
                                              "local write superseded by remote")
         if local is not None and local.deleted and not remote.deleted:
             log.warning("edit-wins: %s %s restored by a concurrent remote edit", spec.name, rid)
-        op = self._write_row(conn, spec, rid, remote)
+        op = self._write_row(conn, spec, rid, remote, present)
         if pend.pop(rid, None):
             conn.execute("DELETE FROM sync_queue WHERE synced_at IS NULL AND table_name = ? "
                          "AND record_id = ?", (spec.name, rid))
@@ -444,17 +447,29 @@ class LocalStore:
         data = self._images(conn, spec, [rid]).get(rid, {})
         return RowState(state.version, state.deleted, state.base, data)
 
-    def _write_row(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
-                   remote: RowState) -> Op:
+    def _present(self, conn: sqlite3.Connection, spec: TableSpec,
+                 rids: Sequence[str]) -> set[str]:
+        """Which of ``rids`` exist in the local table (one query per 500)."""
         t, pk = _q(spec.name), _q(spec.primary_key)
-        exists = conn.execute(f"SELECT 1 FROM {t} WHERE {pk} = ?",
-                              (rid,)).fetchone() is not None
+        out: set[str] = set()
+        for i in range(0, len(rids), CHUNK):
+            part = rids[i:i + CHUNK]
+            out.update(str(r) for (r,) in conn.execute(
+                f"SELECT {pk} FROM {t} WHERE {pk} IN ({','.join('?' * len(part))})", part))
+        return out
+
+    def _write_row(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
+                   remote: RowState, present: set[str]) -> Op:
+        t, pk = _q(spec.name), _q(spec.primary_key)
+        exists = rid in present
         if remote.deleted:
             conn.execute(f"DELETE FROM {t} WHERE {pk} = ?", (rid,))
+            present.discard(rid)
             return Op.DELETE
         cols = tuple(c for c in spec.column_names if c in remote.data)
         conn.execute(_upsert_sql(spec.name, spec.primary_key, cols),
                      [remote.data[c] for c in cols])
+        present.add(rid)
         return Op.UPDATE if exists else Op.INSERT
 
     # -- conflicts -----------------------------------------------------------------------

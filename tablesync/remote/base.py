@@ -254,27 +254,42 @@ def validate_row(spec: TableSpec, row: Any, *, partial: bool = False,
     rid = f"{label} row {key!r}"
     if key is None:
         raise PayloadError(f"{label}: row without primary key {spec.primary_key!r}")
+    expected = _expectations(spec)
     for name, value in row.items():
-        kind, nullable = _expected(spec, name, rid)
+        found = expected.get(name)
+        if found is None:
+            _expected(spec, name, rid)           # raises: unknown column
+            continue
+        kind, nullable = found
         if value is None:
             if not nullable:
                 raise PayloadError(f"{rid} column {name!r}: null in a NOT NULL column")
         elif not _KIND_CHECKS[kind](value):
             raise PayloadError(f"{rid} column {name!r}: expected {kind}, got "
                                f"{type(value).__name__} {str(value)[:40]!r}")
-    if not partial:
+    if not partial and len(row) < len(expected):
         missing = [c for c in (*spec.column_names, *SYNC_COLUMNS) if c not in row]
         if missing:
             raise PayloadError(f"{rid}: missing column(s) {', '.join(missing)}")
     return row
 
 
+_EXPECTED: dict[int, tuple[TableSpec, dict[str, tuple[str, bool]]]] = {}
+
+
+def _expectations(spec: TableSpec) -> dict[str, tuple[str, bool]]:
+    """(kind, nullable) per column name of ``spec``, computed once per spec object."""
+    hit = _EXPECTED.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        table = {c.name: (column_kind(c.type), c.nullable and c.name != spec.primary_key)
+                 for c in spec.columns}
+        hit = _EXPECTED[id(spec)] = (spec, {**table, **SYNC_COLUMNS})
+    return hit[1]
+
+
 def _expected(spec: TableSpec, name: str, rid: str) -> tuple[str, bool]:
-    if name in SYNC_COLUMNS:
-        return SYNC_COLUMNS[name]
-    try:
-        col = spec.column(name)
-    except KeyError:
+    found = _expectations(spec).get(name)
+    if found is None:
         raise PayloadError(f"{rid}: unknown column {name!r}",
-                           hint="the server schema is ahead: run `tablesync generate`") from None
-    return column_kind(col.type), col.nullable and name != spec.primary_key
+                           hint="the server schema is ahead: run `tablesync generate`")
+    return found
