@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -23,7 +24,7 @@ from tablesync.machine import PullResult, PushResult
 from tablesync.metrics import Metrics
 from tablesync.model import Change, TableSpec
 from tablesync.project import Project
-from tablesync.remote.base import MAX_PAGE, ForbiddenError, Remote
+from tablesync.remote.base import MAX_PAGE, ForbiddenError, Page, Remote
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
@@ -168,23 +169,38 @@ class Cycles:
         return PullResult("ok")
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
+        """Page through ``spec``'s changes; the next page is fetched (in a helper thread,
+        joined before returning) while the current one is applied locally."""
         cursor, _ = self.store.get_cursor(spec.name)
-        after = 0
         system = self.project.config.system.id
-        for _ in range(10**7):                  # bounded: a page always advances `after`
-            page = self.remote.pull_page(spec.name, spec.scope, system, cursor, after,
+
+        def fetch(after: int) -> Page:
+            return self.remote.pull_page(spec.name, spec.scope, system, cursor, after,
                                          MAX_PAGE)
-            for bad in page.rejected:
-                log.error("engine: rejected a remote row: %s", bad)
-            applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
-            self.metrics.changes_pulled.inc(len(applied))
-            self._note(summary, pulled=len(page.rows), applied=len(applied),
-                       rejected=len(page.rejected))
-            self._notify(applied)
-            if page.size < MAX_PAGE or page.last_seq is None or page.last_seq <= after:
-                break
-            after = page.last_seq
+
+        with ThreadPoolExecutor(1, thread_name_prefix="tablesync-pull") as pool:
+            ahead = pool.submit(fetch, 0)
+            after = 0
+            for _ in range(10**7):              # bounded: a page always advances `after`
+                page = ahead.result()
+                more = not (page.size < MAX_PAGE or page.last_seq is None
+                            or page.last_seq <= after)
+                if more:
+                    ahead = pool.submit(fetch, page.last_seq)
+                self._apply_page(spec, page, summary)
+                if not more:
+                    break
+                after = page.last_seq
         self.store.set_cursor(spec.name, mark, 0)
+
+    def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:
+        for bad in page.rejected:
+            log.error("engine: rejected a remote row: %s", bad)
+        applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+        self.metrics.changes_pulled.inc(len(applied))
+        self._note(summary, pulled=len(page.rows), applied=len(applied),
+                   rejected=len(page.rejected))
+        self._notify(applied)
 
     @staticmethod
     def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,

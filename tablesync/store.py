@@ -367,9 +367,17 @@ class LocalStore:
             metas = self._metas(conn, table, unique)
             present = self._present(conn, spec, unique)
             written: dict[str, RowState] = {}
+            fresh: list[tuple[str, RowState]] = []
+            full = len(spec.column_names)
             top = 0
             for rid, remote in zip(rids, states):
                 top = max(top, remote.version.hlc)
+                if (rid not in metas and rid not in pend and rid not in written
+                        and not remote.deleted and len(remote.data) == full):
+                    fresh.append((rid, remote))  # nothing local to compare: write in bulk
+                    metas[rid] = remote
+                    continue
+                self._write_fresh(conn, spec, fresh, present, written, applied)
                 change, conflict = self._apply_one(conn, spec, rid, remote, pend, metas,
                                                     present)
                 if change is not None:
@@ -377,6 +385,7 @@ class LocalStore:
                     metas[rid] = written[rid] = remote
                 if conflict is not None:
                     logged.append(conflict)
+            self._write_fresh(conn, spec, fresh, present, written, applied)
             conn.executemany(
                 "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
                 "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -385,6 +394,23 @@ class LocalStore:
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
         self._write_conflict_log(logged)
         return applied
+
+    @staticmethod
+    def _write_fresh(conn: sqlite3.Connection, spec: TableSpec,
+                     fresh: list[tuple[str, RowState]], present: set[str],
+                     written: dict[str, RowState], applied: list[Change]) -> None:
+        """Upsert full rows of records with no local version (one executemany)."""
+        if not fresh:
+            return
+        cols = spec.column_names
+        conn.executemany(_upsert_sql(spec.name, spec.primary_key, cols),
+                         [[st.data[c] for c in cols] for _, st in fresh])
+        for rid, st in fresh:
+            op = Op.UPDATE if rid in present else Op.INSERT
+            present.add(rid)
+            written[rid] = st
+            applied.append(Change(spec.name, rid, op, st))
+        fresh.clear()
 
     @staticmethod
     def _rid(spec: TableSpec, state: RowState) -> str:
