@@ -45,6 +45,7 @@ from tablesync.project import Project, load_project
 from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
 from tablesync.sql import postgres
+from tablesync.store import LocalStore
 from tablesync.vault import Secret, Vault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,7 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
                 for c in changes]
         base = rest_upsert(info, token, rows, batch)
         pg(info, "DELETE FROM tasks")
+        pg(info, "VACUUM ANALYZE tasks")         # both sides start from a clean table
         cycles = engine._cycles()
         t0, c0 = time.perf_counter(), cpu()
         for _ in range(10 * n):
@@ -153,6 +155,7 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
     if count != n:
         raise SystemExit(f"push: {count} rows on the server, expected {n}")
     pg(info, "DELETE FROM tasks")
+    pg(info, "VACUUM ANALYZE tasks")
     return {"rows": n, "batch": batch, "rows_per_s": n / wall, "seconds": wall,
             "client_cpu_us_per_row": client_cpu / n * 1e6,
             "baseline_rows_per_s": n / base, "baseline_seconds": base}
@@ -344,8 +347,12 @@ def bench_memory(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str
 
 def memory_child(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, Any]:
     project = project_for(tmp, info, "system-d", batch_size=batch)
+    LocalStore.open(project).close()
+    # the app fills the queue in its own process, so this process's peak is the drain's
+    subprocess.run([sys.executable, "-c", "import sys, bench.sync as b; b.queue_inserts("
+                    "sys.argv[1], 'system-d', int(sys.argv[2]), 'mem-')",
+                    str(project.config.database_path), str(n)], check=True, cwd=ROOT)
     with engine_for(project, info, realtime=False) as engine:
-        queue_inserts(project.config.database_path, "system-d", n, "mem-")
         assert engine.session is not None
         engine.session.ensure()
         cycles = engine._cycles()

@@ -220,7 +220,8 @@ class LocalStore:
                 data, deleted = images[rid], False
             else:
                 continue  # the row vanished without a captured delete; nothing to push
-            state = RowState(Version(max(e.hlc for e in entries), self.system_id), deleted,
+            hlc = entries[0].hlc if len(entries) == 1 else max(e.hlc for e in entries)
+            state = RowState(Version(hlc, self.system_id), deleted,
                              meta.version if meta else ZERO, data)
             op = Op.DELETE if deleted else (
                 Op.INSERT if meta is None or meta.deleted else Op.UPDATE)

@@ -200,15 +200,16 @@ def parse_outcomes(table: str, sent: Sequence[Mapping[str, Any]], body: Any,
         raise PayloadError(f"apply {table}: expected {len(sent)} outcomes, got {n}")
     out: list[ApplyOutcome] = []
     for i, (item, row) in enumerate(zip(body, sent)):
-        where = f"apply {table} row {i}"
         if not isinstance(item, dict) or item.get("outcome") not in APPLY_OUTCOMES:
-            raise PayloadError(f"{where}: malformed outcome {str(item)[:120]!r}")
+            raise PayloadError(f"apply {table} row {i}: malformed outcome "
+                               f"{str(item)[:120]!r}")
         rid = str(item.get("id"))
         if rid != str(row.get(pk)):
-            raise PayloadError(f"{where}: outcome for id {rid!r}, expected {row.get(pk)!r}")
+            raise PayloadError(f"apply {table} row {i}: outcome for id {rid!r}, expected "
+                               f"{row.get(pk)!r}")
         srow, msg = item.get("row"), item.get("message")
         if srow is not None and not isinstance(srow, dict):
-            raise PayloadError(f"{where}: 'row' is not an object")
+            raise PayloadError(f"apply {table} row {i}: 'row' is not an object")
         out.append(ApplyOutcome(rid, item["outcome"], srow, None if msg is None else str(msg)))
     return out
 
