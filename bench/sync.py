@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -116,10 +115,11 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (or ``VmHWM``: its peak since exec) in MB."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -376,9 +376,12 @@ def memory_child(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str
         wall = time.perf_counter() - t0
         stop.set()
         th.join()
-        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"changes": n, "baseline_rss_mb": base, "peak_rss_mb": max(peak[0], base),
-            "ru_maxrss_mb": hwm, "seconds": wall, "rows_per_s": n / wall}
+        hwm = rss_mb("VmHWM")
+    # VmHWM, not ru_maxrss: Linux carries the parent's peak into a forked child's
+    # ru_maxrss, which made it report the bench driver's own peak
+    return {"changes": n, "baseline_rss_mb": base, "peak_rss_mb": max(peak[0], hwm, base),
+            "sampled_peak_rss_mb": peak[0], "vm_hwm_mb": hwm, "seconds": wall,
+            "rows_per_s": n / wall}
 
 
 # ---------------------------------------------------------------------------- main
