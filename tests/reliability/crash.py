@@ -396,6 +396,8 @@ class CrashRig:
     # -- the engine process
 
     def start_engine(self) -> None:
+        self.marks.poll()
+        self.marks.open.clear()                         # the killed process's phases
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABLESYNC_")}
         env["TABLESYNC_SUPABASE__PASSWORD"] = PASSWORD
         env["HOME"] = str(self.tmp)
