@@ -16,6 +16,8 @@ per kill and the summary that docs/reliability.md quotes. Exit status 1 on any f
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (database, marks, engine log)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tablesync-crash-") as tmp:
-        base = Path(tmp)
+    base = Path(tempfile.mkdtemp(prefix="tablesync-crash-"))
+    ok = False
+    try:
         pg = postgres.start(base / "pgdata")
         try:
             dsn = pg.create_database("crash")
@@ -49,10 +54,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 rig.setup()
                 report = rig.run(args.kills)
+                ok = True
             finally:
+                if not ok:
+                    print(f"failed; work folder kept: {base}", flush=True)
+                    _dump(rig, base)
                 rig.close()
         finally:
             pg.stop()
+    finally:
+        if ok and not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
     hit = report.phase_counts()
     print(f"result: {report.summary()}")
     print("kills by open phase: " + ", ".join(f"{k}={v}" for k, v in sorted(hit.items())))
@@ -60,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kill delay after the phase opened: min {delays[0] * 1000:.0f} ms, "
           f"median {delays[len(delays) // 2] * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms")
     return 0
+
+
+def _dump(rig: CrashRig, base: Path) -> None:
+    """Save the server's tables and audit next to the replica for a post-mortem."""
+    try:
+        with (base / "server.txt").open("w") as out:
+            for table in ("tasks", "results", "crash_audit"):
+                subprocess.run([sys.executable, "-c", (
+                    "import psycopg,sys;c=psycopg.connect(sys.argv[1]);"
+                    "[print(*r, sep='|') for r in c.execute(sys.argv[2])]"),
+                    rig.dsn, f"SELECT * FROM {table}"], stdout=out, check=False)
+    except OSError as exc:
+        print(f"could not dump the server: {exc}")
 
 
 if __name__ == "__main__":

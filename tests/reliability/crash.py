@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 
 from faults.proxy import FaultProxy
 from tablesync.devserver.server import DevServer
@@ -243,7 +244,14 @@ class ServerWriter(_Loop):
                              (f"sb:{self.n}:",))
 
     def _one(self, table: str, _: str | None, sql: str, args: tuple[Any, ...]) -> int:
-        rows = self.conn.execute(sql, args).fetchall()
+        for attempt in range(10):           # a bulk UPDATE may deadlock with a push: retry
+            try:
+                rows = self.conn.execute(sql, args).fetchall()
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 9:
+                    raise
+                time.sleep(0.05)
         for rid, value, hlc, origin, deleted in rows:
             self.oracle.add(Write(table, rid, (int(hlc), origin, int(deleted)),
                                   None if deleted else value))

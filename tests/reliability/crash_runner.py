@@ -39,6 +39,28 @@ def _install(fd: int) -> None:
     wrap(LocalStore, "ack", "ack")
     wrap(LocalStore, "apply_remote", "apply")
     wrap(Cycles, "catch_up", "pull")
+    if os.environ.get("CRASH_TRACE"):
+        _trace(fd, LocalStore)
+
+
+def _trace(fd: int, store: type) -> None:
+    """Diagnostics: one line per acknowledged change and per applied remote row."""
+    ack, apply_remote = store.ack, store.apply_remote
+
+    def traced_ack(self: Any, changes: Any, outcomes: Any) -> Any:
+        lines = [f"#ack {c.table} {c.record_id} {c.state.version.hlc} {o.get('outcome')} "
+                 f"q={','.join(map(str, c.queue_ids))}" for c, o in zip(changes, outcomes)]
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+        return ack(self, changes, outcomes)
+
+    def traced_apply(self: Any, table: str, rows: Any) -> Any:
+        rows = list(rows)
+        lines = [f"#rem {table} {r.get('id')} {r.get('_ts_hlc')} {r.get('_ts_origin')}"
+                 for r in rows]
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+        return apply_remote(self, table, rows)
+
+    store.ack, store.apply_remote = traced_ack, traced_apply
 
 
 def main(argv: list[str]) -> int:
@@ -46,6 +68,11 @@ def main(argv: list[str]) -> int:
     fd = os.open(marks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(fd, f"=run {os.getpid()}\n".encode())
     _install(fd)
+    if os.environ.get("CRASH_TRACE"):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(threadName)s %(name)s %(message)s")
     from tablesync.cli import app
 
     try:

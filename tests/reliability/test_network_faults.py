@@ -192,6 +192,7 @@ def test_connection_resets_are_retried_on_the_backoff_schedule(
                          what="5 connection attempts under reset")
         wait_for(lambda: e.status.state == "disconnected", what="disconnected")
         # every attempt is a new connection (the old one was reset): 0.1, 0.2, 0.4, 0.8 s
+        print("reset: reconnect gaps", [round(x, 3) for x in gaps(times[:5])])
         assert_backoff(times[:5], backoff_schedule(4, base=BASE, cap=8 * BASE), slack=SLACK)
         proxy.mode = "pass"
         assert_converged(e, tmp_path, info)
@@ -233,6 +234,7 @@ def test_blackhole_times_out_and_recovers(backend: DevServer, proxy: FaultProxy,
         wait_for(lambda: e.status.state == "disconnected", timeout=10,
                  what="the push times out (1 s client timeout)")
         elapsed = time.monotonic() - t0
+        print(f"blackhole: disconnected after {elapsed:.2f} s")
         assert 0.9 <= elapsed < 5, f"noticed the blackhole after {elapsed:.2f} s"
         assert "timed out" in e.status.last_error, e.status.last_error
         assert proxy.stats().dropped > 0
@@ -289,6 +291,7 @@ def test_500_503_429_follow_backoff_and_honour_retry_after(
         insert_local(tmp_path, [f"http{i}" for i in range(15)])
         times = push_times(proxy, 5, timeout=20)
         g = gaps(times)
+        print("500/500/503/429: push retry gaps", [round(x, 3) for x in g])
         # 500, 500: backoff 0.1, 0.2 s; 503 (Retry-After 0.8): backoff 0.4 raised to 0.8;
         # 429 (Retry-After 1.2): backoff 0.8 raised to 1.2
         expect = (windows([BASE], slack=SLACK) + windows([2 * BASE], slack=SLACK)
@@ -309,7 +312,7 @@ def test_queue_never_stalls_offline_after_five_tries_then_recovers(
         caplog: pytest.LogCaptureFixture) -> None:
     info = backend.info
     e = make_engine(tmp_path, info, proxy.url)
-    caplog.set_level(logging.WARNING, logger="tablesync.engine")
+    caplog.set_level(logging.INFO, logger="tablesync.engine")
     try:
         e.start()
         connected(e)
@@ -317,19 +320,29 @@ def test_queue_never_stalls_offline_after_five_tries_then_recovers(
         faults.fail(500, count=None, path_prefix="/rest/v1/rpc/tablesync_apply_tasks")
         insert_local(tmp_path, [f"off{i}" for i in range(25)])
         times = push_times(proxy, 7, timeout=20)
+        print("offline: push retry gaps", [round(x, 3) for x in gaps(times)])
         # 5 tries on the backoff schedule, then offline mode: one try per 1.5 s
         assert_backoff(times, [BASE, 2 * BASE, 4 * BASE, 8 * BASE, OFFLINE, OFFLINE],
                        slack=SLACK)
-        assert e.status.offline and e.status.state == "disconnected"
+        wait_for(lambda: e.status.offline and e.status.state == "disconnected",
+                 what=f"offline and disconnected between tries ({e.status})")
         assert any("offline mode" in r.getMessage() for r in caplog.records)
         insert_server(info, ["srv-while-offline"])
         faults.clear()
         t_clear = time.monotonic()
         wait_for(lambda: not e.status.offline, timeout=OFFLINE + 3,
                  what="recovered at the next offline retry")
-        assert time.monotonic() - t_clear <= OFFLINE + SLACK + 0.5
+        recovered = time.monotonic() - t_clear
+        print(f"offline: recovered {recovered:.2f} s after the fault cleared")
+        assert recovered <= OFFLINE + SLACK + 0.5
         assert_converged(e, tmp_path, info)
         assert pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'off%'") == [(25,)]
+        # what is logged: every state change with its reason, offline mode as a warning
+        msgs = [(r.levelname, r.getMessage()) for r in caplog.records]
+        i_down = msgs.index(("INFO", "engine: disconnected (server unreachable)"))
+        i_off = next(i for i, m in enumerate(msgs) if m[0] == "WARNING"
+                     and m[1].startswith("engine: offline mode, next try in"))
+        assert i_down < i_off < msgs.index(("INFO", "engine: connected"), i_off), msgs
     finally:
         e.close()
 
@@ -347,6 +360,7 @@ def test_default_backoff_schedule_measured(backend: DevServer, proxy: FaultProxy
         faults.fail(500, count=4, path_prefix="/rest/v1/rpc/tablesync_apply_tasks")
         insert_local(tmp_path, ["default-schedule"])
         times = push_times(proxy, 5, timeout=25)
+        print("default policy: push retry gaps", [round(x, 3) for x in gaps(times)])
         assert_backoff(times, backoff_schedule(4), jitter=0.25, slack=SLACK)
         assert_converged(e, tmp_path, info)
     finally:
