@@ -365,3 +365,28 @@ def test_default_backoff_schedule_measured(backend: DevServer, proxy: FaultProxy
         assert_converged(e, tmp_path, info)
     finally:
         e.close()
+
+
+def test_lost_acknowledgement_is_resent_and_applied_once(
+        backend: DevServer, proxy: FaultProxy, tmp_path: Path) -> None:
+    """At-least-once push + idempotent apply: the server commits, the answer is lost."""
+    from .crash import AUDIT_SQL
+
+    info = backend.info
+    with psycopg.connect(info.dsn, autocommit=True) as conn:
+        conn.execute(AUDIT_SQL.encode())
+    e = make_engine(tmp_path, info, proxy.url, realtime=False)
+    try:
+        e.start()
+        connected(e, realtime=False)
+        proxy.clear_events()
+        backend.faults.add("rest", 503, count=2, retry_after=0.1, after=True,
+                           path_prefix="/rest/v1/rpc/tablesync_apply_tasks")
+        insert_local(tmp_path, [f"ack{i}" for i in range(12)])
+        assert_converged(e, tmp_path, info)
+        assert len(proxy.request_times(PUSH)) >= 3       # two lost answers, then a duplicate
+        stored = pg(info, "SELECT id, count(*) FROM crash_audit WHERE id LIKE 'ack%' "
+                    "GROUP BY id ORDER BY id")
+        assert stored == [(f"ack{i}", 1) for i in sorted(range(12), key=str)], stored
+    finally:
+        e.close()
