@@ -35,7 +35,7 @@ import psycopg.errors
 
 from faults.proxy import FaultProxy
 from tablesync.devserver.server import DevServer
-from tablesync.project import Project, load_project
+from tablesync.project import load_project
 from tablesync.remote.rest import RestRemote
 from tablesync.sql import postgres
 from tablesync.store import LocalStore
@@ -223,15 +223,15 @@ class ServerWriter(_Loop):
             value, r = f"s:{self.n}", self.rng.random()
             if r < 0.6:
                 rid = f"t{self.rng.randrange(SEED_TASKS):04d}"
-                self._one("tasks", value, "UPDATE tasks SET title = %s WHERE id = %s "
+                self._one("tasks", "UPDATE tasks SET title = %s WHERE id = %s "
                           "RETURNING id, title, _ts_hlc, _ts_origin, _ts_deleted", (value, rid))
             elif r < 0.8:
-                self._one("tasks", value, "INSERT INTO tasks (id, system_id, title) VALUES "
+                self._one("tasks", "INSERT INTO tasks (id, system_id, title) VALUES "
                           "(%s, %s, %s) RETURNING id, title, _ts_hlc, _ts_origin, _ts_deleted",
                           (f"s{self.n}", SYSTEM, value))
             else:
                 rid = f"r{self.rng.randrange(SEED_RESULTS):03d}"
-                self._one("results", value, "UPDATE results SET output = %s WHERE id = %s "
+                self._one("results", "UPDATE results SET output = %s WHERE id = %s "
                           "RETURNING id, output, _ts_hlc, _ts_origin, _ts_deleted",
                           (value, rid))
 
@@ -239,11 +239,11 @@ class ServerWriter(_Loop):
         """Rewrite every seeded task at once (a big catch-up / Realtime burst)."""
         with self._lock:
             self.n += 1
-            return self._one("tasks", None, "UPDATE tasks SET title = %s || id WHERE id LIKE "
+            return self._one("tasks", "UPDATE tasks SET title = %s || id WHERE id LIKE "
                              "'t%%' RETURNING id, title, _ts_hlc, _ts_origin, _ts_deleted",
                              (f"sb:{self.n}:",))
 
-    def _one(self, table: str, _: str | None, sql: str, args: tuple[Any, ...]) -> int:
+    def _one(self, table: str, sql: str, args: tuple[Any, ...]) -> int:
         for attempt in range(10):           # a bulk UPDATE may deadlock with a push: retry
             try:
                 rows = self.conn.execute(sql, args).fetchall()
@@ -365,11 +365,11 @@ class CrashRig:
                                  self._periods[1])
         with self.dash._lock:
             for i in range(0, SEED_TASKS, 500):
-                self.dash._one("tasks", None, "INSERT INTO tasks (id, system_id, title) "
+                self.dash._one("tasks", "INSERT INTO tasks (id, system_id, title) "
                                "SELECT 't' || lpad(g::text, 4, '0'), %s, 'seed' FROM "
                                "generate_series(%s::int, %s::int) g RETURNING id, title, _ts_hlc, "
                                "_ts_origin, _ts_deleted", (SYSTEM, i, i + 499))
-            self.dash._one("results", None, "INSERT INTO results (id, system_id, task_id, "
+            self.dash._one("results", "INSERT INTO results (id, system_id, task_id, "
                            "output) SELECT 'r' || lpad(g::text, 3, '0'), %s, 't' || "
                            "lpad(g::text, 4, '0'), 'seed' FROM generate_series(0, %s::int) g "
                            "RETURNING id, output, _ts_hlc, _ts_origin, _ts_deleted",
