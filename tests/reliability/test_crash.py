@@ -22,6 +22,7 @@ pytestmark = pytest.mark.postgres
 CI_KILLS = 6
 
 
+@pytest.mark.slow
 def test_sigkill_in_push_pull_and_apply_loses_nothing(pg_dsn: str, tmp_path: Path) -> None:
     rig = CrashRig(tmp_path, pg_dsn, seed=20261124, log=print)
     try:
