@@ -390,3 +390,30 @@ def test_lost_acknowledgement_is_resent_and_applied_once(
         assert stored == [(f"ack{i}", 1) for i in sorted(range(12), key=str)], stored
     finally:
         e.close()
+
+
+def test_failed_catch_up_pages_are_retried_and_lose_nothing(
+        backend: DevServer, proxy: FaultProxy, faults: BackendFaults, tmp_path: Path) -> None:
+    """Pull side: pages of a catch-up answered 500/503 are retried; the cursor only moves
+    once a table was read completely, so no row is skipped."""
+    info = backend.info
+    e = make_engine(tmp_path, info, proxy.url, realtime=False)
+    try:
+        e.start()
+        connected(e, realtime=False)
+        pg(info, "INSERT INTO tasks (id, system_id, title) SELECT 'p' || g, %s, 'bulk' "
+           "FROM generate_series(1, 2500) g", SYSTEM)
+        proxy.clear_events()
+        faults.fail(500, count=2, path_prefix="/rest/v1/tasks")
+        faults.fail(503, count=1, retry_after=0.3, path_prefix="/rest/v1/tasks")
+        assert_converged(e, tmp_path, info)
+        pages = proxy.request_times("GET /rest/v1/tasks?")
+        assert len(pages) >= 3 + 3, f"{len(pages)} page requests"   # 3 failed + 3 pages
+        conn = app(tmp_path)
+        try:
+            assert conn.execute("SELECT count(*) FROM tasks WHERE id LIKE 'p%'"
+                                ).fetchone() == (2500,)
+        finally:
+            conn.close()
+    finally:
+        e.close()
