@@ -303,6 +303,30 @@ def sync_conflicts(
         typer.echo("no conflicts")
 
 
+@app.command()
+@handle_errors
+def docs(
+    out: Path = typer.Option(Path("docs"), "--out", "-o", help="Folder of the docs."),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 naming stale files (for CI)."),
+) -> None:
+    """Write the generated references docs/sync-toml.md and docs/cli.md."""
+    from tablesync import docgen
+
+    refs = docgen.references(app, out)
+    stale = docgen.stale(refs)
+    if check and stale:
+        typer.secho("error: stale reference(s): " + ", ".join(map(str, stale))
+                    + " (run `tablesync docs`)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_ERROR)
+    for path in [] if check else stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(refs[path], encoding="utf-8")
+        typer.echo(f"wrote {path}")
+    if not stale:
+        typer.echo("references are up to date")
+
+
 def _command_name() -> str:
     """How the user can call this tablesync again: ``tablesync`` when it is on PATH."""
     import os
