@@ -383,6 +383,9 @@ def demo(
         typer.echo(f"starting the local backend and two engines (files in {directory}) ...")
     info = demo_.start()
     try:
+        if not demo_.connected:
+            typer.secho("warning: the engines are not connected yet; their status pages "
+                        "say why", fg=typer.colors.YELLOW, err=True)
         if json_out:
             typer.echo(json.dumps(info.to_dict(), sort_keys=True))
         else:

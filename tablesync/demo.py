@@ -192,6 +192,7 @@ class Demo:
         self.on_state = on_state
         self._server: Any = None  # tablesync.devserver.server.DevServer
         self._running: list[_Running] = []
+        self.connected = False  # both engines reached Connected within the ready timeout
 
     def __enter__(self) -> DemoInfo:
         return self.start()
@@ -304,6 +305,7 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(r.engine.snapshot().state == "Connected" for r in self._running):
+                self.connected = True
                 return
             time.sleep(0.1)
 
