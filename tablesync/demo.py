@@ -25,7 +25,7 @@ from typing import Any, Callable
 from tablesync import daemon, generate
 from tablesync.config import SyncConfig
 from tablesync.engine import Engine
-from tablesync.errors import RemoteError, TablesyncError
+from tablesync.errors import ConfigError, RemoteError, TablesyncError
 from tablesync.project import Project, load_project
 from tablesync.vault import Secret
 
@@ -296,7 +296,11 @@ class Demo:
         if self.on_state is not None:
             callback = self.on_state
             engine.on_state(lambda st: callback(system_id, str(st.state)))
-        status.start()
+        try:
+            status.start()
+        except ConfigError:
+            raise TablesyncError(f"{system_id}'s status page port {status.port} is in use",
+                                 hint="pass --status-port (0 = free ports)") from None
         daemon.write_control(project, status.url, status.csrf_token)
         engine.start()
         return run

@@ -188,3 +188,19 @@ def test_demo_help_lists_its_options() -> None:
     assert res.exit_code == 0
     for opt in ("--dir", "--port", "--status-port", "--duration", "--json", "--reset"):
         assert opt in res.output
+
+
+@pytest.mark.slow
+def test_taken_status_port_names_the_option_and_stops_what_started(tmp_path: Path) -> None:
+    from tablesync.demo import Demo
+    from tablesync.errors import TablesyncError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        demo = Demo(ROOT / "sync.toml", tmp_path / "demo", port=0, status_port=port)
+        with pytest.raises(TablesyncError, match="--status-port"):
+            demo.start()
+    assert demo._server is None and demo._running == []
+    assert not (tmp_path / "demo" / "backend" / "pg" / "postmaster.pid").exists()
