@@ -18,6 +18,7 @@ import secrets
 import shlex
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -222,6 +223,9 @@ class Demo:
         (self.dir / MARKER).touch()
 
     def _start(self, base: Project, ready_timeout: float) -> DemoInfo:
+        # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (harmless; noise
+        # on a fresh machine's first screen)
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
         from tablesync.devserver.server import DevServer
 
         sql = self._generate(base)
