@@ -117,7 +117,8 @@ def instructions(info: DemoInfo, command: str = "tablesync") -> str:
     tablesync from the user's shell, e.g. ``.venv/bin/tablesync``)."""
     a, b = info.systems[0], info.systems[1]
     db_a, db_b = shlex.quote(_rel(a.database)), shlex.quote(_rel(b.database))
-    insert = f"insert into tasks (id, system_id, title) values ('t1', '{a.id}', 'hello from {a.id}')"
+    insert = ("insert into tasks (id, system_id, title) "
+              f"values ('t1', '{a.id}', 'hello from {a.id}')")
     py = ('python3 -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); '
           'c.execute(sys.argv[2]); c.commit()"')
     py_select = ('python3 -c "import sqlite3, sys; '

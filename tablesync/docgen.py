@@ -77,7 +77,8 @@ def _type_name(annotation: Any) -> str:
 def _default(f: FieldInfo) -> str:
     if f.is_required():
         return "required"
-    value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+    factory = f.default_factory
+    value = factory() if factory is not None else f.default  # type: ignore[call-arg]
     if value is None or value is PydanticUndefined:
         return "unset"
     value = getattr(value, "value", value)

@@ -50,7 +50,8 @@ def _line(proc: subprocess.Popen[str], timeout: float) -> str:
     sel.register(proc.stdout, selectors.EVENT_READ)
     if not sel.select(timeout):
         proc.kill()
-        raise AssertionError(f"no output within {timeout}s; stderr: {proc.stderr.read()}")  # type: ignore[union-attr]
+        _, err = proc.communicate()
+        raise AssertionError(f"no output within {timeout}s; stderr: {err}")
     return proc.stdout.readline()
 
 
