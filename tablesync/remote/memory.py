@@ -175,7 +175,9 @@ class MemoryServer:
 
     def write(self, table: str, values: Mapping[str, Any], *, deleted: bool = False,
               system_id: str | None = None, txn: Transaction | None = None) -> ApplyResult:
-        """A dashboard/REST insert, PATCH or soft delete; the trigger stamps the version."""
+        """A dashboard/REST insert, PATCH or soft delete; the trigger stamps the version.
+
+        Returns the stored row (``row``) so callers can see the stamp."""
         spec = self._table(table)
         with self._transaction(txn) as t:
             rid, problem = self._check(spec, values, system_id, t)
@@ -186,7 +188,7 @@ class MemoryServer:
             stamp = max(clock.pack(self._wall.now_ms()), base.hlc + 1)
             new = RowState(Version(stamp, SERVER_ORIGIN), deleted, base, dict(values))
             self._store(t, table, rid, old, new)
-            return ApplyResult(rid, Outcome.APPLIED)
+            return ApplyResult(rid, Outcome.APPLIED, row=dict(t.writes[(table, rid)]))
 
     # --- reads -------------------------------------------------------------------------
 

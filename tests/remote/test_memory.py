@@ -225,3 +225,18 @@ def test_unsubscribe_stops_notifications() -> None:
     stop()
     s.apply("tasks", [w(11)])
     assert heard == ["tasks"]
+
+
+def test_a_winning_delete_keeps_its_own_stamp_even_when_lower_than_the_stored_one() -> None:
+    """edit-wins orders deletes by base first: a delete of a newer version wins over an
+    older delete stamped later. The server must keep the incoming version as is (the
+    trigger may stamp only writes that did not bring a version, never "not newer" ones),
+    or the pusher and the server would hold different versions of the same write."""
+    s = server()
+    s.apply("tasks", [w(10, "a")])
+    s.apply("tasks", [w(900, "fast", deleted=True, base=Version(10, "a"))])
+    s.apply("tasks", [w(20, "b", base=Version(10, "a"))])  # unseen edit: restores
+    late = w(30, "b", deleted=True, base=Version(20, "b"))  # deletes the restored row
+    assert s.apply("tasks", [late])[0].outcome is Outcome.APPLIED
+    row = s.row("tasks", "t1")
+    assert row is not None and (row["_ts_hlc"], row["_ts_origin"]) == (30, "b")
