@@ -235,8 +235,8 @@ def test_a_winning_delete_keeps_its_own_stamp_even_when_lower_than_the_stored_on
     s = server()
     s.apply("tasks", [w(10, "a")])
     s.apply("tasks", [w(900, "fast", deleted=True, base=Version(10, "a"))])
-    s.apply("tasks", [w(20, "b", base=Version(10, "a"))])  # unseen edit: restores
-    late = w(30, "b", deleted=True, base=Version(20, "b"))  # deletes the restored row
+    # b edited (20) then deleted (30) offline; coalescing pushes only the delete
+    late = w(30, "b", deleted=True, base=Version(20, "b"))
     assert s.apply("tasks", [late])[0].outcome is Outcome.APPLIED
     row = s.row("tasks", "t1")
     assert row is not None and (row["_ts_hlc"], row["_ts_origin"]) == (30, "b")
