@@ -70,19 +70,27 @@ def same(a: RowState | None, b: RowState | None) -> bool:
 
 
 class Replica(Protocol):
-    """What the machine needs from a local store (LocalStore will implement the same)."""
+    """What the machine needs from a local store; ``LocalStore`` is driven through an
+    adapter with the same methods (tests/property/test_convergence_store.py)."""
 
     origin: str
-    hlc: HLC
 
-    def write(self, key: Key, data: dict[str, Any]) -> RowState: ...
-    def delete(self, key: Key) -> RowState | None: ...
-    def pending(self, table: str) -> list[tuple[RowState, tuple[int, ...]]]: ...
-    def ack(self, queue_ids: tuple[int, ...]) -> None: ...
-    def apply_remote(self, key: Key, remote: RowState) -> None: ...
+    def write(self, key: Key, data: dict[str, Any]) -> RowState:
+        """Insert or update through the app's path; returns the write as stamped."""
+    def delete(self, key: Key) -> RowState | None:
+        """Delete a live row (None if there is none); returns the tombstone write."""
+    def pending(self, table: str) -> list[Any]:
+        """Coalesced pending changes (opaque items with a ``.state``)."""
+    def acknowledge(self, batch: list[Any], results: list[dict[str, Any]]) -> None:
+        """Handle the server's per-row outcomes for a batch from ``pending``."""
+    def apply_remote(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Apply server rows (catch-up page, realtime payload) by the LWW rule."""
     def cursor(self, table: str) -> int: ...
     def set_cursor(self, table: str, value: int) -> None: ...
-    def snapshot(self) -> dict[Key, RowState]: ...
+    def last_hlc(self) -> int:
+        """The highest HLC this replica stamped or observed."""
+    def snapshot(self) -> dict[Key, RowState]:
+        """Every record's current state, tombstones included (data of live rows)."""
     def conflicts(self) -> list[Conflict]: ...
 
 
@@ -91,6 +99,13 @@ class _Entry:
     qid: int
     key: Key
     state: RowState
+
+
+@dataclass(frozen=True)
+class _Pending:
+    key: Key
+    state: RowState
+    qids: tuple[int, ...]
 
 
 @dataclass
@@ -124,19 +139,31 @@ class ReplicaModel:
             return None
         return self._local(key, RowState(self._stamp(), True, old.version, dict(old.data)))
 
-    def pending(self, table: str) -> list[tuple[RowState, tuple[int, ...]]]:
+    def pending(self, table: str) -> list[_Pending]:
         """Coalesced per record: the latest state, with every queue id it covers."""
         ids: dict[Key, list[int]] = {}
         for e in self.queue:
             if e.key[0] == table:
                 ids.setdefault(e.key, []).append(e.qid)
-        return [(self.meta[k], tuple(q)) for k, q in ids.items()]
+        return [_Pending(k, self.meta[k], tuple(q)) for k, q in ids.items()]
 
-    def ack(self, queue_ids: tuple[int, ...]) -> None:
-        done = set(queue_ids)
-        self.queue = [e for e in self.queue if e.qid not in done]
+    def acknowledge(self, batch: list[_Pending], results: list[dict[str, Any]]) -> None:
+        """applied/duplicate: done; superseded: apply the server's row, done; else retry."""
+        for item, result in zip(batch, results, strict=True):
+            if result["outcome"] == "superseded":
+                self._apply(item.key, row_state(result["row"]))
+            if result["outcome"] in ("applied", "duplicate", "superseded"):
+                done = set(item.qids)
+                self.queue = [e for e in self.queue if e.qid not in done]
 
-    def apply_remote(self, key: Key, remote: RowState) -> None:
+    def apply_remote(self, table: str, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._apply((table, str(row["id"])), row_state(row))
+
+    def last_hlc(self) -> int:
+        return self.hlc.last
+
+    def _apply(self, key: Key, remote: RowState) -> None:
         """The LWW rule on a remote state; logs concurrent losers; never enqueues."""
         self.hlc.observe(remote.version.hlc)
         local = self.meta.get(key)
@@ -187,8 +214,11 @@ class ReplicaModel:
 class Request:
     replica: int
     table: str
-    rows: list[dict[str, Any]]
-    qids: list[tuple[int, ...]]
+    batch: list[Any]  # the replica's pending items, for its acknowledgement
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [wire_row(item.state) for item in self.batch]
 
 
 @dataclass
@@ -196,7 +226,7 @@ class Response:
     replica: int
     table: str
     results: list[ApplyResult]
-    qids: list[tuple[int, ...]]
+    batch: list[Any]
 
 
 @dataclass
@@ -278,7 +308,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         if a == b:
             return
         ra, rb = self.replicas[a], self.replicas[b]
-        target = max(clock.physical_ms(ra.hlc.last), clock.physical_ms(rb.hlc.last)) + 1
+        target = max(clock.physical_ms(ra.last_hlc()), clock.physical_ms(rb.last_hlc())) + 1
         if abs(target - self.now) > HOUR:
             return  # would need more than an hour of skew
         for i in (a, b):
@@ -324,7 +354,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             batch = self.replicas[r].pending(table)
             if not batch:
                 continue
-            req = Request(r, table, [wire_row(s) for s, _ in batch], [q for _, q in batch])
+            req = Request(r, table, batch)
             event(f"push: {fate}")
             if fate == "in flight":
                 self.requests.append(req)
@@ -345,7 +375,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         """The server applies a request; its response goes in flight (or waits for commit)."""
         txn = self.server.begin() if slow else None
         results = self.server.apply(req.table, req.rows, system_id=SCOPE, txn=txn)
-        response = Response(req.replica, req.table, results, req.qids)
+        response = Response(req.replica, req.table, results, req.batch)
         if txn is not None:
             self.slow.append(SlowCommit(txn, response=response))
         else:
@@ -375,14 +405,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self._handle_response(resp)
 
     def _handle_response(self, resp: Response) -> None:
-        rep = self.replicas[resp.replica]
-        for result, qids in zip(resp.results, resp.qids):
+        for result in resp.results:
             event(f"push outcome {result.outcome.value}")
-            if result.outcome is Outcome.SUPERSEDED:
-                assert result.row is not None
-                rep.apply_remote((resp.table, result.id), row_state(result.row))
-            if result.outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.SUPERSEDED):
-                rep.ack(qids)
+        self.replicas[resp.replica].acknowledge(resp.batch, [r.to_json() for r in resp.results])
 
     # --- server-side writers and late commits -------------------------------------------------------
 
@@ -452,8 +477,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 return
             page = self.server.pull(table, cursor=rep.cursor(table), after_seq=after,
                                     limit=PAGE_LIMIT, system_id=SCOPE)
-            for row in page:
-                rep.apply_remote((table, str(row["id"])), row_state(row))
+            rep.apply_remote(table, page)
             if len(page) < PAGE_LIMIT:
                 rep.set_cursor(table, mark)
                 return
@@ -481,7 +505,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             msgs += data.draw(st.lists(st.sampled_from(msgs), max_size=2), label="duplicates")
         for table, row in data.draw(st.permutations(msgs), label="order"):
             if data.draw(st.integers(0, 4), label="drop?"):  # 1 in 5 is lost
-                self.replicas[r].apply_remote((table, str(row["id"])), row_state(row))
+                self.replicas[r].apply_remote(table, [row])
 
     # --- invariants while running --------------------------------------------------------------
 
@@ -489,8 +513,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def clocks_have_observed_what_replicas_hold(self) -> None:
         self.steps += 1
         for rep in self.replicas:
+            last = rep.last_hlc()
             for state in rep.snapshot().values():
-                assert rep.hlc.last >= state.version.hlc
+                assert last >= state.version.hlc
 
     @invariant()
     def server_rows_are_real_writes(self) -> None:
@@ -528,9 +553,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 for table in TABLES:
                     batch = rep.pending(table)
                     if batch:
-                        results = self.server.apply(table, [wire_row(s) for s, _ in batch],
-                                                    system_id=SCOPE)
-                        self._handle_response(Response(i, table, results, [q for _, q in batch]))
+                        req = Request(i, table, batch)
+                        results = self.server.apply(table, req.rows, system_id=SCOPE)
+                        self._handle_response(Response(i, table, results, batch))
             for i in range(N_REPLICAS):
                 for table in TABLES:
                     self._catch_up(i, table)
