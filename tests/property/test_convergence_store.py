@@ -9,8 +9,8 @@ on the app's connection.
 
 from __future__ import annotations
 
-import json
 import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-import test_convergence as base  # tests/property is on sys.path (no __init__.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_convergence as base  # noqa: E402  (the model machine, reused)
 from tablesync.clock import FakeClock
 from tablesync.model import ZERO, Conflict, RowState, Version
 
@@ -210,13 +211,43 @@ class StoreConvergenceMachine(base.ConvergenceMachine):
 
 
 StoreConvergenceMachine.TestCase.settings = settings(
-    max_examples=max(10, settings.default.max_examples // 4),
-    stateful_step_count=60,
+    max_examples=max(10, settings.default.max_examples // 2),
+    stateful_step_count=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestStoreConvergence = StoreConvergenceMachine.TestCase
 
 
-def _json(x: Any) -> str:  # pragma: no cover - debugging aid
-    return json.dumps(x, default=str)
+def test_delete_after_a_lost_acknowledgement_stays_deleted(tmp_path: Path) -> None:
+    """The shortest failure the machine found: update pushed but its response lost, then a
+    delete. The delete's base must be the update (the copy held it), not the last
+    acknowledged version, or edit-wins ranks the delete below the update and the server
+    answers "superseded" with the updated row: the user's delete is undone."""
+    wall = FakeClock()
+    rep = StoreReplica("r0", wall, tmp_path)
+    server = base.MemoryServer(base.TABLES.values(), wall=wall)
+    key = ("tasks", "t1")
+
+    def push(ack: bool = True) -> None:
+        batch = rep.pending("tasks")
+        results = server.apply("tasks", [base.wire_row(c.state) for c in batch])
+        if ack:
+            rep.acknowledge(batch, [r.to_json() for r in results])
+
+    try:
+        rep.write(key, {"id": "t1", "system_id": base.SCOPE, "title": "v0"})
+        push()
+        wall.advance(1)
+        rep.write(key, {"id": "t1", "system_id": base.SCOPE, "title": "v1"})
+        push(ack=False)  # the server applied it; the replica crashed before the ack
+        wall.advance(1)
+        deleted = rep.delete(key)
+        assert deleted is not None
+        push()
+        assert rep.pending("tasks") == []
+        row = server.row("tasks", "t1")
+        assert row is not None and row["_ts_deleted"], "the delete was superseded"
+        assert rep.snapshot()[key].deleted
+    finally:
+        rep.close()
