@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from tablesync import clock, lww
 from tablesync.clock import SystemClock, WallClock
-from tablesync.errors import TablesyncError
+from tablesync.errors import AuthError, TablesyncError
 from tablesync.model import ZERO, Conflict, DeletePolicy, RowState, TableSpec, Version
 
 VERSION_COLUMNS = ("_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
@@ -313,3 +313,48 @@ class MemoryServer:
     def _conflict(self, table: str, rid: str, winner: RowState, loser: RowState) -> Conflict:
         when = clock.to_iso(clock.pack(self._wall.now_ms()))
         return Conflict(table, rid, winner, loser, when, "server apply overwrote a concurrent write")
+
+
+class MemoryRemote:
+    """The engine's ``Remote`` (:mod:`tablesync.remote.base`) over a :class:`MemoryServer`.
+
+    For offline demos and engine tests: no HTTP and no accounts; ``system_id`` plays the
+    JWT's ``app_metadata.system_id`` (RLS), ``None`` the service role.
+    """
+
+    def __init__(self, server: MemoryServer, *, system_id: str | None = None) -> None:
+        self.server = server
+        self.system_id = system_id
+
+    def sign_in(self, email: str, password: object) -> Any:
+        raise AuthError("the in-memory remote has no accounts; leave [supabase] email unset")
+
+    def refresh(self, refresh_token: object) -> Any:
+        raise AuthError("the in-memory remote has no sessions to refresh")
+
+    def apply(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[Any]:
+        """``rpc/tablesync_apply_<table>``: one ApplyOutcome per row, in order."""
+        from tablesync.remote.base import ApplyOutcome  # the engine's type (same layer)
+
+        return [ApplyOutcome(r.id, r.outcome.value, r.row, r.message)
+                for r in self.server.apply(table, rows, system_id=self.system_id)]
+
+    def watermark(self) -> int:
+        return self.server.watermark()
+
+    def pull_page(self, table: str, scope: str, system_id: str, cursor: int,
+                  after_seq: int, limit: int = DEFAULT_PAGE_LIMIT) -> Any:
+        """One catch-up page, filtered like ``<scope>=eq.<system_id>`` (and by RLS)."""
+        from tablesync.remote.base import Page
+
+        spec = self.server._table(table)
+        if scope != spec.scope:
+            raise MemoryServerError(f"{table}: scope column is {spec.scope!r}, not {scope!r}")
+        if self.system_id is not None and system_id != self.system_id:
+            return Page(rows=[], size=0, last_seq=None)  # RLS hides other systems' rows
+        rows = self.server.pull(table, cursor=cursor, after_seq=after_seq, limit=limit,
+                                system_id=system_id)
+        return Page(rows=rows, size=len(rows), last_seq=rows[-1]["_ts_seq"] if rows else None)
+
+    def close(self) -> None:
+        """Nothing to release."""
