@@ -25,10 +25,11 @@ writing it gets a per-row ``error`` (Postgres would wait; the caller retries eit
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from tablesync import clock, lww
 from tablesync.clock import SystemClock, WallClock

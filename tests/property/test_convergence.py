@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
-    invariant,
     initialize,
+    invariant,
     rule,
 )
 

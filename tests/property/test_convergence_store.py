@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_convergence as base  # noqa: E402  (the model machine, reused)
+import test_convergence as base
+
 from tablesync.clock import FakeClock
 from tablesync.model import ZERO, Conflict, RowState, Version
 
