@@ -60,7 +60,9 @@ def _skewed_julianday(wall: FakeClock) -> Any:
     def julianday(arg: str) -> float:
         if arg != "now":
             raise ValueError("only julianday('now') is expected in the capture triggers")
-        return wall.now_ms() / 86_400_000 + 2440587.5
+        # a quarter millisecond in, so that both round() and a truncating CAST of
+        # (jd - 2440587.5) * 86400000 give back exactly now_ms despite float error
+        return (wall.now_ms() + 0.25) / 86_400_000 + 2440587.5
 
     return julianday
 
