@@ -164,7 +164,7 @@ class LocalStore:
             else:
                 continue  # the row vanished without a captured delete; nothing to push
             state = RowState(Version(max(e.hlc for e in entries), self.system_id), deleted,
-                             meta.version if meta else ZERO, data)
+                             self._held_before(entries, meta), data)
             op = Op.DELETE if deleted else (
                 Op.INSERT if meta is None or meta.deleted else Op.UPDATE)
             out.append(Change(spec.name, rid, op, state, tuple(e.id for e in entries)))
@@ -327,6 +327,13 @@ class LocalStore:
         self._set_meta(conn, spec.name, rid, remote)
         return Change(spec.name, rid, op, remote), conflict
 
+    def _held_before(self, entries: list[_Entry], meta: RowState | None) -> Version:
+        """The version the local copy held before the latest pending write: the previous
+        pending write (acknowledged or not, it was this copy's state), else the meta."""
+        if len(entries) >= 2:
+            return Version(entries[-2].hlc, self.system_id)
+        return meta.version if meta else ZERO
+
     def _local_state(self, conn: sqlite3.Connection, spec: TableSpec, rid: str,
                      entries: list[_Entry] | None) -> RowState | None:
         meta = self._metas(conn, spec.name, [rid]).get(rid)
@@ -336,7 +343,7 @@ class LocalStore:
             data = (json.loads(last.data) if deleted and last.data
                     else self._images(conn, spec, [rid]).get(rid, {}))
             return RowState(Version(max(e.hlc for e in entries), self.system_id), deleted,
-                            meta.version if meta else ZERO, data)
+                            self._held_before(entries, meta), data)
         if meta is None:
             return None
         data = self._images(conn, spec, [rid]).get(rid, {})
