@@ -224,3 +224,111 @@ def test_login_stores_tokens_encrypted_and_0600(backend: DevServer, tmp_path: Pa
     # the JWT's payload part (base64) must not be readable either
     assert tokens.access_token.reveal().split(".")[1].encode() not in raw
     assert password(A) not in result.output and tokens.refresh_token.reveal() not in result.output
+
+
+# ------------------------------------------------------------- secrets never logged
+
+
+class _ClientSide(logging.Filter):
+    """Only the engine process' records (the devserver stands in for a remote host)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(("tablesync.devserver", "uvicorn"))
+
+
+@pytest.fixture
+def debug_log(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "engine-debug.log"
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(_ClientSide())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield path
+    root.removeHandler(handler)
+    root.setLevel(old)
+    handler.close()
+
+
+@pytest.mark.slow
+def test_no_secret_in_logs_or_status_output(pg_dsn: str, tmp_path: Path, debug_log: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tablesync import daemon
+    from tablesync.project import load_project
+    from tablesync.web.server import StatusServer
+
+    issued: list[Any] = []
+    real_tokens = RestRemote._tokens
+
+    def spy(body: Any, what: str) -> Any:     # records every token pair the server issued
+        tokens = real_tokens(body, what)
+        issued.append(tokens)
+        return tokens
+
+    monkeypatch.setattr(RestRemote, "_tokens", staticmethod(spy))
+    passphrase = "tr0ub4dor & 3 -- passphrase"
+    monkeypatch.setenv("TABLESYNC_PASSPHRASE", passphrase)
+    srv = start_backend(pg_dsn, jwt_exp=4)
+    monkeypatch.setenv("TABLESYNC_SUPABASE__PASSWORD", password(A))
+    outputs: list[str] = []
+    runner = CliRunner()
+    try:
+        info = srv.info
+        cfg = write_config(tmp_path, info, A)
+        result = runner.invoke(app, ["login", "--config", str(cfg)])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+        monkeypatch.delenv("TABLESYNC_SUPABASE__PASSWORD")   # the engine lives on tokens
+        project = load_project(cfg)
+        with daemon.build_engine(project) as engine:
+            status = StatusServer(engine)
+            status.start()
+            daemon.write_control(project, status.url, status.csrf_token)
+            try:
+                engine.start()
+                wait_for(lambda: engine.status.state == "connected" and engine.status.realtime,
+                         what="connected")
+                app_db = __import__("sqlite3").connect(tmp_path / f"{A}.db",
+                                                       isolation_level=None)
+                for i in range(5):
+                    app_db.execute("INSERT INTO tasks (id, system_id, title) "
+                                   "VALUES (?, ?, 'x')", (f"l{i}", A))
+                    pg(info.dsn, "INSERT INTO tasks (id, system_id, title) "
+                                 "VALUES (%s, %s, 'r')", f"r{i}", A)
+                    time.sleep(1.0)
+                wait_for(lambda: len(issued) >= 3, timeout=15, what="two token refreshes")
+                wait_for(lambda: pg(info.dsn, "SELECT count(*) FROM tasks") == [(10,)]
+                         and app_db.execute("SELECT count(*) FROM tasks").fetchone() == (10,)
+                         and engine.store.stats().depth == 0, timeout=15, what="converged")
+                for path in ("/api/status", "/metrics", "/"):
+                    r = httpx.get(status.url + path, timeout=5)
+                    assert r.status_code == 200, (path, r.status_code)
+                    outputs.append(r.text)
+                for args in (["sync", "status", "--json"], ["sync", "status"],
+                             ["sync", "now"], ["sync", "conflicts", "--json"]):
+                    result = runner.invoke(app, [*args, "--config", str(cfg)])
+                    assert result.exit_code == 0, (args, result.output)
+                    outputs.append(result.output)
+                assert json.loads(outputs[-4])["state"] in ("Connected", "Syncing")
+                outputs.append(repr(engine.status) + repr(engine.snapshot()) + repr(engine))
+            finally:
+                daemon.remove_control(project)
+                status.stop()
+    finally:
+        srv.stop()
+    log_text = debug_log.read_text()
+    assert log_text.count("\n") > 20 and "tablesync." in log_text   # it did log, at DEBUG
+    secrets = {"password": password(A), "anon key": info.anon_key,
+               "service key": info.service_key, "passphrase": passphrase}
+    for n, tokens in enumerate(issued):
+        access, refresh = tokens.access_token.reveal(), tokens.refresh_token.reveal()
+        secrets[f"access token {n}"] = access
+        secrets[f"access token {n} signature"] = access.rsplit(".", 1)[-1]
+        secrets[f"refresh token {n}"] = refresh
+    haystacks = {"debug log": log_text, **{f"output {i}": o for i, o in enumerate(outputs)}}
+    leaks = [(what, where) for what, secret in secrets.items()
+             for where, text in haystacks.items() if secret in text]
+    assert leaks == []
