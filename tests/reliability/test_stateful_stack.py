@@ -12,6 +12,7 @@ must equal the server's rows of its scope, with an empty queue, within CONVERGE_
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 import time
@@ -233,7 +234,7 @@ def test_replicas_converge_under_writes_partitions_restarts_and_expiry(pg_dsn: s
     stack = Stack(pg_dsn)
     try:
         run_state_machine_as_test(machine(stack), settings=settings(
-            max_examples=3 if CI else 6, stateful_step_count=8 if CI else 14, deadline=None,
+            max_examples=3 if CI else int(os.environ.get("STATEFUL_EXAMPLES", 6)), stateful_step_count=8 if CI else 14, deadline=None,
             suppress_health_check=list(HealthCheck),
             # no shrinking: each step drives real processes; the printed steps are the repro
             phases=[Phase.explicit, Phase.reuse, Phase.generate]))
