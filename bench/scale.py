@@ -293,6 +293,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     # -- load phase
     writer = threading.Thread(target=central)
     before = probe.sample()
+    hosts_before = sum(_stat(p.pid)[0] for p in procs)
     writer.start()
     written = sum(_ask(workers, "write", (args.duration, args.rate)))
     stop_writer.set()
@@ -304,6 +305,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(0.2)
     drained_s = time.monotonic() - t_load
     after = probe.sample()
+    hosts_cpu = sum(_stat(p.pid)[0] for p in procs) - hosts_before
     time.sleep(2)
     arrivals: dict[str, float] = {}
     for part in _ask(workers, "arrivals"):
@@ -313,6 +315,8 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     load = {
         "local_rows": written, "push_rows_per_s": written / wall,
         "central_tasks": len(sent), "central_delivered": len(lat),
+        "central_tasks_per_s": len(sent) / wall,
+        "engine_hosts_cpu_pct": 100 * hosts_cpu / wall,
         "central_latency_p50_ms": 1000 * statistics.median(lat) if lat else None,
         "central_latency_p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))] if lat else None,
         "drain_after_load_s": drained_s,
@@ -378,7 +382,8 @@ def main() -> None:
         results.append(r)
         print(json.dumps(r), flush=True)
     keys = ["systems", "connect_all_s", "push_rows_per_s", "central_latency_p50_ms",
-            "central_latency_p95_ms", "convergence_after_heal_s", "idle_devserver_cpu_pct",
+            "central_latency_p95_ms", "central_tasks_per_s", "convergence_after_heal_s",
+            "engine_hosts_cpu_pct", "idle_devserver_cpu_pct",
             "idle_postgres_cpu_pct", "devserver_cpu_pct", "postgres_cpu_pct",
             "devserver_rss_mb", "postgres_pss_mb"]
     print("| " + " | ".join(keys) + " |")
