@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
@@ -93,6 +93,15 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 self._start(s)
                 self.apps[s] = app_db(self.tmp, self.system[s])
             self.partitioned: set[str] = set()
+            self.steps: list[str] = []
+            for s in SIDES:                 # a few rows on every side, so every rule has targets
+                for _ in range(3):
+                    self.apps[s].execute("INSERT INTO tasks (id, system_id, title) "
+                                         "VALUES (?, ?, 'seed')", (next(self.ids), self.system[s]))
+                for _ in range(2):
+                    r = stack.http.post("/rest/v1/tasks", json={
+                        "id": next(self.ids), "system_id": self.system[s], "title": "seed"})
+                    assert r.status_code == 201, r.text
 
         # -- helpers
         def _start(self, side: str) -> None:
@@ -111,11 +120,13 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         # -- local writes (the application's own sqlite3 connection)
         @rule(side=st.sampled_from(SIDES), title=TITLES)
         def local_insert(self, side: str, title: str) -> None:
+            self.steps.append('local_insert')
             self.apps[side].execute("INSERT INTO tasks (id, system_id, title) VALUES (?, ?, ?)",
                                     (next(self.ids), self.system[side], title))
 
         @rule(side=st.sampled_from(SIDES), data=st.data(), title=TITLES)
         def local_update(self, side: str, data: st.DataObject, title: str) -> None:
+            self.steps.append('local_update')
             ids = self._local_ids(side)
             if ids:
                 rid = data.draw(st.sampled_from(ids), label="row")
@@ -124,6 +135,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
         @rule(side=st.sampled_from(SIDES), data=st.data())
         def local_delete(self, side: str, data: st.DataObject) -> None:
+            self.steps.append('local_delete')
             ids = self._local_ids(side)
             if ids:
                 rid = data.draw(st.sampled_from(ids), label="row")
@@ -133,6 +145,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         @rule(side=st.sampled_from(SIDES), kind=st.sampled_from(["insert", "update", "delete"]),
               data=st.data(), title=TITLES)
         def server_write(self, side: str, kind: str, data: st.DataObject, title: str) -> None:
+            self.steps.append('server_write')
             system = self.system[side]
             if kind == "insert":
                 rid = next(self.ids)
@@ -160,12 +173,14 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         # -- faults
         @rule(side=st.sampled_from(SIDES), kind=st.sampled_from(["refuse", "reset", "blackhole"]))
         def partition(self, side: str, kind: str) -> None:
+            self.steps.append('partition')
             stack.proxies[side].set_mode(kind)
             self.partitioned.add(side)
 
         @precondition(lambda self: bool(self.partitioned))
         @rule(data=st.data())
         def heal(self, data: st.DataObject) -> None:
+            self.steps.append('heal')
             side = data.draw(st.sampled_from(sorted(self.partitioned)), label="side")
             stack.proxies[side].set_mode("pass")
             self.partitioned.discard(side)
@@ -173,15 +188,18 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         @precondition(lambda self: stack.up)
         @rule()
         def backend_down(self) -> None:
+            self.steps.append('backend_down')
             stack.backend(False)
 
         @precondition(lambda self: not stack.up)
         @rule()
         def backend_up(self) -> None:
+            self.steps.append('backend_up')
             stack.backend(True)
 
         @rule(side=st.sampled_from(SIDES), token_expires=st.booleans())
         def restart_engine(self, side: str, token_expires: bool) -> None:
+            self.steps.append('restart_engine')
             self.engines.pop(side).close()
             if token_expires:                     # the stored access token dies meanwhile
                 time.sleep(JWT_EXP + 0.3)
@@ -189,10 +207,12 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
         @rule(seconds=st.sampled_from([0.0, 0.3, 1.0]))
         def let_time_pass(self, seconds: float) -> None:
+            self.steps.append('let_time_pass')
             time.sleep(seconds)
 
         @rule()
         def heal_all_and_check(self) -> None:
+            self.steps.append('heal_all_and_check')
             self.converge()
 
         # -- the property
@@ -220,6 +240,9 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         def teardown(self) -> None:
             try:
                 self.converge()
+                if os.environ.get("STATEFUL_VERBOSE"):
+                    rows = {s: len(self._server_ids(s)) for s in SIDES}
+                    print(f"example steps={self.steps} server rows={rows}")
             finally:
                 for e in self.engines.values():
                     e.close()
@@ -234,8 +257,10 @@ def test_replicas_converge_under_writes_partitions_restarts_and_expiry(pg_dsn: s
     stack = Stack(pg_dsn)
     try:
         run_state_machine_as_test(machine(stack), settings=settings(
-            max_examples=3 if CI else int(os.environ.get("STATEFUL_EXAMPLES", 6)), stateful_step_count=8 if CI else 14, deadline=None,
+            max_examples=4 if CI else int(os.environ.get("STATEFUL_EXAMPLES", 8)),
+            stateful_step_count=12 if CI else 20, deadline=None,
             suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.verbose if os.environ.get("STATEFUL_VERBOSE") else Verbosity.normal,
             # no shrinking: each step drives real processes; the printed steps are the repro
             phases=[Phase.explicit, Phase.reuse, Phase.generate]))
     finally:
