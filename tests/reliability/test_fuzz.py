@@ -391,3 +391,20 @@ def test_rest_client_on_garbage_answers(project: Project, canned: CannedServer, 
             if hasattr(result, "rows"):          # a pull page: only valid rows get through
                 for r in result.rows:
                     validate_row(spec, r)
+
+
+def test_deeply_nested_frame_is_dropped_and_the_reader_goes_on(project: Project) -> None:
+    """Regression: a nested-array frame raised RecursionError out of the reader, which ended
+    the Realtime client for good."""
+    got: list[Any] = []
+    client = RealtimeClient("http://127.0.0.1:9", "anon",
+                            [TableChannel("tasks", "system_id", "system-a")],
+                            on_change=got.append)
+    for ch in client.channels.values():
+        ch.join_ref = "1"
+    good = json.dumps(["1", None, "realtime:tasks", "postgres_changes", {
+        "ids": [1], "data": {"type": "INSERT", "table": "tasks", "schema": "public",
+                             "record": _valid_task(), "errors": None}}])
+    asyncio.run(client._reader(_Frames(["[" * 100_000, good])))  # type: ignore[arg-type]
+    assert [e.record["id"] for e in got] == ["t-remote"]
+    assert client.stats.malformed == 1
