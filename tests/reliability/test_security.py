@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import stat
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from tablesync.remote.realtime import websocket_url
 from tablesync.remote.rest import RestRemote
 from tablesync.vault import Secret, Vault
 
-from .stack import email, engine_for, password, pg, start_backend, wait_for, write_config
+from .stack import app_db, email, password, pg, start_backend, wait_for, write_config
 
 pytestmark = pytest.mark.postgres
 
@@ -291,17 +290,16 @@ def test_no_secret_in_logs_or_status_output(pg_dsn: str, tmp_path: Path, debug_l
                 engine.start()
                 wait_for(lambda: engine.status.state == "connected" and engine.status.realtime,
                          what="connected")
-                app_db = __import__("sqlite3").connect(tmp_path / f"{A}.db",
-                                                       isolation_level=None)
+                local = app_db(tmp_path, A)
                 for i in range(5):
-                    app_db.execute("INSERT INTO tasks (id, system_id, title) "
+                    local.execute("INSERT INTO tasks (id, system_id, title) "
                                    "VALUES (?, ?, 'x')", (f"l{i}", A))
                     pg(info.dsn, "INSERT INTO tasks (id, system_id, title) "
                                  "VALUES (%s, %s, 'r')", f"r{i}", A)
                     time.sleep(1.0)
                 wait_for(lambda: len(issued) >= 3, timeout=15, what="two token refreshes")
                 wait_for(lambda: pg(info.dsn, "SELECT count(*) FROM tasks") == [(10,)]
-                         and app_db.execute("SELECT count(*) FROM tasks").fetchone() == (10,)
+                         and local.execute("SELECT count(*) FROM tasks").fetchone() == (10,)
                          and engine.store.stats().depth == 0, timeout=15, what="converged")
                 for path in ("/api/status", "/metrics", "/"):
                     r = httpx.get(status.url + path, timeout=5)

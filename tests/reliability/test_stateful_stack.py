@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
