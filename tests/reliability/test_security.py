@@ -326,7 +326,10 @@ def test_no_secret_in_logs_or_status_output(pg_dsn: str, tmp_path: Path, debug_l
         secrets[f"access token {n}"] = access
         secrets[f"access token {n} signature"] = access.rsplit(".", 1)[-1]
         secrets[f"refresh token {n}"] = refresh
-    haystacks = {"debug log": log_text, **{f"output {i}": o for i, o in enumerate(outputs)}}
+    token_file = tmp_path / f"{A}-auth.json"              # rewritten by every refresh
+    assert _mode(token_file) == 0o600
+    haystacks = {"debug log": log_text, "token file": token_file.read_text(),
+                 **{f"output {i}": o for i, o in enumerate(outputs)}}
     leaks = [(what, where) for what, secret in secrets.items()
              for where, text in haystacks.items() if secret in text]
     assert leaks == []
