@@ -31,7 +31,7 @@ def test_sigkill_in_push_pull_and_apply_loses_nothing(pg_dsn: str, tmp_path: Pat
     finally:
         rig.close()
     print(report.summary())
-    assert len(report.kills) == CI_KILLS and report.integrity_checks == CI_KILLS
+    assert len(report.kills) >= CI_KILLS and report.integrity_checks == len(report.kills)
     hit = report.phase_counts()
     # every targeted phase was really open at some kill (the marks prove it)
     for phase in ("push", "pull", "apply"):
