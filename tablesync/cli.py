@@ -343,6 +343,111 @@ def sync_reset(
     typer.echo(f"reset done {where}")
 
 
+@app.command()
+@handle_errors
+def docs(
+    out: Path = typer.Option(Path("docs"), "--out", "-o", help="Folder of the docs."),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 naming stale files (for CI)."),
+) -> None:
+    """Write the generated references docs/sync-toml.md and docs/cli.md."""
+    from tablesync import docgen
+
+    refs = docgen.references(app, out)
+    stale = docgen.stale(refs)
+    if check and stale:
+        typer.secho("error: stale reference(s): " + ", ".join(map(str, stale))
+                    + " (run `tablesync docs`)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_ERROR)
+    for path in [] if check else stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(refs[path], encoding="utf-8")
+        typer.echo(f"wrote {path}")
+    if not stale:
+        typer.echo("references are up to date")
+
+
+def _command_name() -> str:
+    """How the user can call this tablesync again: ``tablesync`` when it is on PATH."""
+    import os
+    import shutil
+
+    exe = os.path.abspath(sys.argv[0])
+    found = shutil.which("tablesync")
+    if found and os.path.abspath(found) == exe or not os.path.basename(exe).startswith(
+            "tablesync"):
+        return "tablesync"
+    rel = os.path.relpath(exe)
+    return rel if not rel.startswith("..") else exe
+
+
+DEMO_SHUTDOWN_LIMIT = 45.0  # seconds; past it the demo exits hard (exit code 3)
+
+
+@app.command()
+@handle_errors
+def demo(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml "
+                               "(the tables of the demo)."),
+    directory: Path = typer.Option(Path("data/demo"), "--dir", help="Demo folder: backend "
+                                   "data, the two SQLite files, per-system configs."),
+    port: int = typer.Option(54321, "--port", help="Backend HTTP port (0 = any free port)."),
+    status_port: int = typer.Option(8787, "--status-port", help="system-a's status page "
+                                    "port; system-b uses the next one (0 = free ports)."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0, help="Stop after "
+                                             "this many seconds (default: until Ctrl-C)."),
+    reset: bool = typer.Option(False, "--reset", help="Delete the demo folder first "
+                               "(only one an earlier demo created)."),
+    json_out: bool = typer.Option(False, "--json", help="Print URLs, keys and paths as one "
+                                  "JSON line instead of the instructions."),
+) -> None:
+    """Local demo: backend, two provisioned systems, two engines and status pages."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from tablesync.demo import Demo, instructions
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def on_state(system_id: str, state: str) -> None:
+        if not json_out:
+            typer.echo(f"{system_id}: {state}")
+
+    demo_ = Demo(config, directory, port=port, status_port=status_port, reset=reset,
+                 on_state=on_state)
+    if not json_out:
+        typer.echo(f"starting the local backend and two engines (files in {directory}) ...")
+    info = demo_.start()
+    try:
+        if not demo_.connected:
+            typer.secho("warning: the engines are not connected yet; their status pages "
+                        "say why", fg=typer.colors.YELLOW, err=True)
+        if json_out:
+            typer.echo(json.dumps(info.to_dict(), sort_keys=True))
+        else:
+            typer.echo("\n" + instructions(info, _command_name()) + "\n")
+        sys.stdout.flush()
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        if not json_out:
+            typer.echo("stopping ...")
+        watchdog = threading.Timer(DEMO_SHUTDOWN_LIMIT, lambda: (
+            typer.secho("error: shutdown took too long; exiting", fg=typer.colors.RED,
+                        err=True), os._exit(3)))
+        watchdog.daemon = True
+        watchdog.start()
+        demo_.stop()
+        watchdog.cancel()
+    typer.echo("stopped" if not json_out else json.dumps({"stopped": True}))
+
+
 def run() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -222,7 +222,7 @@ class LocalStore:
                 continue  # the row vanished without a captured delete; nothing to push
             hlc = entries[0].hlc if len(entries) == 1 else max(e.hlc for e in entries)
             state = RowState(Version(hlc, self.system_id), deleted,
-                             meta.version if meta else ZERO, data)
+                             self._held_before(entries, meta), data)
             op = Op.DELETE if deleted else (
                 Op.INSERT if meta is None or meta.deleted else Op.UPDATE)
             out.append(Change(spec.name, rid, op, state, tuple(e.id for e in entries)))
@@ -454,6 +454,13 @@ class LocalStore:
                          "AND record_id = ?", (spec.name, rid))
         return Change(spec.name, rid, op, remote), conflict
 
+    def _held_before(self, entries: list[_Entry], meta: RowState | None) -> Version:
+        """The version the local copy held before the latest pending write: the previous
+        pending write (acknowledged or not, it was this copy's state), else the meta."""
+        if len(entries) >= 2:
+            return Version(entries[-2].hlc, self.system_id)
+        return meta.version if meta else ZERO
+
     def _local_state(self, spec: TableSpec, rid: str, entries: list[_Entry] | None,
                      meta: RowState | None) -> RowState | None:
         """The local version of a record (its row image is loaded only when logged)."""
@@ -462,7 +469,7 @@ class LocalStore:
             deleted = last.op == "DELETE"
             data = json.loads(last.data) if deleted and last.data else None
             return RowState(Version(max(e.hlc for e in entries), self.system_id), deleted,
-                            meta.version if meta else ZERO, data or {})
+                            self._held_before(entries, meta), data or {})
         if meta is None:
             return None
         return RowState(meta.version, meta.deleted, meta.base, {})

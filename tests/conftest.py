@@ -49,3 +49,11 @@ def pg_dsn(pg_server: "PostgresServer") -> Iterator[str]:
 
 if False:  # pragma: no cover - typing only
     from tablesync.devserver.postgres import PostgresServer
+
+
+# Hypothesis profiles: "dev" locally (quick), "ci" when HYPOTHESIS_PROFILE=ci (.ci/run sets it).
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("dev", max_examples=50)
+_hyp_settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+_hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

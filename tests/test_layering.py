@@ -23,7 +23,7 @@ CONFINED = {
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "machine.py",
         "status.py", "metrics.py")
-EDGES = ("cli", "web", "devserver")
+EDGES = ("cli", "web", "devserver", "demo")
 
 
 def _imports(path: Path) -> set[str]:

@@ -51,6 +51,17 @@ async def _http_failure(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unrouted paths answer PostgREST's JSON error, never Starlette's plain text.
+
+    Paths the routes cannot match at all (e.g. a newline in a table name) land here.
+    """
+    if request.url.path.startswith("/auth/"):
+        return JSONResponse({"code": 404, "error_code": "not_found", "msg": "Not Found"}, 404)
+    return JSONResponse({"code": "PGRST125", "details": None, "hint": None,
+                         "message": "Invalid path specified in request URL"}, 404)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     """A bug must still answer JSON (PostgREST/GoTrue never answer text/plain)."""
     if request.url.path.startswith("/auth/"):
@@ -105,7 +116,8 @@ def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
                          Route("/_devserver/faults", admin_endpoint(settings, faults),
                                methods=["POST", "DELETE"])]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPFailure: _http_failure, Exception: _unexpected},
+                    exception_handlers={HTTPFailure: _http_failure, 404: _not_found,
+                                        Exception: _unexpected},
                     middleware=[Middleware(FaultMiddleware, faults=faults,
                                            enabled=settings.enable_faults)])
     app.state.settings = settings

@@ -37,6 +37,7 @@ DEFAULT_IDLE_TIMEOUT = 60.0  # Phoenix websocket timeout
 DEFAULT_REFRESH_INTERVAL = 5.0  # publication re-check
 STORED_CHANGE_TTL = 300.0  # seconds a large change stays in realtime.tablesync_changes
 QUEUE_LIMIT = 100_000  # notifications waiting for the dispatcher
+DISPATCH_STATEMENT_TIMEOUT_MS = 5000  # a slow RLS policy must not stall delivery forever
 _BACKOFF_CAP = 5.0
 
 
@@ -83,7 +84,7 @@ class RealtimeService:
         async with self._control_lock:
             await self._refresh_locked()
             await capture.prune(self._control, STORED_CHANGE_TTL)
-        self._dispatch_conn = await self._connect()
+        self._dispatch_conn = await self._connect(DISPATCH_STATEMENT_TIMEOUT_MS)
         self._running = True
         self._tasks = [asyncio.create_task(self._listen_loop(), name="realtime-listen"),
                        asyncio.create_task(self._dispatch_loop(), name="realtime-dispatch"),
@@ -116,8 +117,12 @@ class RealtimeService:
         self._dispatch_conn = self._control = None
         self._listening.clear()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+    async def _connect(self, statement_timeout_ms: int = 0) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        if statement_timeout_ms:
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                               (str(statement_timeout_ms),))
+        return conn
 
     # -- websocket ----------------------------------------------------------------------
     async def websocket_endpoint(self, websocket: WebSocket) -> None:
@@ -305,7 +310,7 @@ class RealtimeService:
                 await self._dispatch_conn.close()
         self._dispatch_conn = None
         with contextlib.suppress(psycopg.Error):
-            self._dispatch_conn = await self._connect()
+            self._dispatch_conn = await self._connect(DISPATCH_STATEMENT_TIMEOUT_MS)
 
     async def _dispatch(self, payload: str) -> None:
         conn = self._dispatch_conn

@@ -51,6 +51,17 @@ class TokenRefused(AuthError):
         super().__init__(f"Realtime refused the token: {self.text}", status=status, code=code)
 
     @property
+    def shutdown_message(self) -> str:
+        """The ``system`` error text when a live channel's token is refused.
+
+        Realtime words expiry, malformed tokens and missing claims; other refusals reach the
+        client as the inspected Elixir atom (``:signature_error``).
+        """
+        if self.reason in ("signature_error", "error_generating_signer"):
+            return f":{self.reason}"
+        return self.text
+
+    @property
     def join_reason(self) -> str:
         """The ``reason`` of a join error reply (bare text for the unknown error)."""
         if self.error_code == "UnknownErrorOnChannel":

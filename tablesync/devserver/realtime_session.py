@@ -285,7 +285,7 @@ class Session:
         try:
             claims = auth.verify(token, self.hub.jwt_secret)
         except auth.TokenRefused as exc:
-            self.shutdown(channel, exc.text)
+            self.shutdown(channel, exc.shutdown_message)
             return
         channel.access_token, channel.claims = token, claims
         for task in list(channel.tasks):
@@ -301,7 +301,7 @@ class Session:
             try:
                 channel.claims = auth.verify(channel.access_token, self.hub.jwt_secret)
             except auth.TokenRefused as exc:
-                self.shutdown(channel, exc.text)
+                self.shutdown(channel, exc.shutdown_message)
                 return
 
     # -- closing channels ---------------------------------------------------------------

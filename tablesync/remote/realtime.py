@@ -312,7 +312,7 @@ class RealtimeClient:
     def _decode(self, frame: str) -> tuple[str | None, str | None, str, str, Any] | None:
         try:
             data = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):      # deeply nested arrays overflow the parser
             return None
         if isinstance(data, list) and len(data) == 5:
             join_ref, ref, topic, event, payload = data

@@ -433,6 +433,14 @@ def test_token_renewal_keeps_channel_and_expiry_closes_it(server: RealtimeServer
         assert system["payload"]["message"] in ("Token has expired 10 seconds ago",
                                                 "Token has expired 11 seconds ago")
         assert (await renewed.recv())["event"] == "phx_close"
+        # a wrongly signed renewal: Realtime reports the inspected atom, then closes
+        ref, _ = await renewed.join_live("realtime:r2", CHANGES_A, token(system_id="A"))
+        await renewed.send("realtime:r2", "access_token",
+                           {"access_token": token(system_id="A", secret="wrong")}, join_ref=ref)
+        system = await renewed.recv_until(lambda m: m["event"] == "system")
+        assert system["payload"] == {"extension": "system", "status": "error",
+                                     "message": ":signature_error", "channel": "r2"}
+        assert (await renewed.recv())["event"] == "phx_close"
 
     run(main())
 

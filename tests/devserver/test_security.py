@@ -161,3 +161,10 @@ def test_fuzzed_identifiers_never_inject_sql(http: httpx.Client, info: DevServer
     _check_refusal(http.patch(path, params={column: f"{op}.{value}"}, json={column: value},
                               headers=h))
     assert run_sql(info.dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'items'") == [(1,)]
+
+
+def test_unroutable_path_answers_json_404(http: httpx.Client, info: DevServerInfo) -> None:
+    """A newline in a table name cannot match any route: still PostgREST's JSON error."""
+    resp = http.get("/rest/v1/%2F%0A0", headers={"apikey": info.anon_key})
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "PGRST125"

@@ -75,6 +75,14 @@ def _wait_fds(target: int) -> int:
     return _fds()
 
 
+def _wait_threads(target: set[threading.Thread]) -> set[threading.Thread]:
+    """The live threads once the echo server's per-connection handlers have finished."""
+    deadline = time.monotonic() + TIMEOUT
+    while set(threading.enumerate()) != target and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return set(threading.enumerate())
+
+
 def test_start_stop_leaves_no_thread_socket_or_port(echo_server: EchoServer) -> None:
     before_fds, before_threads = _fds(), set(threading.enumerate())
     proxy = FaultProxy("127.0.0.1", echo_server.port)
@@ -88,7 +96,7 @@ def test_start_stop_leaves_no_thread_socket_or_port(echo_server: EchoServer) -> 
     for s in socks:
         assert s.recv(10) == b""                   # the proxy closed them
         s.close()
-    assert set(threading.enumerate()) == before_threads
+    assert _wait_threads(before_threads) == before_threads
     assert _wait_fds(before_fds) == before_fds     # incl. the echo server's side
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()

@@ -1,0 +1,1 @@
+"""Reliability suite (issue 6): crash safety and network faults against the real stack."""
