@@ -358,6 +358,17 @@ class LocalStore:
             raise StoreError(f"apply_remote: table {table!r} is not synced")
         states = [state_from_row(row, spec) for row in rows]
         rids = [self._rid(spec, st) for st in states]
+        try:
+            applied, logged = self._apply_rows(spec, states, rids)
+        except (sqlite3.Error, OverflowError) as exc:  # rolled back: nothing applied
+            raise StoreError(f"apply_remote {table}: the local database refused the rows: "
+                             f"{exc}") from None
+        self._write_conflict_log(logged)
+        return applied
+
+    def _apply_rows(self, spec: TableSpec, states: list[RowState], rids: list[str]
+                    ) -> tuple[list[Change], list[dict[str, Any]]]:
+        table = spec.name
         applied: list[Change] = []
         logged: list[dict[str, Any]] = []
         with self._tx() as conn:
@@ -393,8 +404,7 @@ class LocalStore:
                 [(table, rid, st.version.hlc, st.version.origin, int(st.deleted),
                   st.base.hlc, st.base.origin) for rid, st in written.items()])
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
-        self._write_conflict_log(logged)
-        return applied
+        return applied, logged
 
     @staticmethod
     def _write_fresh(conn: sqlite3.Connection, spec: TableSpec,
