@@ -78,7 +78,7 @@ class SyncSettings(_Section):
     """
 
     interval: float = Field(10.0, gt=0, le=86400)
-    batch_size: int = Field(1000, ge=1, le=1000)
+    batch_size: int = Field(100, ge=1, le=1000)
     max_retries: int = Field(5, ge=1, le=100)
     realtime: bool = True
     poll_interval: float = Field(30.0, gt=0, le=86400)

@@ -16,7 +16,7 @@ def test_example_config_loads() -> None:
     assert set(cfg.tables) == {"projects", "tasks", "results"}
     assert cfg.tables["tasks"].on_delete_conflict is DeletePolicy.EDIT_WINS
     assert cfg.supabase is None
-    assert cfg.sync.interval == 10 and cfg.sync.batch_size == 1000
+    assert cfg.sync.interval == 10 and cfg.sync.batch_size == 100
 
 
 def test_env_overrides_every_level(monkeypatch: pytest.MonkeyPatch) -> None:
