@@ -56,7 +56,10 @@ class StatusSnapshot:
 
 def indicator(s: StatusSnapshot) -> str:
     """The traffic light for a snapshot (see :class:`StatusSnapshot`)."""
-    if s.reauth_required or s.parked > 0 or s.consecutive_errors >= REPEATED_ERRORS:
+    # Failed cycles while Disconnected are the engine retrying an unreachable backend:
+    # that is "offline and queueing" (yellow), not a fault a human must look at.
+    repeated = s.consecutive_errors >= REPEATED_ERRORS and s.state != "Disconnected"
+    if s.reauth_required or s.parked > 0 or repeated:
         return RED
     if s.state == "Failed" or (not s.engine_alive and s.state != "Stopped"):
         return RED
