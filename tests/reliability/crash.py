@@ -51,7 +51,7 @@ SEED_TASKS = 1500
 SEED_RESULTS = 50
 PHASES = ("push", "pull", "apply")
 # How long after the phase opened the kill may land (seconds, uniform).
-WINDOWS = {"push": 0.25, "pull": 0.6, "apply": 0.12}
+WINDOWS = {"push": 0.25, "pull": 0.6, "apply": 0.015}
 
 AUDIT_SQL = """
 CREATE TABLE public.crash_audit (n bigserial PRIMARY KEY, tbl text NOT NULL, id text NOT NULL,
@@ -484,9 +484,9 @@ class CrashRig:
         self.dash.start()
         plan = [PHASES[i % len(PHASES)] for i in range(kills)]
         # A kill can miss its phase (it closed before the random delay ran out, more
-        # often on a loaded machine): aim extra kills, at most ``kills`` more, at any
+        # often on a loaded machine): aim extra kills, at most ``2 * kills`` more, at any
         # phase no kill has landed in yet, so every phase is really exercised.
-        extra = kills
+        extra = 2 * kills
         while plan:
             target = plan.pop(0)
             self._one_kill(target, kills)
