@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m bench.crash [--kills 60] [--seed 1]``
 
 Starts a private PostgreSQL and the devserver, then runs the rig of
-``tests/reliability/crash.py`` (the same code as the CI test, which makes 6 kills): a real
+``tests/reliability/crash.py`` (the same code as the CI test, which plans 6 kills): a real
 ``tablesync run`` process behind the fault proxy (delay mode, 5/20/40 ms per chunk) is
 killed with SIGKILL a random moment after a push, a catch-up or a local apply began
 (targets rotate), ``PRAGMA integrity_check`` runs after every kill, the engine restarts,
