@@ -366,6 +366,8 @@ class Engine:
         outcome = getattr(result, "outcome", "ok")
         if outcome in ("ok", "forbidden"):
             self._errors_in_row = 0
+            if self.status.last_error:
+                self._set_error("")  # recovered: the page must not keep showing old errors
             if not getattr(result, "backlog", False):
                 self._metrics.sync_cycles.inc()
         else:

@@ -94,6 +94,8 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         expect(queue).to_have_text("0", timeout=TIMEOUT_MS)
         wait_for(lambda: _pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(3,)],
                  timeout=15, what="the 3 offline rows on the server")
+        wait_for(lambda: engine.status.last_error == "", timeout=15,
+                 what="the last error cleared after recovery")
         _shot(page, shots, "3-green-again")
 
         # (4) "Sync now" runs a cycle. No periodic push/poll (120 s) and nothing changes,
