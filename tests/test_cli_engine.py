@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from tablesync.cli import app
 from tablesync.devserver.server import DevServer
-from tablesync.project import load_project
-from tablesync.sql import postgres
 from tablesync.vault import Vault
+
+from reliability.stack import create_schema
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +29,7 @@ TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
 
 @pytest.fixture
 def backend(pg_dsn: str) -> Iterator[DevServer]:
-    project = load_project(ROOT / "sync.toml")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    create_schema(pg_dsn)
     srv = DevServer(dsn=pg_dsn)
     srv.start()
     yield srv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import psycopg
 import pytest
@@ -20,26 +20,16 @@ from tablesync.session import Session
 from tablesync.sql import postgres
 from tablesync.vault import Secret, Vault
 
+from reliability.stack import create_schema, wait_for
+
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or cond}")
-
-
 @pytest.fixture
 def backend(pg_dsn: str) -> Iterator[DevServer]:
-    project = load_project(ROOT / "sync.toml")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    create_schema(pg_dsn)
     srv = DevServer(dsn=pg_dsn)
     srv.start()
     with RestRemote(srv.info.url, srv.info.anon_key) as admin:

@@ -33,8 +33,9 @@ from tablesync.project import load_project
 from tablesync.remote.realtime import RealtimeClient
 from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
-from tablesync.sql import postgres
 from tablesync.vault import Secret, Vault
+
+from . import stack
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,20 +48,13 @@ SLACK = 0.35                                 # a shared 2-core machine: generous
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or cond}")
+    """:func:`stack.wait_for` with the longer default these fault tests need."""
+    return stack.wait_for(cond, timeout, what)
 
 
 @pytest.fixture
 def backend(pg_dsn: str) -> Iterator[DevServer]:
-    project = load_project(ROOT / "sync.toml")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
+    stack.create_schema(pg_dsn)
     srv = DevServer(dsn=pg_dsn, enable_faults=True)
     srv.start()
     with RestRemote(srv.info.url, srv.info.anon_key) as admin:
