@@ -6,8 +6,9 @@ proxy (delay mode widens the windows), the engine as a child process
 (``crash_runner.py`` = ``tablesync run`` plus phase markers), an application writing to
 the SQLite file with plain sqlite3, and a "dashboard" writing to PostgreSQL directly.
 
-Every write is recorded with its version: local writes read their HLC from the
-``sync_queue`` entry their trigger created (same transaction); server writes use
+Every write is recorded with its version: local writes remember the ``sync_queue`` entry
+their trigger created (same transaction) and read its HLC once the engine has stamped it
+(``Oracle.resolve`` before the check); server writes use
 ``RETURNING _ts_hlc, _ts_origin, _ts_deleted``. The oracle says, for every row, which write
 must survive: the greatest under the LWW order. ``verify()`` then checks the server and the
 replica against it, and checks the server's audit trail (a trigger added for the test
@@ -78,6 +79,7 @@ class Write:
     id: str
     key: Key
     value: str | None               # title / output; None for a delete
+    qid: int | None = None          # app writes: the sync_queue entry, stamped later
 
 
 class Oracle:
@@ -90,6 +92,20 @@ class Oracle:
     def add(self, w: Write) -> None:
         with self._lock:
             self.writes.append(w)
+
+    def resolve(self, db: Path) -> None:
+        """App writes get the HLC the engine stamped on their queue entry."""
+        conn = sqlite3.connect(db, timeout=60)
+        try:
+            stamps = dict(conn.execute("SELECT id, hlc FROM sync_queue"))
+        finally:
+            conn.close()
+        with self._lock:
+            for i, w in enumerate(self.writes):
+                if w.qid is not None:
+                    hlc = stamps.get(w.qid, 0)
+                    assert hlc, f"{w.table} {w.id}: queue entry {w.qid} was never stamped"
+                    self.writes[i] = Write(w.table, w.id, (hlc, *w.key[1:]), w.value)
 
     def winners(self) -> dict[tuple[str, str], Write]:
         out: dict[tuple[str, str], Write] = {}
@@ -189,18 +205,18 @@ class AppWriter(_Loop):
         conn.execute("BEGIN IMMEDIATE")
         try:
             changed = conn.execute(sql, args).rowcount
-            hlc = None
+            qid = None
             if changed:
-                row = conn.execute("SELECT hlc, record_id FROM sync_queue "
+                row = conn.execute("SELECT id, record_id FROM sync_queue "
                                    "ORDER BY id DESC LIMIT 1").fetchone()
                 assert row[1] == rid, f"queue entry for {row[1]}, wrote {rid}"
-                hlc = int(row[0])
+                qid = int(row[0])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if hlc is not None:
-            self.oracle.add(Write(table, rid, (hlc, SYSTEM, int(value is None)), value))
+        if qid is not None:
+            self.oracle.add(Write(table, rid, (0, SYSTEM, int(value is None)), value, qid))
 
 
 class ServerWriter(_Loop):
@@ -573,6 +589,7 @@ class CrashRig:
     def verify(self) -> None:
         """Nothing lost, nothing applied twice, server == replica == the LWW winners."""
         server, local = self.server_rows(), self.local_rows()
+        self.oracle.resolve(self.db)
         winners = self.oracle.winners()
         lost = [(k, w) for k, w in winners.items()
                 if server.get(k) != (w.key, w.value)]
