@@ -125,3 +125,23 @@ def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
     pg.execute("RESET client_min_messages")
     rows = pg.execute("SELECT id, _ts_hlc FROM projects ORDER BY id").fetchall()
     assert rows == [("a", 11), ("b", 10), ("c", 10), ("d", 5), ("new", 5)]
+
+
+def test_a_plain_delete_becomes_a_tombstone_that_syncs(pg: Any, apply: Any) -> None:
+    """Dashboard/REST DELETEs are kept as server-versioned tombstones (base = what they
+    deleted); deleting a tombstone, or `tablesync.hard_delete = on`, removes the row."""
+    assert apply(pg, "projects", [_row("p", 100), _row("q", 100)])[0]["outcome"] == "applied"
+    seq0 = pg.execute("SELECT max(_ts_seq) FROM projects").fetchone()[0]
+    assert pg.execute("DELETE FROM projects WHERE id = 'p'").rowcount == 0  # kept
+    row = pg.execute("SELECT _ts_deleted, _ts_hlc, _ts_origin, _ts_base_hlc, _ts_base_origin, "
+                     "_ts_seq, name FROM projects WHERE id = 'p'").fetchone()
+    assert row[0] is True and row[1] > 1 << 40 and row[2] == "server"
+    assert row[3:5] == (100, "A") and row[5] > seq0 and row[6] == "n100"
+    # an older concurrent edit from a replica does not undo it; the catch-up sees it
+    out = apply(pg, "projects", [_row("p", 90, "B", base=(50, "B"))])
+    assert out[0]["outcome"] == "superseded" and out[0]["row"]["_ts_deleted"] is True
+    pg.execute("DELETE FROM projects WHERE id = 'p'")            # a tombstone: purged
+    pg.execute("SET tablesync.hard_delete = 'on'")
+    pg.execute("DELETE FROM projects WHERE id = 'q'")            # purged directly
+    pg.execute("RESET tablesync.hard_delete")
+    assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
