@@ -75,6 +75,8 @@ class SyncSettings(_Section):
         realtime: subscribe over Realtime; false means polling only.
         poll_interval: seconds between catch-up pulls when Realtime is off or down.
         debounce: seconds to wait after a local change before pushing.
+        keep_synced: seconds a pushed sync_queue entry is kept (for inspection) before the
+            engine prunes it; the newest entry is always kept.
     """
 
     interval: float = Field(10.0, gt=0, le=86400)
@@ -83,6 +85,7 @@ class SyncSettings(_Section):
     realtime: bool = True
     poll_interval: float = Field(30.0, gt=0, le=86400)
     debounce: float = Field(0.05, ge=0, le=60)
+    keep_synced: float = Field(86400.0, ge=0, le=365 * 86400)
 
 
 class PathsConfig(_Section):

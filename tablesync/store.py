@@ -613,6 +613,24 @@ class LocalStore:
             (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
         return QueueStats(depth, records, oldest, parked, conflicts, last)
 
+    def note_synced(self) -> None:
+        """A sync cycle completed: both sides were in step at this moment."""
+        with self._tx() as conn:
+            conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (utcnow(),))
+
+    def prune(self, older_than_s: float, limit: int = 50_000) -> int:
+        """Delete at most ``limit`` entries pushed more than ``older_than_s`` ago.
+
+        Never the newest entry (queue ids must keep growing: no AUTOINCREMENT), never an
+        unsynced or unstamped one."""
+        cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - older_than_s))
+        with self._tx() as conn:
+            return conn.execute(
+                "DELETE FROM sync_queue WHERE id IN (SELECT id FROM sync_queue WHERE "
+                "synced_at IS NOT NULL AND synced_at < ? AND id < (SELECT max(id) FROM "
+                "sync_queue) AND id <= coalesce((SELECT stamped_id FROM _tablesync_stamp), 0) "
+                "ORDER BY id LIMIT ?)", (cutoff, limit)).rowcount
+
     def get_cursor(self, table: str) -> tuple[int, int]:
         """(cursor, last seq) of the catch-up pull for ``table``; (0, 0) initially."""
         with self._lock:

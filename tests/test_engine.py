@@ -167,6 +167,19 @@ def test_catch_up_after_downtime_and_sync_once(backend: DevServer, tmp_path: Pat
         b.close()
 
 
+def test_last_sync_is_set_by_an_idle_cycle(backend: DevServer, tmp_path: Path) -> None:
+    """Nothing to push or pull: a completed cycle still counts as a successful sync."""
+    a = _engine(tmp_path, backend.info, "system-a")
+    try:
+        assert a.snapshot().last_sync_at is None
+        a.start()
+        wait_for(lambda: a.store.stats().last_synced_at is not None, timeout=15,
+                 what="last successful sync after connecting with nothing to do")
+        assert a.store.stats().depth == 0
+    finally:
+        a.close()
+
+
 def test_plain_server_deletes_reach_the_replica(backend: DevServer, tmp_path: Path) -> None:
     """A dashboard DELETE (SQL) and a REST DELETE become tombstones and sync like any write."""
     import httpx

@@ -267,3 +267,32 @@ def test_own_write_echoed_back_is_not_a_conflict(store: LocalStore, tmp_path: Pa
     assert store.conflicts() == []
     assert conn.execute("SELECT name FROM projects").fetchone()[0] == "v2"
     assert [c.state.data["name"] for c in store.pending()] == ["v2"]
+
+
+def test_prune_drops_only_long_synced_entries_and_never_the_newest(store: LocalStore,
+                                                                   tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    for i in range(4):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+    changes = store.pending()
+    store.ack(changes[:3], [{"outcome": "applied"}] * 3)     # p0..p2 synced, p3 pending
+    assert store.prune(3600) == 0                              # all synced just now
+    conn.execute("UPDATE sync_queue SET synced_at = '2000-01-01 00:00:00.000' "
+                 "WHERE synced_at IS NOT NULL")
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p4', 'system-a', 'n')")
+    store.ack(store.pending()[-1:], [{"outcome": "applied"}])  # p4: the newest, synced
+    conn.execute("UPDATE sync_queue SET synced_at = '2000-01-01 00:00:00.000' "
+                 "WHERE record_id = 'p4'")
+    assert store.prune(3600) == 3
+    left = conn.execute("SELECT record_id, synced_at IS NULL FROM sync_queue ORDER BY id")
+    assert left.fetchall() == [("p3", 1), ("p4", 0)]           # pending + the newest kept
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p5', 'system-a', 'n')")
+    (top,) = conn.execute("SELECT max(id) FROM sync_queue").fetchone()
+    assert top == 6                                            # ids keep growing
+
+
+def test_note_synced_sets_last_synced_at(store: LocalStore) -> None:
+    assert store.stats().last_synced_at is None
+    store.note_synced()
+    assert store.stats().last_synced_at is not None
