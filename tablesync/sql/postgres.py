@@ -59,7 +59,31 @@ LANGUAGE sql STABLE SECURITY INVOKER AS $$
   SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint
 $$;
 REVOKE EXECUTE ON FUNCTION public.tablesync_watermark() FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};"""
+GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};
+
+{CONFLICTS_TABLE_SQL}"""
+
+
+# Server-side conflict log: every overwrite of a version the writer had not seen (the
+# rule of lww.is_concurrent), whichever path wrote it. Rows are written by the per-table
+# trigger function (SECURITY DEFINER); systems read their own scope's rows.
+CONFLICTS_TABLE_SQL = f"""CREATE TABLE IF NOT EXISTS public.tablesync_conflicts (
+  id bigserial PRIMARY KEY,
+  table_name text NOT NULL,
+  record_id text NOT NULL,
+  scope text,
+  winner jsonb NOT NULL,
+  loser jsonb NOT NULL,
+  reason text NOT NULL,
+  resolved_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.tablesync_conflicts ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON public.tablesync_conflicts FROM PUBLIC, anon, authenticated;
+GRANT SELECT ON public.tablesync_conflicts TO authenticated;
+GRANT ALL ON public.tablesync_conflicts TO service_role;
+DROP POLICY IF EXISTS tablesync_select ON public.tablesync_conflicts;
+CREATE POLICY tablesync_select ON public.tablesync_conflicts FOR SELECT TO authenticated
+  USING (scope = {CLAIM});"""
 
 
 def table_sql(spec: TableSpec, ddl: str) -> str:
@@ -175,6 +199,36 @@ $tablesync$;
 DROP TRIGGER IF EXISTS {trg} ON {_t(spec)};
 CREATE TRIGGER {trg} BEFORE DELETE ON {_t(spec)}
   FOR EACH ROW EXECUTE FUNCTION {fn}();"""
+
+
+def conflict_trigger_sql(spec: TableSpec) -> str:
+    """AFTER UPDATE: log an overwritten version its writer had not seen (lww.is_concurrent).
+
+    ``NEW`` is the winner, ``OLD`` the loser: logged when their versions differ and the
+    winner's base is below the loser's version (``COLLATE "C"``: code-point order, as in
+    Python). Dashboard writes never qualify (the stamp trigger gives them the old version
+    as base), so in practice this records pushes that beat a concurrent stored write."""
+    fn = qualified("public", f"tablesync_conflict_{spec.name}", D)
+    trg = ident("tablesync_conflict", D)
+    scope = ident(spec.scope, D)
+    pk = ident(spec.primary_key, D)
+    return f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $tablesync$
+BEGIN
+  INSERT INTO public.tablesync_conflicts (table_name, record_id, scope, winner, loser, reason)
+  VALUES ({lit(spec.name, D)}, OLD.{pk}::text, OLD.{scope}::text, to_jsonb(NEW), to_jsonb(OLD),
+          'concurrent write overwritten on the server');
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION {fn}() FROM PUBLIC;
+DROP TRIGGER IF EXISTS {trg} ON {_t(spec)};
+CREATE TRIGGER {trg} AFTER UPDATE ON {_t(spec)} FOR EACH ROW
+  WHEN ((NEW._ts_hlc, NEW._ts_origin COLLATE "C") IS DISTINCT FROM
+        (OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        AND (NEW._ts_base_hlc, NEW._ts_base_origin COLLATE "C")
+            < (OLD._ts_hlc, OLD._ts_origin COLLATE "C"))
+  EXECUTE FUNCTION {fn}();"""
 
 
 def rls_sql(spec: TableSpec) -> str:
@@ -399,7 +453,8 @@ def table_objects_sql(spec: TableSpec, ddl: str) -> str:
     """Everything for one table, in dependency order."""
     return "\n\n".join([f"-- table {spec.name} ({spec.on_delete_conflict.value})",
                         table_sql(spec, ddl), indexes_sql(spec), stamp_trigger_sql(spec),
-                        soft_delete_trigger_sql(spec), rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
+                        soft_delete_trigger_sql(spec), conflict_trigger_sql(spec),
+                        rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
                         grants_sql(spec)])
 
 

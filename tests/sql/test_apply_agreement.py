@@ -72,6 +72,7 @@ def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy,
         ws = _unique(ws)
         rid = f"r{next(_ids)}"
         cur: RowState | None = None
+        logged: list[tuple[int, str, int, str]] = []     # the server conflict log, expected
         i, sizes = 0, itertools.cycle(cuts)
         while i < len(ws):
             batch = ws[i:i + next(sizes)]
@@ -79,6 +80,9 @@ def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy,
                                    for k, w in enumerate(batch)])
             for w, o in zip(batch, out):
                 assert o["outcome"] == _expected(cur, w, policy), (cur, w, o)
+                if cur is not None and o["outcome"] == "applied" and lww.is_concurrent(w, cur):
+                    logged.append((w.version.hlc, w.version.origin, cur.version.hlc,
+                                   cur.version.origin))
                 if o["outcome"] == "superseded":
                     assert (o["row"]["_ts_hlc"], o["row"]["_ts_origin"]) == (
                         cur.version.hlc, cur.version.origin)  # type: ignore[union-attr]
@@ -91,5 +95,10 @@ def test_sql_apply_agrees_with_lww(pg: Any, apply: Any, policy: DeletePolicy,
         assert winner is not None and winner == cur
         assert stored == (winner.version.hlc, winner.version.origin, winner.deleted,
                           winner.base.hlc, winner.base.origin)
+        log = pg.execute("SELECT (winner ->> '_ts_hlc')::bigint, winner ->> '_ts_origin', "
+                         "(loser ->> '_ts_hlc')::bigint, loser ->> '_ts_origin' FROM "
+                         "tablesync_conflicts WHERE table_name = %s AND record_id = %s "
+                         "ORDER BY id", (table, rid)).fetchall()
+        assert log == logged
 
     check()

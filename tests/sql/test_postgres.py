@@ -145,3 +145,39 @@ def test_a_plain_delete_becomes_a_tombstone_that_syncs(pg: Any, apply: Any) -> N
     pg.execute("DELETE FROM projects WHERE id = 'q'")            # purged directly
     pg.execute("RESET tablesync.hard_delete")
     assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
+
+
+def test_concurrent_overwrites_are_logged_on_the_server(pg: Any, apply: Any) -> None:
+    """The server's conflict log: a push that beats a version its writer had not seen."""
+    rows = [_row("p", 100), _row("q", 100), _row("r", 100)]
+    assert [o["outcome"] for o in apply(pg, "projects", rows)] == ["applied"] * 3
+    pg.execute("UPDATE projects SET name = 'dash' WHERE id = 'r'")     # a dashboard edit
+    (dash_hlc,) = pg.execute("SELECT _ts_hlc FROM projects WHERE id = 'r'").fetchone()
+    out = apply(pg, "projects", [
+        _row("p", 120, "B", base=(100, "A")),       # B had seen A's write: sequential
+        _row("q", 120, "B", base=(90, "B")),        # B had not: concurrent, logged
+        _row("r", dash_hlc + 5, "B", base=(100, "A"))])   # B had not seen the dashboard's
+    assert [o["outcome"] for o in out] == ["applied"] * 3
+    log = pg.execute("SELECT table_name, record_id, scope, winner ->> '_ts_origin', "
+                     "(loser ->> '_ts_hlc')::bigint, loser ->> '_ts_origin', loser ->> 'name' "
+                     "FROM tablesync_conflicts ORDER BY record_id").fetchall()
+    assert log == [("projects", "q", "system-a", "B", 100, "A", "n100"),
+                   ("projects", "r", "system-a", "B", dash_hlc, "server", "dash")]
+    # a plain delete (tombstone) and later dashboard edits are not conflicts
+    pg.execute("DELETE FROM projects WHERE id = 'p'")
+    pg.execute("UPDATE projects SET name = 'again' WHERE id = 'q'")
+    assert pg.execute("SELECT count(*) FROM tablesync_conflicts").fetchone() == (2,)
+    # as a signed-in system: its own scope's rows only, written only by the trigger;
+    # the push itself (RLS on) still logs through the SECURITY DEFINER trigger
+    _jwt(pg, "system-b")
+    assert pg.execute("SELECT count(*) FROM tablesync_conflicts").fetchone() == (0,)
+    with pytest.raises(Exception, match="permission denied"):
+        pg.execute("INSERT INTO tablesync_conflicts (table_name, record_id, winner, loser, "
+                   "reason) VALUES ('x', 'y', '{}', '{}', 'forged')")
+    pg.execute("RESET ROLE")
+    pg.execute("ROLLBACK") if pg.info.transaction_status else None
+    _jwt(pg, "system-a")
+    out = apply(pg, "projects", [_row("r", dash_hlc + 9, "C", base=(5, "C"))])
+    assert out[0]["outcome"] == "applied"
+    assert pg.execute("SELECT count(*) FROM tablesync_conflicts").fetchone() == (3,)
+    pg.execute("RESET ROLE")
