@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tablesync import lww
+from tablesync.applied import Applied
 from tablesync.errors import StoreError
 from tablesync.migrations import migrate
 from tablesync.model import ZERO, Change, Op, RowState, TableSpec, Version
@@ -77,6 +79,51 @@ def _upsert_sql(table: str, pk: str, cols: tuple[str, ...]) -> str:
     sql = f"INSERT INTO {_q(table)} ({names}) VALUES ({','.join('?' * len(cols))})"
     return sql + (f" ON CONFLICT ({_q(pk)}) DO UPDATE SET {sets}" if sets
                   else " ON CONFLICT DO NOTHING")
+
+
+_META_UPSERT = ("INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
+                "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+class _Fresh:
+    """A run of server rows for records with nothing local to compare them with (no
+    version, no pending entry, not earlier in the batch): written with one ``executemany``
+    for the table and one for the versions, no per-row objects."""
+
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        cols = spec.column_names
+        self.keys = frozenset(cols)
+        get = operator.itemgetter(*cols)
+        self.values: Any = get if len(cols) > 1 else (lambda row: (get(row),))
+        self.sql = _upsert_sql(spec.name, spec.primary_key, cols)
+        self.rows: list[tuple[Any, ...]] = []
+        self.metas: list[tuple[Any, ...]] = []
+        self.ops: list[tuple[str, Op, Mapping[str, Any]]] = []
+
+    def add(self, rid: str, row: Mapping[str, Any], present: set[str]) -> int | None:
+        """Take a full, live row into the run; its hlc, or None when it needs the rule
+        (a tombstone or a partial row)."""
+        if row.get("_ts_deleted") or not row.keys() >= self.keys:
+            return None
+        hlc = int(row.get("_ts_hlc") or 0)
+        self.rows.append(self.values(row))
+        self.metas.append((self.spec.name, rid, hlc, str(row.get("_ts_origin") or ""), 0,
+                           int(row.get("_ts_base_hlc") or 0),
+                           str(row.get("_ts_base_origin") or "")))
+        self.ops.append((rid, Op.UPDATE if rid in present else Op.INSERT, row))
+        present.add(rid)
+        return hlc
+
+    def flush(self, conn: sqlite3.Connection, applied: Applied) -> None:
+        """Write the run (rows, then versions) and record it as applied."""
+        if not self.rows:
+            return
+        conn.executemany(self.sql, self.rows)
+        conn.executemany(_META_UPSERT, self.metas)
+        for rid, op, row in self.ops:
+            applied.add_row(rid, op, row)
+        self.rows, self.metas, self.ops = [], [], []
 
 
 @dataclass(frozen=True)
@@ -346,30 +393,36 @@ class LocalStore:
 
     # -- applying remote rows ------------------------------------------------------------
 
-    def apply_remote(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[Change]:
+    def apply_remote(self, table: str, rows: Iterable[Mapping[str, Any]]) -> Applied:
         """Apply server rows (LWW against local state) under the echo guard, atomically.
 
-        Returns the changes actually applied to the local table (for callbacks). Versions
-        are read for the whole batch at once and written back with one ``executemany``;
-        pending entries are only scanned when the queue holds any.
+        Returns the changes actually applied to the local table (for callbacks; rows of
+        the bulk path become ``Change`` objects only when read). Versions and row existence
+        are read for the whole batch at once; pending entries are only scanned when the
+        queue holds any. Records with no local version, no pending entry and no earlier row
+        in this batch ("fresh": nothing to compare with) are written in bulk, one
+        ``executemany`` per run; every other row goes through :meth:`_apply_one`.
         """
         spec = self._specs.get(table)
         if spec is None:
             raise StoreError(f"apply_remote: table {table!r} is not synced")
-        states = [state_from_row(row, spec) for row in rows]
-        rids = [self._rid(spec, st) for st in states]
+        rows = rows if isinstance(rows, list) else list(rows)
+        rids = [self._rid(spec, row) for row in rows]
         try:
-            applied, logged = self._apply_rows(spec, states, rids)
+            applied, logged = self._apply_rows(spec, rows, rids)
         except (sqlite3.Error, OverflowError) as exc:  # rolled back: nothing applied
             raise StoreError(f"apply_remote {table}: the local database refused the rows: "
+                             f"{exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"apply_remote {table}: malformed version columns: "
                              f"{exc}") from None
         self._write_conflict_log(logged)
         return applied
 
-    def _apply_rows(self, spec: TableSpec, states: list[RowState], rids: list[str]
-                    ) -> tuple[list[Change], list[dict[str, Any]]]:
+    def _apply_rows(self, spec: TableSpec, rows: list[Mapping[str, Any]], rids: list[str]
+                    ) -> tuple[Applied, list[dict[str, Any]]]:
         table = spec.name
-        applied: list[Change] = []
+        applied = Applied(spec)
         logged: list[dict[str, Any]] = []
         with self._tx() as conn:
             conn.execute("UPDATE _tablesync_state SET applying = 1")
@@ -378,18 +431,22 @@ class LocalStore:
             unique = list(dict.fromkeys(rids))
             metas = self._metas(conn, table, unique)
             present = self._present(conn, spec, unique)
-            written: dict[str, RowState] = {}
-            fresh: list[tuple[str, RowState]] = []
-            full = len(spec.column_names)
+            fresh = _Fresh(spec)
+            seen: dict[str, Mapping[str, Any]] = {}   # rid -> last row written by bulk
+            written: dict[str, RowState] = {}         # versions written by _apply_one
             top = 0
-            for rid, remote in zip(rids, states):
+            for rid, row in zip(rids, rows):
+                if rid not in metas and rid not in pend and rid not in seen:
+                    hlc = fresh.add(rid, row, present)
+                    if hlc is not None:
+                        seen[rid] = row
+                        top = max(top, hlc)
+                        continue
+                fresh.flush(conn, applied)
+                if rid in seen and rid not in metas:
+                    metas[rid] = state_from_row(seen[rid], spec)
+                remote = state_from_row(row, spec)
                 top = max(top, remote.version.hlc)
-                if (rid not in metas and rid not in pend and rid not in written
-                        and not remote.deleted and len(remote.data) == full):
-                    fresh.append((rid, remote))  # nothing local to compare: write in bulk
-                    metas[rid] = remote
-                    continue
-                self._write_fresh(conn, spec, fresh, present, written, applied)
                 change, conflict = self._apply_one(conn, spec, rid, remote, pend, metas,
                                                     present)
                 if change is not None:
@@ -397,35 +454,16 @@ class LocalStore:
                     metas[rid] = written[rid] = remote
                 if conflict is not None:
                     logged.append(conflict)
-            self._write_fresh(conn, spec, fresh, present, written, applied)
-            conn.executemany(
-                "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
-                "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(table, rid, st.version.hlc, st.version.origin, int(st.deleted),
-                  st.base.hlc, st.base.origin) for rid, st in written.items()])
+            fresh.flush(conn, applied)
+            conn.executemany(_META_UPSERT, [
+                (table, rid, st.version.hlc, st.version.origin, int(st.deleted),
+                 st.base.hlc, st.base.origin) for rid, st in written.items()])
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
         return applied, logged
 
     @staticmethod
-    def _write_fresh(conn: sqlite3.Connection, spec: TableSpec,
-                     fresh: list[tuple[str, RowState]], present: set[str],
-                     written: dict[str, RowState], applied: list[Change]) -> None:
-        """Upsert full rows of records with no local version (one executemany)."""
-        if not fresh:
-            return
-        cols = spec.column_names
-        conn.executemany(_upsert_sql(spec.name, spec.primary_key, cols),
-                         [[st.data[c] for c in cols] for _, st in fresh])
-        for rid, st in fresh:
-            op = Op.UPDATE if rid in present else Op.INSERT
-            present.add(rid)
-            written[rid] = st
-            applied.append(Change(spec.name, rid, op, st))
-        fresh.clear()
-
-    @staticmethod
-    def _rid(spec: TableSpec, state: RowState) -> str:
-        rid = str(state.data.get(spec.primary_key, "") or "")
+    def _rid(spec: TableSpec, row: Mapping[str, Any]) -> str:
+        rid = str(row.get(spec.primary_key, "") or "")
         if not rid:
             raise StoreError(f"apply_remote: a {spec.name} row has no {spec.primary_key}")
         return rid
