@@ -40,6 +40,11 @@ class Applied(Sequence[Change]):
         """A row written by the bulk path (its Change is built on first access)."""
         self._items.append((record_id, op, row))
 
+    def add_rows(self, record_ids: Sequence[str], ops: Sequence[Op],
+                 rows: Sequence[Mapping[str, Any]]) -> None:
+        """:meth:`add_row` for each (record id, op, row)."""
+        self._items.extend(zip(record_ids, ops, rows))
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -12,6 +12,7 @@ The app writes through plain sqlite3; generated triggers fill ``sync_queue``. Th
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import operator
@@ -36,6 +37,7 @@ from tablesync.sql.base import ident
 
 log = logging.getLogger("tablesync.store")
 CHUNK = 500
+ROWS_PER_INSERT = 100                  # value rows per multi-row INSERT of the bulk path
 DEFAULT_MAX_RETRIES = 5
 
 
@@ -81,49 +83,67 @@ def _upsert_sql(table: str, pk: str, cols: tuple[str, ...]) -> str:
                   else " ON CONFLICT DO NOTHING")
 
 
+@functools.lru_cache(maxsize=256)
+def _multi_values(sql: str, n: int) -> str:
+    """``sql`` (an INSERT with one ``VALUES (?, ...)`` row) with ``n`` value rows."""
+    head, _, rest = sql.partition(" VALUES (")
+    marks, _, tail = rest.partition(")")
+    return f"{head} VALUES {', '.join([f'({marks})'] * n)}{tail}"
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``executemany(sql, rows)`` as INSERTs of up to ``ROWS_PER_INSERT`` value rows each:
+    one statement step per 100 rows instead of per row (about half the CPU here)."""
+    if not rows:
+        return
+    per = max(1, min(ROWS_PER_INSERT,
+                     conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])))
+    full = len(rows) - len(rows) % per
+    if full:
+        stmt = _multi_values(sql, per)
+        for i in range(0, full, per):
+            conn.execute(stmt, list(itertools.chain.from_iterable(rows[i:i + per])))
+    if full < len(rows):
+        conn.executemany(sql, rows[full:])
+
+
 _META_UPSERT = ("INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
                 "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
 class _Fresh:
     """A run of server rows for records with nothing local to compare them with (no
-    version, no pending entry, not earlier in the batch): written with one ``executemany``
-    for the table and one for the versions, no per-row objects."""
+    version, no pending entry, not earlier in the batch): written with multi-row INSERTs
+    into the table and the versions, no per-row objects (``Change`` objects are built
+    by :class:`Applied` only if read)."""
 
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec
         cols = spec.column_names
-        self.keys = frozenset(cols)
+        self.keys = frozenset(cols)              # a row needs them all (no partial rows)
         get = operator.itemgetter(*cols)
         self.values: Any = get if len(cols) > 1 else (lambda row: (get(row),))
         self.sql = _upsert_sql(spec.name, spec.primary_key, cols)
-        self.rows: list[tuple[Any, ...]] = []
-        self.metas: list[tuple[Any, ...]] = []
-        self.ops: list[tuple[str, Op, Mapping[str, Any]]] = []
+        self.rids: list[str] = []
+        self.rows: list[Mapping[str, Any]] = []
 
-    def add(self, rid: str, row: Mapping[str, Any], present: set[str]) -> int | None:
-        """Take a full, live row into the run; its hlc, or None when it needs the rule
-        (a tombstone or a partial row)."""
-        if row.get("_ts_deleted") or not row.keys() >= self.keys:
-            return None
-        hlc = int(row.get("_ts_hlc") or 0)
-        self.rows.append(self.values(row))
-        self.metas.append((self.spec.name, rid, hlc, str(row.get("_ts_origin") or ""), 0,
-                           int(row.get("_ts_base_hlc") or 0),
-                           str(row.get("_ts_base_origin") or "")))
-        self.ops.append((rid, Op.UPDATE if rid in present else Op.INSERT, row))
-        present.add(rid)
-        return hlc
-
-    def flush(self, conn: sqlite3.Connection, applied: Applied) -> None:
-        """Write the run (rows, then versions) and record it as applied."""
-        if not self.rows:
-            return
-        conn.executemany(self.sql, self.rows)
-        conn.executemany(_META_UPSERT, self.metas)
-        for rid, op, row in self.ops:
-            applied.add_row(rid, op, row)
-        self.rows, self.metas, self.ops = [], [], []
+    def flush(self, conn: sqlite3.Connection, applied: Applied, present: set[str]) -> int:
+        """Write the run (rows, then versions), record it as applied; its highest hlc."""
+        rids, rows = self.rids, self.rows
+        if not rows:
+            return 0
+        name = self.spec.name
+        hlcs = [int(r.get("_ts_hlc") or 0) for r in rows]
+        _insert_rows(conn, self.sql, list(map(self.values, rows)))
+        _insert_rows(conn, _META_UPSERT, [
+            (name, rid, hlc, str(r.get("_ts_origin") or ""), 0,
+             int(r.get("_ts_base_hlc") or 0), str(r.get("_ts_base_origin") or ""))
+            for rid, r, hlc in zip(rids, rows, hlcs)])
+        applied.add_rows(rids, [Op.UPDATE if rid in present else Op.INSERT for rid in rids],
+                         rows)
+        present.update(rids)
+        self.rids, self.rows = [], []
+        return max(hlcs)
 
 
 @dataclass(frozen=True)
@@ -435,14 +455,15 @@ class LocalStore:
             seen: dict[str, Mapping[str, Any]] = {}   # rid -> last row written by bulk
             written: dict[str, RowState] = {}         # versions written by _apply_one
             top = 0
+            keys = fresh.keys
             for rid, row in zip(rids, rows):
-                if rid not in metas and rid not in pend and rid not in seen:
-                    hlc = fresh.add(rid, row, present)
-                    if hlc is not None:
-                        seen[rid] = row
-                        top = max(top, hlc)
-                        continue
-                fresh.flush(conn, applied)
+                if (rid not in metas and rid not in pend and rid not in seen
+                        and not row.get("_ts_deleted") and row.keys() >= keys):
+                    fresh.rids.append(rid)
+                    fresh.rows.append(row)
+                    seen[rid] = row
+                    continue
+                top = max(top, fresh.flush(conn, applied, present))
                 if rid in seen and rid not in metas:
                     metas[rid] = state_from_row(seen[rid], spec)
                 remote = state_from_row(row, spec)
@@ -454,7 +475,7 @@ class LocalStore:
                     metas[rid] = written[rid] = remote
                 if conflict is not None:
                     logged.append(conflict)
-            fresh.flush(conn, applied)
+            top = max(top, fresh.flush(conn, applied, present))
             conn.executemany(_META_UPSERT, [
                 (table, rid, st.version.hlc, st.version.origin, int(st.deleted),
                  st.base.hlc, st.base.origin) for rid, st in written.items()])

@@ -51,10 +51,16 @@ def _row(rid: str, hlc: int, origin: str, *, deleted: bool = False,
     return row
 
 
+class _NoBulk(_Fresh):
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.keys = frozenset({"\0 no row has this column"})
+
+
 @contextmanager
 def per_row_only() -> Iterator[None]:
     """Every row through ``_apply_one`` (the bulk path takes nothing)."""
-    with mock.patch.object(_Fresh, "add", lambda self, rid, row, present: None):
+    with mock.patch("tablesync.store._Fresh", _NoBulk):
         yield
 
 
@@ -130,9 +136,11 @@ def _changes(applied: Any) -> list[tuple[Any, ...]]:
     return [(c.table, c.record_id, c.op, c.state, dict(c.state.data)) for c in applied]
 
 
-def _apply(project: Project, db: Path, log: Path, page: list[dict[str, Any]]
-           ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+def _apply(project: Project, db: Path, log: Path, page: list[dict[str, Any]],
+           variables: int | None = None) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     store = LocalStore.open(project, db, conflict_log=log)
+    if variables is not None:
+        store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
     try:
         try:
             result: Any = _changes(store.apply_remote("tasks", page))
@@ -143,8 +151,8 @@ def _apply(project: Project, db: Path, log: Path, page: list[dict[str, Any]]
     return result, _dump(db), _log(log)
 
 
-def _both(project: Project, kinds: dict[str, str],
-          make_page: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+def _both(project: Project, kinds: dict[str, str], make_page: Any,
+          variables: int | None = None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Set up once, copy, apply the same page with and without the bulk path."""
     with tempfile.TemporaryDirectory(prefix="tablesync-bulk-") as d:
         root = Path(d)
@@ -156,7 +164,7 @@ def _both(project: Project, kinds: dict[str, str],
             _copy(seed, root / "rule.db")
         finally:
             seed.close()
-        bulk = _apply(project, root / "bulk.db", root / "bulk.log", page)
+        bulk = _apply(project, root / "bulk.db", root / "bulk.log", page, variables)
         with per_row_only():
             rule = _apply(project, root / "rule.db", root / "rule.log", page)
     return bulk, rule
@@ -192,24 +200,46 @@ def test_mixed_page_bulk_and_per_row_agree(project: Project) -> None:
     assert "t1" in {e["record_id"] for e in log}                    # a logged conflict
 
 
+@pytest.mark.parametrize("variables", [None, 600])
+def test_long_mixed_page_bulk_and_per_row_agree(project: Project, variables: Any) -> None:
+    """Runs of fresh rows longer than one multi-row INSERT, broken by rows for the rule;
+    with 600 SQL variables a multi-row INSERT holds 75 task rows, not 100."""
+    kinds = dict(zip(IDS, KINDS[1:]))
+
+    def page(versions: list[int]) -> list[dict[str, Any]]:
+        high = versions[-1]
+        out = [_row(f"f{i}", high + i, "B", title=f"v{i}") for i in range(340)]
+        for i in (17, 150, 151, 299):
+            out.insert(i, _row(IDS[i % 6], high + 1000 + i, "C", title="rule"))
+        out += [_row("f3", high + 5000, "C", title="again"), _row("f4", 1, "C", deleted=True)]
+        return out
+
+    bulk, rule = _both(project, kinds, page, variables)
+    assert bulk == rule
+    changes, dump, _ = bulk
+    assert len(changes) == 345 and len(dump["tasks"]) == 340 + 5   # t2: deleted locally
+
+
 def test_fresh_page_goes_through_the_bulk_path_lazily(project: Project,
                                                       tmp_path: Path) -> None:
     store = LocalStore.open(project, tmp_path / "a.db", conflict_log=tmp_path / "c.log")
     try:
         hlc = clock.pack(clock.SystemClock().now_ms())
-        rows = [_row(f"r{i}", hlc + i, "B", title=f"n{i}") for i in range(1200)]
+        rows = [_row(f"r{i}", hlc + i, "B", title=f"n{i}") for i in range(1234)]
         with mock.patch.object(LocalStore, "_apply_one", side_effect=AssertionError):
             applied = store.apply_remote("tasks", rows)
-        assert isinstance(applied, Applied) and len(applied) == 1200
+        assert isinstance(applied, Applied) and len(applied) == 1234
         assert all(isinstance(item, tuple) for item in applied._items)  # nothing built yet
-        assert applied[1199].state.data["title"] == "n1199"
-        assert applied[1199].op is Op.INSERT and applied[1199].record_id == "r1199"
+        assert applied[1233].state.data["title"] == "n1233"
+        assert applied[1233].op is Op.INSERT and applied[1233].record_id == "r1233"
         conn = sqlite3.connect(tmp_path / "a.db")
         assert conn.execute("SELECT count(*) FROM sync_queue").fetchone() == (0,)  # no echo
         assert conn.execute("SELECT count(*), max(hlc) FROM _tablesync_meta").fetchone() == (
-            1200, hlc + 1199)
+            1234, hlc + 1233)
+        assert conn.execute("SELECT title FROM tasks WHERE id = 'r1233'").fetchone() == (
+            "n1233",)                                # the remainder after 12 x 100 rows
         conn.close()
-        assert store.clock >= hlc + 1199
+        assert store.clock >= hlc + 1233
         # the same rows again are duplicates for the rule: nothing applied
         assert store.apply_remote("tasks", rows) == []
     finally:
