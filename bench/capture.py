@@ -7,16 +7,19 @@ files per run): 100k inserts in one transaction, 5k autocommit inserts, 100k upd
 100k deletes (each in one transaction). Variants, interleaved run by run (order rotating):
 
 * ``plain``: no triggers (the baseline);
-* ``tablesync``: the generated ``sqlite.sql`` as shipped;
-* ``seed-check``: the same, but sync_queue's CHECK written as the seed's ``IN (...)``
-  (what a database whose sync_queue was created by the seed schema gets);
-* ``no-autoinc``: the same as tablesync without AUTOINCREMENT (for reference only; the
-  contract keeps the seed's AUTOINCREMENT);
+* ``tablesync``: the generated ``sqlite.sql`` as shipped (the triggers stamp the wall
+  time; the store stamps the HLC later, see ``tablesync/stamp.py``);
+* ``seed-queue``: the same triggers over the seed's exact ``sync_queue`` (AUTOINCREMENT,
+  ``CHECK (operation IN (...))``): what a database whose queue the seed schema made gets;
+* ``hlc-trigger``: the previous design, for reference: the full HLC computed in the trigger
+  (observed clock + last queued stamp) and the seed's AUTOINCREMENT;
 * ``json-image``: tablesync's triggers with ``record_data = json_object(...)`` for every
   operation (the naive design), for reference.
 
 Prints medians of CPU time (process time: robust on a shared machine) and wall time,
-rows/s, and the ratio vs plain from the same run.
+rows/s, and the ratio vs plain from the same run. The engine-side cost that the shipped
+design moves out of the app's write path, stamping the 100k inserted entries with
+``tablesync.stamp.stamp_pending``, is timed too (``stamp 100k``, tablesync variants only).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Callable
 
 from tablesync.project import load_project
 from tablesync.sql import sqlite as sq
+from tablesync.stamp import stamp_pending
 
 ROOT = Path(__file__).resolve().parent.parent
 Workload = Callable[[sqlite3.Connection, int], None]
@@ -48,11 +52,19 @@ def _scripts() -> dict[str, str]:
                    lambda m: m.group(1) + image, full)
     assert naive != full
     or_check = "operation = 'INSERT' OR operation = 'UPDATE' OR operation = 'DELETE'"
-    assert or_check in full and "AUTOINCREMENT" in full
-    seed = full.replace(or_check, "operation IN ('INSERT','UPDATE','DELETE')")
-    no_ai = full.replace(" AUTOINCREMENT", "")
-    return {"plain": plain, "tablesync": full, "seed-check": seed, "no-autoinc": no_ai,
-            "json-image": naive}
+    pk, seed_pk = "id INTEGER PRIMARY KEY,", "id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    assert or_check in full and pk in full
+    seed = full.replace(or_check, "operation IN ('INSERT','UPDATE','DELETE')").replace(
+        pk, seed_pk)
+    old_hlc = ("max(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) << 16, "
+               "(SELECT hlc FROM _tablesync_state) + 1, coalesce((SELECT hlc FROM sync_queue "
+               "ORDER BY id DESC LIMIT 1), 0) + 1)")
+    hlc_trigger = full.replace(pk, seed_pk).replace(
+        "record_data, created_at) VALUES", "record_data, hlc) VALUES").replace(
+        "julianday('now'));", old_hlc + ");")
+    assert hlc_trigger.count(old_hlc) == full.count("julianday('now'));") > 0
+    return {"plain": plain, "tablesync": full, "seed-queue": seed,
+            "hlc-trigger": hlc_trigger, "json-image": naive}
 
 
 def insert_batch(conn: sqlite3.Connection, n: int) -> None:
@@ -66,6 +78,12 @@ def insert_autocommit(conn: sqlite3.Connection, n: int) -> None:
     for i in range(n):
         conn.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, ?, ?)",
                      (f"a{i}", "system-a", "t"))
+
+
+def _stamp(conn: sqlite3.Connection, n: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    assert stamp_pending(conn) == n
+    conn.execute("COMMIT")
 
 
 def update_batch(conn: sqlite3.Connection, n: int) -> None:
@@ -89,10 +107,14 @@ def one_run(script: str, rows: int, auto: int,
     conn.executescript(script)
     out = {}
     k, a = f"{rows // 1000}k", f"{auto // 1000}k" if auto >= 1000 else str(auto)
+    stamps = "_tablesync_stamp" in script and "julianday('now'));" in script
     for name, fn, n in ((f"insert {k} (1 tx)", insert_batch, rows),
+                        (f"stamp {k} (engine)", _stamp if stamps else None, rows),
                         (f"insert {a} (autocommit)", insert_autocommit, auto),
                         (f"update {k} (1 tx)", update_batch, rows),
                         (f"delete {k} (1 tx)", delete_batch, rows)):
+        if fn is None:
+            continue
         c0, t0 = time.process_time(), time.perf_counter()
         fn(conn, n)
         out[name] = (time.process_time() - c0, time.perf_counter() - t0)
@@ -120,10 +142,13 @@ def main() -> None:
           "variant / plain (same run set); cpu = process time, wall = elapsed")
     print(f"{'workload':<24}{'variant':<12}{'cpu med s':>10}{'rows/s':>10}{'ratio':>7}"
           f"{'cpu min':>9}{'ratio':>7}{'wall med':>10}{'ratio':>7}")
-    for work in times["plain"]:
+    works = list(times["tablesync"])
+    for work in works:
         n = args.autocommit if "autocommit" in work else args.rows
-        base = _summary(times["plain"][work])
+        base = _summary(times["plain"].get(work) or times["plain"][works[0]])
         for variant in scripts:
+            if work not in times[variant]:
+                continue
             cpu_med, cpu_min, wall_med = _summary(times[variant][work])
             print(f"{work:<24}{variant:<12}{cpu_med:>10.3f}{n / cpu_med:>10,.0f}"
                   f"{cpu_med / base[0]:>6.2f}x{cpu_min:>9.3f}{cpu_min / base[1]:>6.2f}x"

@@ -49,6 +49,8 @@ from tablesync.vault import Secret, Vault
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
+# a plain DELETE keeps a tombstone (it must reach the replicas); the bench wants rows gone
+PURGE = "SET tablesync.hard_delete = 'on'; DELETE FROM tasks"
 SIZES = {"full": {"push": 100_000, "latency": 300, "catchup": 100_000, "memory": 1_000_000},
          "quick": {"push": 10_000, "latency": 60, "catchup": 10_000, "memory": 50_000}}
 ARRIVE_TRIGGER = """
@@ -140,7 +142,7 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
         rows = [{**c.state.data, "_ts_hlc": c.state.version.hlc, "_ts_origin": "system-a"}
                 for c in changes]
         base = rest_upsert(info, token, rows, batch)
-        pg(info, "DELETE FROM tasks")
+        pg(info, PURGE)
         pg(info, "VACUUM ANALYZE tasks")         # both sides start from a clean table
         cycles = engine._cycles()
         t0, c0 = time.perf_counter(), cpu()
@@ -154,7 +156,7 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
     (count,) = pg(info, "SELECT count(*) FROM tasks WHERE _ts_origin = 'system-a'")[0]
     if count != n:
         raise SystemExit(f"push: {count} rows on the server, expected {n}")
-    pg(info, "DELETE FROM tasks")
+    pg(info, PURGE)
     pg(info, "VACUUM ANALYZE tasks")
     return {"rows": n, "batch": batch, "rows_per_s": n / wall, "seconds": wall,
             "client_cpu_us_per_row": client_cpu / n * 1e6,
@@ -291,7 +293,7 @@ def wait(cond: Callable[[], Any], timeout: float, what: str) -> None:
 
 def bench_catchup(info: DevServerInfo, tmp: Path, n: int,
                   analyze: bool = True) -> dict[str, Any]:
-    pg(info, "DELETE FROM tasks WHERE system_id = 'system-b'")
+    pg(info, PURGE + " WHERE system_id = 'system-b'")
     pg(info, "INSERT INTO tasks (id, system_id, title, priority, payload) SELECT 'cu-' || g, "
              "'system-b', 'task ' || g, g % 5, repeat('x', 40) FROM generate_series(1, "
              f"{int(n)}) g")
@@ -315,7 +317,7 @@ def bench_catchup(info: DevServerInfo, tmp: Path, n: int,
     app.close()
     if count != n:
         raise SystemExit(f"catch-up: {count} rows locally, expected {n}")
-    pg(info, "DELETE FROM tasks WHERE system_id = 'system-b'")
+    pg(info, PURGE + " WHERE system_id = 'system-b'")
     return {"rows": n, "rows_per_s": n / wall, "seconds": wall, "cpu_s": used, "analyze": analyze,
             "baseline_rows_per_s": n / best_base, "baseline_seconds": best_base}
 

@@ -438,9 +438,12 @@ def demo(
     finally:
         if not json_out:
             typer.echo("stopping ...")
-        watchdog = threading.Timer(DEMO_SHUTDOWN_LIMIT, lambda: (
+        def _give_up() -> None:
             typer.secho("error: shutdown took too long; exiting", fg=typer.colors.RED,
-                        err=True), os._exit(3)))
+                        err=True)
+            os._exit(3)
+
+        watchdog = threading.Timer(DEMO_SHUTDOWN_LIMIT, _give_up)
         watchdog.daemon = True
         watchdog.start()
         demo_.stop()

@@ -75,14 +75,17 @@ class SyncSettings(_Section):
         realtime: subscribe over Realtime; false means polling only.
         poll_interval: seconds between catch-up pulls when Realtime is off or down.
         debounce: seconds to wait after a local change before pushing.
+        keep_synced: seconds a pushed sync_queue entry is kept (for inspection) before the
+            engine prunes it; the newest entry is always kept.
     """
 
-    interval: float = Field(10.0, gt=0, le=86400)
-    batch_size: int = Field(100, ge=1, le=1000)
-    max_retries: int = Field(5, ge=1, le=100)
+    interval: float = Field(default=10.0, gt=0, le=86400)
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    max_retries: int = Field(default=5, ge=1, le=100)
     realtime: bool = True
-    poll_interval: float = Field(30.0, gt=0, le=86400)
-    debounce: float = Field(0.05, ge=0, le=60)
+    poll_interval: float = Field(default=30.0, gt=0, le=86400)
+    debounce: float = Field(default=0.05, ge=0, le=60)
+    keep_synced: float = Field(default=86400.0, ge=0, le=365 * 86400)
 
 
 class PathsConfig(_Section):
@@ -107,7 +110,7 @@ class StatusConfig(_Section):
         host: interface to bind; loopback unless you mean it.
     """
 
-    port: int | None = Field(None, ge=0, le=65535)
+    port: int | None = Field(default=None, ge=0, le=65535)
     host: str = "127.0.0.1"
 
 
@@ -146,7 +149,7 @@ class SyncConfig(BaseSettings):
     status: StatusConfig = StatusConfig()
     tables: dict[str, TableConfig] = Field(default_factory=dict)
     # Where the file was read from (set by load_config, not a sync.toml key).
-    source: str = Field(DEFAULT_CONFIG, exclude=True)
+    source: str = Field(default=DEFAULT_CONFIG, exclude=True)
 
     @classmethod
     def settings_customise_sources(

@@ -62,6 +62,7 @@ STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "D
                State.CONNECTING.value: "Connecting", State.CONNECTED.value: "Connected",
                State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
 SNAPSHOT_TTL = 0.2
+PRUNE_EVERY = 600.0  # seconds between prunes of long-synced queue entries
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Engine:
         self._errors_in_row = 0
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
+        self._pruned_at: float | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -370,10 +372,22 @@ class Engine:
                 self._set_error("")  # recovered: the page must not keep showing old errors
             if not getattr(result, "backlog", False):
                 self._metrics.sync_cycles.inc()
+                self.store.note_synced()
+                self._maybe_prune()
         else:
             self._errors_in_row += 1
             self._metrics.sync_errors.inc()
         return result
+
+    def _maybe_prune(self) -> None:
+        """Drop long-synced queue entries, at most once per PRUNE_EVERY seconds."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        removed = self.store.prune(self.project.config.sync.keep_synced)
+        if removed:
+            log.info("engine: pruned %d synced queue entries", removed)
 
     def _in_io(self, work: Callable[[], Event], on_crash: Event) -> None:
         """Run blocking ``work`` in the I/O thread; feed the event it returns (``on_crash``

@@ -86,16 +86,22 @@ def migrate_database(path: str | Path, project: Project) -> list[str]:
 def _own_tables(conn: sqlite3.Connection) -> list[str]:
     conn.execute(sq.MIGRATIONS_TABLE_SQL)
     done = {r[0] for r in conn.execute("SELECT version FROM _tablesync_migrations")}
-    steps = []
+    steps: list[str] = []
     for version, name, stmts in sq.OWN_MIGRATIONS:
-        if version in done:
-            continue
-        for stmt in stmts:
-            conn.execute(stmt)
-        conn.execute("INSERT INTO _tablesync_migrations (version, name) VALUES (?, ?)",
-                     (version, name))
-        steps.append(f"tablesync migration {version} ({name})")
+        if version not in done:
+            for stmt in stmts:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO _tablesync_migrations (version, name) VALUES (?, ?)",
+                         (version, name))
+            steps.append(f"tablesync migration {version} ({name})")
+        if version == 1:  # a seed-made sync_queue gets tablesync's columns before the rest
+            steps += _queue_extra_columns(conn)
+    return steps
+
+
+def _queue_extra_columns(conn: sqlite3.Connection) -> list[str]:
     have = {r[1] for r in conn.execute("PRAGMA table_info(sync_queue)")}
+    steps = []
     for col, decl in sq.QUEUE_EXTRA_COLUMNS.items():
         if col not in have:
             conn.execute(f"ALTER TABLE sync_queue ADD COLUMN {ident(col, 'sqlite')} {decl}")

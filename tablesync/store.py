@@ -2,6 +2,8 @@
 
 The app writes through plain sqlite3; generated triggers fill ``sync_queue``. This store:
 
+* ``stamp()`` turns the triggers' wall-time stamps into HLC versions (:mod:`tablesync.stamp`),
+  first thing in every transaction that reads or compares queue versions;
 * ``pending()`` coalesces pending entries per record into one :class:`Change` (latest
   state; row images read in the same read transaction as the queue), ordered FK-safe;
 * ``ack()`` marks entries synced only after the server's per-row outcome;
@@ -34,6 +36,7 @@ from tablesync.model import ZERO, Change, Op, RowState, TableSpec, Version
 from tablesync.project import Project
 from tablesync.rows import state_from_row, state_json, version_text
 from tablesync.sql.base import ident
+from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
 log = logging.getLogger("tablesync.store")
 CHUNK = 500
@@ -210,6 +213,16 @@ class LocalStore:
             else:
                 self._conn.execute("COMMIT")
 
+    # -- stamping -------------------------------------------------------------------------
+
+    def stamp(self) -> int:
+        """Give new queue entries their HLC versions now; how many were stamped."""
+        with self._lock:
+            if not needs_stamp(self._conn):
+                return 0
+            with self._tx() as conn:
+                return stamp_pending(conn)
+
     # -- pending changes ----------------------------------------------------------------
 
     def pending(self, limit: int | None = None) -> list[Change]:
@@ -221,6 +234,7 @@ class LocalStore:
         oldest, read with a bounded scan from the oldest pending entry (memory and time
         do not grow with the queue's length), ordered as above within that chunk.
         """
+        self.stamp()
         with self._tx("DEFERRED") as conn:
             groups = self._pending_groups(conn, limit)
             changes = []
@@ -239,9 +253,11 @@ class LocalStore:
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
         parked = set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked"))
+        (upto,) = conn.execute("SELECT coalesce((SELECT stamped_id FROM _tablesync_stamp), "
+                               "0)").fetchone()  # entries after it are not stamped yet
         cur = conn.execute(
             "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
-            "WHERE id >= ? AND synced_at IS NULL ORDER BY id", (self._low,))
+            "WHERE id >= ? AND id <= ? AND synced_at IS NULL ORDER BY id", (self._low, upto))
         groups: dict[str, dict[str, list[_Entry]]] = {}
         found, first, last_id = 0, None, None
         for qid, table, rid, op, hlc, data in cur:
@@ -268,7 +284,8 @@ class LocalStore:
         keys = json.dumps([f"{t}\x1f{r}" for t, recs in groups.items() for r in recs])
         for qid, table, rid, op, hlc, data in conn.execute(
                 "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
-                "WHERE id > ? AND synced_at IS NULL AND table_name || char(31) || record_id IN "
+                "WHERE id > ? AND id <= (SELECT stamped_id FROM _tablesync_stamp) AND "
+                "synced_at IS NULL AND table_name || char(31) || record_id IN "
                 "(SELECT value FROM json_each(?)) ORDER BY id", (after, keys)):
             groups[table][rid].append(_Entry(qid, op, hlc, data))
 
@@ -445,6 +462,7 @@ class LocalStore:
         applied = Applied(spec)
         logged: list[dict[str, Any]] = []
         with self._tx() as conn:
+            stamp_pending(conn)  # before the observed clock moves (tablesync.stamp)
             conn.execute("UPDATE _tablesync_state SET applying = 1")
             pend = (self._pending_groups(conn).get(table, {})
                     if self._any_pending(conn) else {})
@@ -646,13 +664,31 @@ class LocalStore:
         with self._tx("DEFERRED") as conn:
             depth, records, oldest = conn.execute(
                 "SELECT count(*), count(DISTINCT q.table_name || char(0) || q.record_id), "
-                "min(q.created_at) FROM sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS "
+                "datetime(min(julianday(q.created_at))) FROM sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS "
                 "(SELECT 1 FROM _tablesync_parked p WHERE p.table_name = q.table_name AND "
                 "p.record_id = q.record_id)").fetchone()
             (parked,) = conn.execute("SELECT count(*) FROM _tablesync_parked").fetchone()
             (conflicts,) = conn.execute("SELECT count(*) FROM _tablesync_conflicts").fetchone()
             (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
         return QueueStats(depth, records, oldest, parked, conflicts, last)
+
+    def note_synced(self) -> None:
+        """A sync cycle completed: both sides were in step at this moment."""
+        with self._tx() as conn:
+            conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (utcnow(),))
+
+    def prune(self, older_than_s: float, limit: int = 50_000) -> int:
+        """Delete at most ``limit`` entries pushed more than ``older_than_s`` ago.
+
+        Never the newest entry (queue ids must keep growing: no AUTOINCREMENT), never an
+        unsynced or unstamped one."""
+        cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - older_than_s))
+        with self._tx() as conn:
+            return conn.execute(
+                "DELETE FROM sync_queue WHERE id IN (SELECT id FROM sync_queue WHERE "
+                "synced_at IS NOT NULL AND synced_at < ? AND id < (SELECT max(id) FROM "
+                "sync_queue) AND id <= coalesce((SELECT stamped_id FROM _tablesync_stamp), 0) "
+                "ORDER BY id LIMIT ?)", (cutoff, limit)).rowcount
 
     def get_cursor(self, table: str) -> tuple[int, int]:
         """(cursor, last seq) of the catch-up pull for ``table``; (0, 0) initially."""
@@ -673,6 +709,9 @@ class LocalStore:
               backup_dir: Path | None = None) -> ResetResult:
         """Clear the queue and all sync state so the next catch-up re-reads everything.
 
+        The newest queue entry stays, marked synced, so queue ids keep growing (the
+        queue has no AUTOINCREMENT; see :mod:`tablesync.sql.sqlite`).
+
         Refuses (:class:`StoreError`) while unsynced entries exist unless
         ``discard_pending``; then they are first written to a 0600 JSON lines backup file
         (one object per entry with the record's current local row) in ``backup_dir``
@@ -682,6 +721,7 @@ class LocalStore:
         conflicts and the local clock are kept.
         """
         with self._tx() as conn:
+            stamp_pending(conn)
             entries = self._unsynced_entries(conn)
             if entries and not discard_pending:
                 records = len({(e["table_name"], e["record_id"]) for e in entries})
@@ -693,8 +733,11 @@ class LocalStore:
             removed = self._drop_unacknowledged(conn, entries)
             conn.execute("UPDATE _tablesync_state SET hlc = max(hlc, coalesce((SELECT "
                          "max(hlc) FROM sync_queue), 0))")
-            for table in ("sync_queue", "_tablesync_meta", "_tablesync_cursors",
-                          "_tablesync_parked"):
+            # keep the newest queue row (marked synced) so ids are never handed out again
+            conn.execute("DELETE FROM sync_queue WHERE id < (SELECT max(id) FROM sync_queue)")
+            conn.execute("UPDATE sync_queue SET synced_at = coalesce(synced_at, ?)",
+                         (utcnow(),))
+            for table in ("_tablesync_meta", "_tablesync_cursors", "_tablesync_parked"):
                 conn.execute(f"DELETE FROM {_q(table)}")
         log.warning("reset: queue cleared (%d unsynced entries discarded), cursors reset",
                     len(entries))
@@ -770,7 +813,6 @@ class LocalStore:
     def clock(self) -> int:
         """The highest HLC seen or stamped locally."""
         with self._lock:
-            (hlc,) = self._conn.execute(
-                "SELECT max((SELECT hlc FROM _tablesync_state), coalesce((SELECT hlc FROM "
-                "sync_queue ORDER BY id DESC LIMIT 1), 0))").fetchone()
-        return int(hlc)
+            self.stamp()
+            (hlc,) = self._conn.execute("SELECT hlc FROM _tablesync_state").fetchone()
+            return max(int(hlc), last_stamp(self._conn))

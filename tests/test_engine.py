@@ -167,6 +167,45 @@ def test_catch_up_after_downtime_and_sync_once(backend: DevServer, tmp_path: Pat
         b.close()
 
 
+def test_last_sync_is_set_by_an_idle_cycle(backend: DevServer, tmp_path: Path) -> None:
+    """Nothing to push or pull: a completed cycle still counts as a successful sync."""
+    a = _engine(tmp_path, backend.info, "system-a")
+    try:
+        assert a.snapshot().last_sync_at is None
+        a.start()
+        wait_for(lambda: a.store.stats().last_synced_at is not None, timeout=15,
+                 what="last successful sync after connecting with nothing to do")
+        assert a.store.stats().depth == 0
+    finally:
+        a.close()
+
+
+def test_plain_server_deletes_reach_the_replica(backend: DevServer, tmp_path: Path) -> None:
+    """A dashboard DELETE (SQL) and a REST DELETE become tombstones and sync like any write."""
+    import httpx
+
+    info = backend.info
+    for i in range(3):
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES (%s, 'system-b', 'x')",
+            f"d{i}")
+    b = _engine(tmp_path, info, "system-b")
+    try:
+        app_b = _app(tmp_path, "system-b")
+        assert b.sync_once().pulled == 3
+        _pg(info, "DELETE FROM tasks WHERE id = 'd0'")
+        resp = httpx.delete(f"{info.url}/rest/v1/tasks?id=eq.d1",
+                            headers={"apikey": info.service_key,
+                                     "Authorization": f"Bearer {info.service_key}"})
+        assert resp.status_code in (200, 204), resp.text
+        b.sync_once()
+        assert app_b.execute("SELECT id FROM tasks ORDER BY id").fetchall() == [("d2",)]
+        assert b.store.stats().depth == 0          # applied without echo
+        assert _pg(info, "SELECT id, _ts_deleted FROM tasks ORDER BY id") == [
+            ("d0", True), ("d1", True), ("d2", False)]
+    finally:
+        b.close()
+
+
 def test_local_only_mode_queues_and_serves_status(tmp_path: Path) -> None:
     import httpx
 

@@ -68,6 +68,23 @@ def test_reset_refuses_while_unsynced_changes_exist(store: LocalStore, tmp_path:
     assert not list(tmp_path.glob("*.jsonl"))
 
 
+def test_reset_keeps_queue_ids_growing(store: LocalStore, tmp_path: Path) -> None:
+    """sync_queue has no AUTOINCREMENT: reset keeps the newest entry (synced) instead."""
+    db = tmp_path / "app.db"
+    _acked_and_pending(store, db)
+    a = _app(db)
+    (top,) = a.execute("SELECT max(id) FROM sync_queue").fetchone()
+    store.reset(discard_pending=True, backup_dir=tmp_path)
+    assert a.execute("SELECT id, synced_at IS NOT NULL FROM sync_queue").fetchall() == [
+        (top, 1)]
+    a.execute("INSERT INTO projects (id, system_id, name) VALUES ('p9', 'system-a', 'n')")
+    assert a.execute("SELECT max(id) FROM sync_queue").fetchone() == (top + 1,)
+    (ch,) = store.pending()
+    assert ch.record_id == "p9" and ch.queue_ids == (top + 1,)
+    assert ch.state.version.hlc > store.clock - 1 > 0   # stamped after the reset too
+    a.close()
+
+
 def test_reset_discarding_writes_backup_first_then_clears(store: LocalStore,
                                                         tmp_path: Path) -> None:
     db = tmp_path / "app.db"
@@ -86,7 +103,8 @@ def test_reset_discarding_writes_backup_first_then_clears(store: LocalStore,
     assert all(e["table_name"] == "projects" and e["hlc"] > 0 for e in lines)
     # queue, versions and cursors cleared; the never-synced insert removed without echo
     a = _app(db)
-    assert a.execute("SELECT count(*) FROM sync_queue").fetchone() == (0,)
+    assert a.execute("SELECT count(*) FROM sync_queue WHERE synced_at IS NULL").fetchone() == (0,)
+    assert a.execute("SELECT count(*) FROM sync_queue").fetchone() == (1,)  # the newest
     assert a.execute("SELECT count(*) FROM _tablesync_meta").fetchone() == (0,)
     assert a.execute("SELECT id FROM projects").fetchall() == [("p1",)]
     assert store.get_cursor("projects") == (0, 0)
@@ -176,5 +194,5 @@ def test_cli_reset_goes_through_the_running_engine(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(20)
     a = _app(tmp_path / "a.db")
-    assert a.execute("SELECT count(*) FROM sync_queue").fetchone() == (0,)
+    assert a.execute("SELECT count(*) FROM sync_queue WHERE synced_at IS NULL").fetchone() == (0,)
     a.close()

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,15 @@ def test_plain_sqlite_app_fills_sync_queue(store: LocalStore, tmp_path: Path) ->
     assert all(r["table_name"] == "projects" and r["record_id"] == "p1" for r in rows)
     assert all(r["synced_at"] is None and r["retry_count"] == 0 and r["created_at"] for r in rows)
     assert json.loads(rows[2]["record_data"])["name"] == "m"  # DELETE keeps the old image
-    hlcs = [r["hlc"] for r in rows]
-    assert hlcs == sorted(set(hlcs))
+    # the triggers stamp the wall time; the store turns it into versions before reading
+    assert all(r["hlc"] == 0 and isinstance(r["created_at"], float) for r in rows)
+    assert [c.op for c in store.pending()] == [Op.DELETE]
+    stamped = conn.execute("SELECT hlc, created_at FROM sync_queue ORDER BY id").fetchall()
+    hlcs = [h for h, _ in stamped]
+    assert hlcs == sorted(set(hlcs)) and hlcs[0] > 0
     assert abs(clock.physical_ms(hlcs[0]) - clock.SystemClock().now_ms()) < 60_000
+    wall = datetime.strptime(stamped[0][1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    assert abs(wall.timestamp() * 1000 - clock.physical_ms(hlcs[0])) < 1
 
 
 def test_apply_remote_enqueues_nothing_and_observes_clock(store: LocalStore,
@@ -81,9 +88,9 @@ def test_apply_remote_enqueues_nothing_and_observes_clock(store: LocalStore,
     assert conn.execute("SELECT count(*) FROM sync_queue").fetchone()[0] == 0
     assert conn.execute("SELECT name FROM projects").fetchone()[0] == "remote"
     conn.execute("UPDATE projects SET name = 'local'")
+    (ch,) = store.pending()
     (hlc,) = conn.execute("SELECT hlc FROM sync_queue").fetchone()
     assert hlc > future  # a write after seeing a future version orders after it
-    (ch,) = store.pending()
     assert ch.state.base == Version(future, "B") and ch.op is Op.UPDATE
 
 
@@ -260,3 +267,32 @@ def test_own_write_echoed_back_is_not_a_conflict(store: LocalStore, tmp_path: Pa
     assert store.conflicts() == []
     assert conn.execute("SELECT name FROM projects").fetchone()[0] == "v2"
     assert [c.state.data["name"] for c in store.pending()] == ["v2"]
+
+
+def test_prune_drops_only_long_synced_entries_and_never_the_newest(store: LocalStore,
+                                                                   tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    for i in range(4):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+    changes = store.pending()
+    store.ack(changes[:3], [{"outcome": "applied"}] * 3)     # p0..p2 synced, p3 pending
+    assert store.prune(3600) == 0                              # all synced just now
+    conn.execute("UPDATE sync_queue SET synced_at = '2000-01-01 00:00:00.000' "
+                 "WHERE synced_at IS NOT NULL")
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p4', 'system-a', 'n')")
+    store.ack(store.pending()[-1:], [{"outcome": "applied"}])  # p4: the newest, synced
+    conn.execute("UPDATE sync_queue SET synced_at = '2000-01-01 00:00:00.000' "
+                 "WHERE record_id = 'p4'")
+    assert store.prune(3600) == 3
+    left = conn.execute("SELECT record_id, synced_at IS NULL FROM sync_queue ORDER BY id")
+    assert left.fetchall() == [("p3", 1), ("p4", 0)]           # pending + the newest kept
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p5', 'system-a', 'n')")
+    (top,) = conn.execute("SELECT max(id) FROM sync_queue").fetchone()
+    assert top == 6                                            # ids keep growing
+
+
+def test_note_synced_sets_last_synced_at(store: LocalStore) -> None:
+    assert store.stats().last_synced_at is None
+    store.note_synced()
+    assert store.stats().last_synced_at is not None

@@ -37,7 +37,7 @@ def auth_schema_sql() -> str:
 def _default_realtime(settings: Settings) -> RealtimeLike | None:
     """The realtime helper's service when its module is installed, else None."""
     try:
-        from tablesync.devserver.realtime import RealtimeService  # type: ignore[import-not-found]
+        from tablesync.devserver.realtime import RealtimeService
     except ImportError:
         return None
     service: RealtimeLike = RealtimeService(

@@ -81,7 +81,7 @@ def start(data_dir: str | os.PathLike[str] | None = None) -> PostgresServer:
     path = Path(data_dir or tempfile.mkdtemp(prefix="tablesync-pg-"))
     path.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(path, cleanup_mode="stop")
+        server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:
         raise TablesyncError(f"could not start PostgreSQL in {path}: {exc}") from exc
     return PostgresServer(data_dir=path, _server=server, _owns_dir=owns)

@@ -102,11 +102,11 @@ def parse_schema(sql: str, location: str) -> ParsedTable:
     return ParsedTable(name, columns, pk, fks, create.sql())
 
 
-def _is_create_table(stmt: exp.Expression) -> bool:
+def _is_create_table(stmt: exp.Expr) -> bool:
     return isinstance(stmt, exp.Create) and str(stmt.args.get("kind", "")).upper() == "TABLE"
 
 
-def _describe(statements: list[exp.Expression]) -> str:
+def _describe(statements: list[exp.Expr]) -> str:
     if not statements:
         return "nothing"
     kinds = [type(s).__name__.upper() for s in statements]

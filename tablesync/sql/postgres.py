@@ -160,6 +160,32 @@ CREATE TRIGGER {trg} BEFORE INSERT OR UPDATE ON {_t(spec)}
   FOR EACH ROW EXECUTE FUNCTION {fn}();"""
 
 
+def soft_delete_trigger_sql(spec: TableSpec) -> str:
+    """BEFORE DELETE: a plain DELETE (dashboard, REST) becomes a tombstone, so it syncs.
+
+    The row stays with ``_ts_deleted = true`` (the UPDATE goes through the stamp trigger:
+    a server version whose base is the version deleted) and the DELETE itself is skipped.
+    Deleting a row that is already a tombstone, or any row with the setting
+    ``tablesync.hard_delete = 'on'``, removes it for real (tombstone clean-up)."""
+    fn = qualified("public", f"tablesync_soft_delete_{spec.name}", D)
+    trg = ident("tablesync_soft_delete", D)
+    pk = ident(spec.primary_key, D)
+    return f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
+LANGUAGE plpgsql AS $tablesync$
+BEGIN
+  IF OLD._ts_deleted OR coalesce(current_setting('tablesync.hard_delete', true), '') = 'on'
+  THEN
+    RETURN OLD;
+  END IF;
+  UPDATE {_t(spec)} SET _ts_deleted = true WHERE {pk} = OLD.{pk};
+  RETURN NULL;
+END
+$tablesync$;
+DROP TRIGGER IF EXISTS {trg} ON {_t(spec)};
+CREATE TRIGGER {trg} BEFORE DELETE ON {_t(spec)}
+  FOR EACH ROW EXECUTE FUNCTION {fn}();"""
+
+
 def rls_sql(spec: TableSpec) -> str:
     """RLS on, one policy per command tying the scope column to the JWT's system id."""
     t, scope = _t(spec), ident(spec.scope, D)
@@ -382,7 +408,7 @@ def table_objects_sql(spec: TableSpec, ddl: str) -> str:
     """Everything for one table, in dependency order."""
     return "\n\n".join([f"-- table {spec.name} ({spec.on_delete_conflict.value})",
                         table_sql(spec, ddl), indexes_sql(spec), stamp_trigger_sql(spec),
-                        rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
+                        soft_delete_trigger_sql(spec), rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
                         grants_sql(spec)])
 
 

@@ -112,6 +112,7 @@ class StoreReplica:
         return Version(int(m[0]), str(m[1])) if m else ZERO
 
     def _stamped(self) -> int:
+        self.store.stamp()   # what the engine does before it reads or applies anything
         return int(self.app.execute("SELECT hlc FROM sync_queue ORDER BY id DESC LIMIT 1")
                    .fetchone()[0])
 

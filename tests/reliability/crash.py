@@ -6,8 +6,10 @@ proxy (delay mode widens the windows), the engine as a child process
 (``crash_runner.py`` = ``tablesync run`` plus phase markers), an application writing to
 the SQLite file with plain sqlite3, and a "dashboard" writing to PostgreSQL directly.
 
-Every write is recorded with its version: local writes read their HLC from the
-``sync_queue`` entry their trigger created (same transaction); server writes use
+Every write is recorded with its version: local writes compute, in their own transaction,
+the HLC the engine will stamp on the ``sync_queue`` entry their trigger created
+(``tablesync.stamp.chain`` over the unstamped tail), and ``Oracle.resolve`` checks the
+engine stamped exactly that on every entry still in the queue; server writes use
 ``RETURNING _ts_hlc, _ts_origin, _ts_deleted``. The oracle says, for every row, which write
 must survive: the greatest under the LWW order. ``verify()`` then checks the server and the
 replica against it, and checks the server's audit trail (a trigger added for the test
@@ -38,6 +40,7 @@ from tablesync.devserver.server import DevServer
 from tablesync.project import load_project
 from tablesync.remote.rest import RestRemote
 from tablesync.sql import postgres
+from tablesync.stamp import chain as stamp_chain
 from tablesync.store import LocalStore
 from tablesync.vault import Secret
 
@@ -78,6 +81,7 @@ class Write:
     id: str
     key: Key
     value: str | None               # title / output; None for a delete
+    qid: int | None = None          # app writes: the sync_queue entry, stamped later
 
 
 class Oracle:
@@ -91,6 +95,20 @@ class Oracle:
         with self._lock:
             self.writes.append(w)
 
+    def resolve(self, db: Path) -> None:
+        """The engine stamped every app write's entry with the version predicted for it."""
+        conn = sqlite3.connect(db, timeout=60)
+        try:
+            stamps = dict(conn.execute("SELECT id, hlc FROM sync_queue"))
+        finally:
+            conn.close()
+        with self._lock:
+            for w in self.writes:        # entries superseded by a remote row are gone
+                if w.qid is not None and w.qid in stamps:
+                    assert stamps[w.qid] == w.key[0], (
+                        f"{w.table} {w.id}: queue entry {w.qid} stamped {stamps[w.qid]}, "
+                        f"predicted {w.key[0]} at write time")
+
     def winners(self) -> dict[tuple[str, str], Write]:
         out: dict[tuple[str, str], Write] = {}
         with self._lock:
@@ -103,6 +121,16 @@ class Oracle:
     def count(self, origin: str) -> int:
         with self._lock:
             return sum(w.key[1] == origin for w in self.writes)
+
+
+def _predicted_stamp(conn: sqlite3.Connection) -> int:
+    """The HLC the store will stamp on the newest queue entry (inside the write's tx)."""
+    sid, last = conn.execute("SELECT stamped_id, hlc FROM _tablesync_stamp").fetchone()
+    (observed,) = conn.execute("SELECT hlc FROM _tablesync_state").fetchone()
+    walls = [int(w) for (w,) in conn.execute(
+        "SELECT CAST(round((julianday(created_at) - 2440587.5) * 86400000) AS INTEGER) "
+        "FROM sync_queue WHERE id > ? ORDER BY id", (sid,))]
+    return stamp_chain(max(int(observed), int(last)), walls)[-1]
 
 
 class _Loop(threading.Thread):
@@ -189,18 +217,18 @@ class AppWriter(_Loop):
         conn.execute("BEGIN IMMEDIATE")
         try:
             changed = conn.execute(sql, args).rowcount
-            hlc = None
+            qid = hlc = None
             if changed:
-                row = conn.execute("SELECT hlc, record_id FROM sync_queue "
+                row = conn.execute("SELECT id, record_id FROM sync_queue "
                                    "ORDER BY id DESC LIMIT 1").fetchone()
                 assert row[1] == rid, f"queue entry for {row[1]}, wrote {rid}"
-                hlc = int(row[0])
+                qid, hlc = int(row[0]), _predicted_stamp(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        if hlc is not None:
-            self.oracle.add(Write(table, rid, (hlc, SYSTEM, int(value is None)), value))
+        if qid is not None and hlc is not None:
+            self.oracle.add(Write(table, rid, (hlc, SYSTEM, int(value is None)), value, qid))
 
 
 class ServerWriter(_Loop):
@@ -573,6 +601,7 @@ class CrashRig:
     def verify(self) -> None:
         """Nothing lost, nothing applied twice, server == replica == the LWW winners."""
         server, local = self.server_rows(), self.local_rows()
+        self.oracle.resolve(self.db)
         winners = self.oracle.winners()
         lost = [(k, w) for k, w in winners.items()
                 if server.get(k) != (w.key, w.value)]

@@ -166,3 +166,23 @@ def test_catch_up_pages_read_one_scope_in_sequence_order(pg: Any, example: Proje
     (xid,) = pg.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
     pg.execute("UPDATE public.tasks SET title = 'u' WHERE id IN ('b-5', 'b-17000')")
     assert "tablesync_tasks_scope_xid_seq" in _page_plan(pg, "system-b", xid, 0)
+
+
+def test_a_plain_delete_becomes_a_tombstone_that_syncs(pg: Any, apply: Any) -> None:
+    """Dashboard/REST DELETEs are kept as server-versioned tombstones (base = what they
+    deleted); deleting a tombstone, or `tablesync.hard_delete = on`, removes the row."""
+    assert apply(pg, "projects", [_row("p", 100), _row("q", 100)])[0]["outcome"] == "applied"
+    seq0 = pg.execute("SELECT max(_ts_seq) FROM projects").fetchone()[0]
+    assert pg.execute("DELETE FROM projects WHERE id = 'p'").rowcount == 0  # kept
+    row = pg.execute("SELECT _ts_deleted, _ts_hlc, _ts_origin, _ts_base_hlc, _ts_base_origin, "
+                     "_ts_seq, name FROM projects WHERE id = 'p'").fetchone()
+    assert row[0] is True and row[1] > 1 << 40 and row[2] == "server"
+    assert row[3:5] == (100, "A") and row[5] > seq0 and row[6] == "n100"
+    # an older concurrent edit from a replica does not undo it; the catch-up sees it
+    out = apply(pg, "projects", [_row("p", 90, "B", base=(50, "B"))])
+    assert out[0]["outcome"] == "superseded" and out[0]["row"]["_ts_deleted"] is True
+    pg.execute("DELETE FROM projects WHERE id = 'p'")            # a tombstone: purged
+    pg.execute("SET tablesync.hard_delete = 'on'")
+    pg.execute("DELETE FROM projects WHERE id = 'q'")            # purged directly
+    pg.execute("RESET tablesync.hard_delete")
+    assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 0

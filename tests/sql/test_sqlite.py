@@ -31,7 +31,9 @@ def test_queue_check_accepts_exactly_the_seed_operations(example: Project) -> No
     info = {r[1]: (r[2], r[4]) for r in conn.execute("PRAGMA table_info(sync_queue)")}
     assert info["created_at"] == ("TIMESTAMP", "CURRENT_TIMESTAMP")
     assert info["record_data"][0] == "JSON" and info["retry_count"] == ("INTEGER", "0")
-    assert "AUTOINCREMENT" in conn.execute(
+    # no AUTOINCREMENT (+0.3-0.4x per captured row); ids are kept growing by never
+    # deleting the newest queue row (tests/test_reset.py)
+    assert "AUTOINCREMENT" not in conn.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'sync_queue'").fetchone()[0]
 
 
@@ -56,12 +58,27 @@ def test_echo_guard_suppresses_capture_only_inside_the_flag(example: Project) ->
     assert conn.execute("SELECT operation FROM sync_queue").fetchall() == [("UPDATE",)]
 
 
+def test_triggers_stamp_the_wall_time_and_leave_the_hlc_to_the_store(example: Project) -> None:
+    conn = _db(example)
+    before = conn.execute("SELECT julianday('now')").fetchone()[0]
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 's', 'n')")
+    conn.execute("UPDATE projects SET name = 'm'")
+    conn.execute("DELETE FROM projects")
+    rows = conn.execute("SELECT operation, hlc, typeof(created_at), created_at FROM "
+                        "sync_queue ORDER BY id").fetchall()
+    after = conn.execute("SELECT julianday('now')").fetchone()[0]
+    assert [r[0] for r in rows] == ["INSERT", "UPDATE", "DELETE"]
+    assert all(r[1] == 0 and r[2] == "real" and before <= r[3] <= after for r in rows)
+
+
 def test_hlc_is_strictly_increasing_and_above_observed_clock(example: Project) -> None:
+    from tablesync.stamp import stamp_pending
     conn = _db(example)
     conn.execute("UPDATE _tablesync_state SET hlc = ?", (1 << 62,))
     conn.execute("BEGIN")
     for i in range(50):
         conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 's', 'n')", (str(i),))
+    assert stamp_pending(conn) == 50
     conn.execute("COMMIT")
     hlcs = [r[0] for r in conn.execute("SELECT hlc FROM sync_queue ORDER BY id")]
     assert hlcs[0] == (1 << 62) + 1 and hlcs == list(range(hlcs[0], hlcs[0] + 50))

@@ -29,9 +29,10 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator["Browser"]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module (a session-wide one kept playwright's event
+    loop marked running in the main thread, breaking later tests that call asyncio.run)."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium")
     try:
