@@ -291,11 +291,17 @@ def wait(cond: Callable[[], Any], timeout: float, what: str) -> None:
 
 # ---------------------------------------------------------------------------- catch-up
 
-def bench_catchup(info: DevServerInfo, tmp: Path, n: int) -> dict[str, Any]:
+def bench_catchup(info: DevServerInfo, tmp: Path, n: int,
+                  analyze: bool = True) -> dict[str, Any]:
     pg(info, PURGE + " WHERE system_id = 'system-b'")
     pg(info, "INSERT INTO tasks (id, system_id, title, priority, payload) SELECT 'cu-' || g, "
              "'system-b', 'task ' || g, g % 5, repeat('x', 40) FROM generate_series(1, "
              f"{int(n)}) g")
+    # What autovacuum does within a minute of a bulk load. Without statistics the planner
+    # takes the fresh scope for a few rows and sorts all of it for every page (O(n^2));
+    # docs/benchmarks.md "Sync engine" has the figure without it.
+    if analyze:
+        pg(info, "ANALYZE tasks")
     best_base = min(raw_fetch(info, tmp / f"raw-{k}.db", n) for k in range(3))
     project = project_for(tmp, info, "system-b")
     with engine_for(project, info, realtime=False) as engine:
@@ -312,7 +318,7 @@ def bench_catchup(info: DevServerInfo, tmp: Path, n: int) -> dict[str, Any]:
     if count != n:
         raise SystemExit(f"catch-up: {count} rows locally, expected {n}")
     pg(info, PURGE + " WHERE system_id = 'system-b'")
-    return {"rows": n, "rows_per_s": n / wall, "seconds": wall, "cpu_s": used,
+    return {"rows": n, "rows_per_s": n / wall, "seconds": wall, "cpu_s": used, "analyze": analyze,
             "baseline_rows_per_s": n / best_base, "baseline_seconds": best_base}
 
 
@@ -470,6 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--only", default="push,latency,catchup,memory")
     ap.add_argument("--batch", type=int, default=1000, help="push batch size (default 1000)")
+    ap.add_argument("--no-analyze", action="store_true",
+                    help="catch-up: skip ANALYZE after loading the rows (stale planner statistics)")
     ap.add_argument("--json", dest="json_out", help="also write the figures to this file")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--info", help=argparse.SUPPRESS)
@@ -496,7 +504,8 @@ def main(argv: list[str] | None = None) -> None:
                 res["latency"] = bench_latency(info, tmp, sizes["latency"])
                 print("latency", json.dumps(res["latency"]), flush=True)
             if "catchup" in only:
-                res["catchup"] = bench_catchup(info, tmp, sizes["catchup"])
+                res["catchup"] = bench_catchup(info, tmp, sizes["catchup"],
+                                               analyze=not args.no_analyze)
                 print("catchup", json.dumps(res["catchup"]), flush=True)
             if "memory" in only:
                 res["memory"] = bench_memory(info, tmp, sizes["memory"], args.batch)

@@ -183,14 +183,15 @@ class Cycles:
             after = 0
             for _ in range(10**7):              # bounded: a page always advances `after`
                 page = ahead.result()
-                more = not (page.size < MAX_PAGE or page.last_seq is None
-                            or page.last_seq <= after)
-                if more:
-                    ahead = pool.submit(fetch, page.last_seq)
+                last = page.last_seq
+                nxt = last if (last is not None and page.size >= MAX_PAGE
+                               and last > after) else None   # None: the last page
+                if nxt is not None:
+                    ahead = pool.submit(fetch, nxt)
                 self._apply_page(spec, page, summary)
-                if not more:
+                if nxt is None:
                     break
-                after = page.last_seq
+                after = nxt
         self.store.set_cursor(spec.name, mark, 0)
 
     def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:

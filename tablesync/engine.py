@@ -526,6 +526,9 @@ class Engine:
     # ---------------------------------------------------------------- helpers
 
     def _notify(self, changes: Iterable[Change]) -> None:
+        table = getattr(changes, "table", None)   # store.Applied: one table, built lazily
+        if table is not None and not self._callbacks.get(table):
+            return
         for ch in changes:
             for cb in self._callbacks.get(ch.table, ()):
                 try:

@@ -31,7 +31,7 @@ from tablesync.vault import Secret, Tokens
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
     "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
-    "TokenSource", "error_for_status", "parse_outcomes", "validate_row",
+    "TokenSource", "error_for_status", "parse_outcomes", "row_checker", "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
@@ -274,6 +274,42 @@ def validate_row(spec: TableSpec, row: Any, *, partial: bool = False,
             raise PayloadError(f"{rid}: missing column(s) {', '.join(missing)}")
     return row
 
+
+def row_checker(spec: TableSpec) -> Callable[[Any], bool]:
+    """A fast test for the common case: True only for a row :func:`validate_row` accepts
+    (every expected column present, no other key, exact JSON types). False means "not
+    sure": call :func:`validate_row` for the verdict and its message."""
+    expected = _expectations(spec)
+    keys = frozenset(expected)
+    checks = tuple((name, _EXACT[kind] | ({type(None)} if nullable else set()))
+                   for name, (kind, nullable) in expected.items() if kind != "any")
+    reals = tuple(name for name, (kind, _) in expected.items() if kind == "real")
+    required = tuple(name for name, (kind, nullable) in expected.items()
+                     if kind == "any" and not nullable)
+
+    def check(row: Any) -> bool:
+        if type(row) is not dict or row.keys() != keys:
+            return False
+        for name, types in checks:
+            if type(row[name]) not in types:
+                return False
+        for name in required:
+            if row[name] is None:
+                return False
+        for name in reals:
+            v = row[name]
+            if type(v) is float and not math.isfinite(v):
+                return False
+        return True     # the key is NOT NULL (see _expectations), so present and not null
+
+    return check
+
+
+# Exact types a kind accepts without a closer look (bool 0/1 ints, subclasses: validate_row).
+_EXACT: dict[str, frozenset[type]] = {
+    "int": frozenset({int}), "real": frozenset({int, float}), "text": frozenset({str}),
+    "bool": frozenset({bool}), "scalar": frozenset({str, int, float, bool}),
+}
 
 _EXPECTED: dict[int, tuple[TableSpec, dict[str, tuple[str, bool]]]] = {}
 

@@ -131,11 +131,20 @@ $tablesync$;""".replace("%%", "%")
 
 
 def indexes_sql(spec: TableSpec) -> str:
-    seq_ix = ident(f"tablesync_{spec.name}_seq", D)
-    xid_ix = ident(f"tablesync_{spec.name}_scope_xid", D)
-    return (f"CREATE INDEX IF NOT EXISTS {seq_ix} ON {_t(spec)} (_ts_seq);\n"
-            f"CREATE INDEX IF NOT EXISTS {xid_ix} ON {_t(spec)} "
-            f"({ident(spec.scope, D)}, _ts_xid);")
+    """The catch-up page query's indexes (``scope = s AND _ts_xid >= c AND _ts_seq > a
+    ORDER BY _ts_seq LIMIT 1000``): (scope, _ts_seq) reads a full catch-up in order, one
+    page at a time; (scope, _ts_xid, _ts_seq) finds an incremental one's few rows. Neither
+    is deduplicated, so a planner with stale statistics (a table bulk-loaded before
+    autoanalyze) does not prefer the xid index and sort the whole scope for every page.
+    They replace the earlier (_ts_seq) and (scope, _ts_xid) indexes (dropped here)."""
+    scope = ident(spec.scope, D)
+    seq_ix = ident(f"tablesync_{spec.name}_scope_seq", D)
+    xid_ix = ident(f"tablesync_{spec.name}_scope_xid_seq", D)
+    old = ", ".join(qualified("public", f"tablesync_{spec.name}_{s}", D)
+                    for s in ("seq", "scope_xid"))
+    return (f"CREATE INDEX IF NOT EXISTS {seq_ix} ON {_t(spec)} ({scope}, _ts_seq);\n"
+            f"CREATE INDEX IF NOT EXISTS {xid_ix} ON {_t(spec)} ({scope}, _ts_xid, _ts_seq);\n"
+            f"DROP INDEX IF EXISTS {old};")
 
 
 def stamp_trigger_sql(spec: TableSpec) -> str:

@@ -3,12 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.model import ColumnSpec, TableSpec
 from tablesync.remote.base import (
     ExpiredTokenError, ForbiddenError, TableChannel, column_kind, error_for_status,
-    parse_outcomes, validate_row,
+    parse_outcomes, row_checker, validate_row,
 )
 
 TASKS = TableSpec(
@@ -118,3 +120,53 @@ def test_parse_outcomes_rejects_malformed(body: Any, needle: str) -> None:
     with pytest.raises(PayloadError, match="apply tasks") as info:
         parse_outcomes("tasks", [{"id": "a"}, {"id": "b"}], body, "id")
     assert needle in str(info.value)
+
+
+STRICT = TableSpec(
+    name="strict", columns=(*TASKS.columns, ColumnSpec("blob", "JSON", False),
+                            ColumnSpec("extra", "NUMERIC")),
+    primary_key="id", scope="system_id")
+VALUES = st.none() | st.booleans() | st.integers(-3, 2**65) | st.floats() | st.text(max_size=3) \
+    | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=2), st.integers(),
+                                                          max_size=1)
+
+
+@st.composite
+def near_rows(draw: st.DrawFn) -> Any:
+    """Valid rows of STRICT with a few keys dropped, added or given other values."""
+    row: Any = _row(blob=[1], extra=2.5)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from([*row, "unknown"]))
+        if draw(st.booleans()):
+            row[key] = draw(VALUES)
+        else:
+            row.pop(key, None)
+    return draw(st.just(row) | st.sampled_from([None, [row], "row"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(row=near_rows())
+def test_row_checker_accepts_only_what_validate_row_accepts(row: Any) -> None:
+    check = row_checker(STRICT)
+    try:
+        validate_row(STRICT, row)
+        valid = True
+    except PayloadError:
+        valid = False
+    if check(row):
+        assert valid
+    elif valid:    # "not sure" is allowed only for what the exact-type test cannot see
+        assert any(c in ("done", "_ts_deleted") and type(v) is int and v in (0, 1)
+                   for c, v in row.items()), row
+
+
+def test_row_checker_takes_the_common_row() -> None:
+    assert row_checker(TASKS)(_row())
+    assert row_checker(TASKS)(_row(priority=None, score=3, done=None))
+    assert not row_checker(TASKS)(_row(score=float("inf")))
+    for wrong in (_row(score=True), _row(priority=True), _row(priority=1.0), _row(title=3),
+                  _row(id=None), _row(_ts_hlc="5"), _row(meta=None) | {"x": 1}):
+        assert not row_checker(TASKS)(wrong), wrong
+    assert not row_checker(TASKS)(_row(done=1))          # valid, but left to validate_row
+    assert not row_checker(TASKS)(_row(title=None))
+    assert not row_checker(TASKS)({k: v for k, v in _row().items() if k != "_ts_xid"})

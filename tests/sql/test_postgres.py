@@ -127,6 +127,47 @@ def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
     assert rows == [("a", 11), ("b", 10), ("c", 10), ("d", 5), ("new", 5)]
 
 
+def _page_plan(conn: Any, system: str, cursor: int, after: int) -> str:
+    """EXPLAIN of the devserver's catch-up page query, as the system's user (RLS on)."""
+    claims = json.dumps({"role": "authenticated", "app_metadata": {"system_id": system}})
+    with conn.transaction():
+        conn.execute("SELECT set_config('role', 'authenticated', true), "
+                     "set_config('request.jwt.claims', %s, true)", (claims,))
+        rows = conn.execute(
+            "EXPLAIN SELECT count(*), coalesce(json_agg(_s), '[]')::text FROM (SELECT * FROM "
+            "public.tasks AS _t WHERE _t.system_id = %s AND _t._ts_xid >= %s AND "
+            "_t._ts_seq > %s ORDER BY _t._ts_seq ASC LIMIT 1000) AS _s",
+            (system, cursor, after)).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_catch_up_pages_read_one_scope_in_sequence_order(pg: Any, example: Project) -> None:
+    # an older deployment's indexes are replaced when supabase.sql is run again
+    pg.execute("CREATE INDEX tablesync_tasks_seq ON public.tasks (_ts_seq)")
+    pg.execute("CREATE INDEX tablesync_tasks_scope_xid ON public.tasks (system_id, _ts_xid)")
+    pg.execute(postgres.schema_sql(example.tables, example.ddl).encode())
+    names = {r[0] for r in pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = "
+                                      "'tasks'")}
+    assert names == {"tasks_pkey", "tablesync_tasks_scope_seq", "tablesync_tasks_scope_xid_seq"}
+    load = ("INSERT INTO public.tasks (id, system_id, title) SELECT %s || g, %s, 't' FROM "
+            "generate_series(1, 20000) g")
+    pg.execute(load, ("a-", "system-a"))
+    pg.execute("ANALYZE public.tasks")
+    # system-b's rows arrive after the statistics were taken (autoanalyze not yet run)
+    pg.execute(load, ("b-", "system-b"))
+    (first_b,) = pg.execute("SELECT min(_ts_seq) FROM public.tasks WHERE system_id = "
+                            "'system-b'").fetchone()
+    for after in (0, first_b + 10_000):
+        plan = _page_plan(pg, "system-b", 0, after)
+        assert "tablesync_tasks_scope_seq" in plan and "Sort" not in plan, plan
+    pg.execute("ANALYZE public.tasks")
+    plan = _page_plan(pg, "system-a", 0, 0)
+    assert "tablesync_tasks_scope_seq" in plan and "Sort" not in plan, plan
+    (xid,) = pg.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+    pg.execute("UPDATE public.tasks SET title = 'u' WHERE id IN ('b-5', 'b-17000')")
+    assert "tablesync_tasks_scope_xid_seq" in _page_plan(pg, "system-b", xid, 0)
+
+
 def test_a_plain_delete_becomes_a_tombstone_that_syncs(pg: Any, apply: Any) -> None:
     """Dashboard/REST DELETEs are kept as server-versioned tombstones (base = what they
     deleted); deleting a tombstone, or `tablesync.hard_delete = on`, removes the row."""
