@@ -14,23 +14,26 @@ the watermark only after the whole table was read.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.machine import PullResult, PushResult
 from tablesync.metrics import Metrics
 from tablesync.model import Change, TableSpec
 from tablesync.project import Project
-from tablesync.remote.base import MAX_PAGE, ForbiddenError, Page, Remote
+from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
+                                   encoded_rows)
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
 log = logging.getLogger("tablesync.engine")
 
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
+RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
 
 __all__ = ["Cycles", "PENDING_CHUNK", "SyncSummary"]
 
@@ -77,33 +80,51 @@ class Cycles:
         self._more = False
 
     def push_batch(self, summary: SyncSummary | None) -> PushResult:
-        """Push one batch (one table, up to batch_size records) and record the outcomes."""
+        """Push a run of batches (each one table, up to batch_size records) and record the
+        outcomes; returns when no request is in flight.
+
+        The run is pipelined over one connection: while batch k is in flight, batch k+1 is
+        taken from the cached chunk and encoded; k+1 is sent only after k's answer came
+        back (the server applies batches strictly in order, one at a time), and k is then
+        acknowledged locally while k+1 is in flight. The run ends with the cached chunk,
+        after about ``RUN_SECONDS``, or at the first failure (the failed batch and the one
+        prepared after it go back to the front of the backlog, nothing was acknowledged for
+        them).
+        """
         self._refill()
         if not self.backlog:
             return PushResult("ok", backlog=self._has_backlog())
+        deadline = time.monotonic() + RUN_SECONDS
+        with ThreadPoolExecutor(1, thread_name_prefix="tablesync-push") as pool:
+            batch, rows = self._next_batch()
+            flight = pool.submit(self.remote.apply, batch[0].table, rows)
+            while True:
+                ahead = (self._next_batch() if self.backlog and time.monotonic() < deadline
+                         else None)
+                try:
+                    outcomes = flight.result()
+                except BaseException as exc:
+                    if ahead is not None:
+                        self.backlog.extendleft(reversed(ahead[0]))
+                    return self._batch_failed(batch, exc, summary)
+                if ahead is not None:
+                    flight = pool.submit(self.remote.apply, ahead[0][0].table, ahead[1])
+                try:
+                    self._acknowledge(batch, outcomes, summary)
+                except BaseException:
+                    self.reset()                # in-flight answer dropped: re-read the queue
+                    raise
+                if ahead is None:
+                    return PushResult("ok", backlog=self._has_backlog())
+                batch, rows = ahead
+
+    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
+        """The next batch and its request rows (JSON-encoded here, off the send path)."""
         batch = self._take_batch()
-        table = batch[0].table
-        try:
-            outcomes = self.remote.apply(table, [row_from_state(c.state) for c in batch])
-        except ForbiddenError as exc:
-            for ch in batch:
-                self.store.park(ch.table, ch.record_id, str(exc))
-            self._note(summary, parked=len(batch), error=str(exc))
-            return PushResult("forbidden", backlog=self._has_backlog())
-        except AuthError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("auth")
-        except TransientRemoteError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("transient", retry_after=exc.retry_after)
-        except PayloadError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("payload")
-        except RemoteError as exc:              # the whole batch refused (e.g. 400)
-            return self._batch_refused(batch, exc, summary)
+        return batch, encoded_rows([row_from_state(c.state) for c in batch])
+
+    def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
+                     summary: SyncSummary | None) -> None:
         winners = self.store.ack(batch, [{"outcome": o.outcome, "row": o.row,
                                           "message": o.message} for o in outcomes])
         self._note(summary, pushed=len(batch),
@@ -112,7 +133,27 @@ class Cycles:
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == "error")
         self._notify(winners)
-        return PushResult("ok", backlog=self._has_backlog())
+
+    def _batch_failed(self, batch: list[Change], exc: BaseException,
+                      summary: SyncSummary | None) -> PushResult:
+        """The request for ``batch`` failed as a whole (nothing of it acknowledged)."""
+        if isinstance(exc, ForbiddenError):
+            for ch in batch:
+                self.store.park(ch.table, ch.record_id, str(exc))
+            self._note(summary, parked=len(batch), error=str(exc))
+            return PushResult("forbidden", backlog=self._has_backlog())
+        if isinstance(exc, RemoteError) and not isinstance(
+                exc, (AuthError, TransientRemoteError, PayloadError)):
+            return self._batch_refused(batch, exc, summary)   # refused as a whole (4xx)
+        self.backlog.extendleft(reversed(batch))
+        if not isinstance(exc, RemoteError):
+            raise exc                           # a bug or an interrupt: the caller logs it
+        self._error(str(exc))
+        if isinstance(exc, AuthError):
+            return PushResult("auth")
+        if isinstance(exc, TransientRemoteError):
+            return PushResult("transient", retry_after=exc.retry_after)
+        return PushResult("payload")
 
     def _refill(self) -> None:
         """Read the next chunk of pending changes (skipping records that failed in this
