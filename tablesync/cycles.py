@@ -84,12 +84,12 @@ class Cycles:
         outcomes; returns when no request is in flight.
 
         The run is pipelined over one connection: while batch k is in flight, batch k+1 is
-        taken from the cached chunk and encoded; k+1 is sent only after k's answer came
-        back (the server applies batches strictly in order, one at a time), and k is then
-        acknowledged locally while k+1 is in flight. The run ends with the cached chunk,
-        after about ``RUN_SECONDS``, or at the first failure (the failed batch and the one
-        prepared after it go back to the front of the backlog, nothing was acknowledged for
-        them).
+        taken from the cached chunk (or the next chunk is read from the store, see
+        :meth:`_prefetch`) and encoded; k+1 is sent only after k's answer came back (the
+        server applies batches strictly in order, one at a time), and k is acknowledged
+        locally while k+1 is in flight. The run ends after about ``RUN_SECONDS``, when the
+        queue is drained, or at the first failure (the failed batch and the one prepared
+        after it go back to the front of the backlog; nothing was acknowledged for them).
         """
         self._refill()
         if not self.backlog:
@@ -99,24 +99,49 @@ class Cycles:
             batch, rows = self._next_batch()
             flight = pool.submit(self.remote.apply, batch[0].table, rows)
             while True:
-                ahead = (self._next_batch() if self.backlog and time.monotonic() < deadline
-                         else None)
+                prefetched, ahead = False, None
+                if time.monotonic() < deadline:
+                    if not self.backlog and self._more:
+                        self._prefetch(batch)
+                        prefetched = True
+                    if self.backlog:
+                        ahead = self._next_batch()
                 try:
                     outcomes = flight.result()
                 except BaseException as exc:
-                    if ahead is not None:
+                    if prefetched:
+                        self.reset()            # re-read after the failed batch instead
+                        self._more = True
+                    elif ahead is not None:
                         self.backlog.extendleft(reversed(ahead[0]))
                     return self._batch_failed(batch, exc, summary)
+                if prefetched and any(o.outcome == "superseded" for o in outcomes):
+                    self.reset()                # a winner is applied locally by the ack:
+                    self._more, ahead = True, None   # read the next chunk after it
                 if ahead is not None:
                     flight = pool.submit(self.remote.apply, ahead[0][0].table, ahead[1])
                 try:
                     self._acknowledge(batch, outcomes, summary)
                 except BaseException:
                     self.reset()                # in-flight answer dropped: re-read the queue
+                    self._more = True
                     raise
                 if ahead is None:
                     return PushResult("ok", backlog=self._has_backlog())
                 batch, rows = ahead
+
+    def _prefetch(self, flying: list[Change]) -> None:
+        """Read the next chunk into the backlog while ``flying`` (the last batch of the
+        current chunk) is in flight. Its entries are still pending in the store, so every
+        record sharing a queue entry with it is left out (picked up by a later read); the
+        other records' coalesced state does not depend on how ``flying`` is acknowledged
+        (the caller discards the chunk if a server winner will be applied locally)."""
+        ids = {q for c in flying for q in c.queue_ids}
+        raw = self.store.pending(limit=self.chunk)
+        fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)
+                 and (c.table, c.record_id) not in self._failed]
+        self._more = len(raw) >= self.chunk and bool(fresh) or len(fresh) < len(raw)
+        self.backlog.extend(fresh)
 
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
         """The next batch and its request rows (JSON-encoded here, off the send path)."""
