@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -34,6 +34,7 @@ log = logging.getLogger("tablesync.engine")
 
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
+PIPELINE_DEPTH = 4                              # batches queued ahead for the sender thread
 
 __all__ = ["Cycles", "PENDING_CHUNK", "SyncSummary"]
 
@@ -83,64 +84,84 @@ class Cycles:
         """Push a run of batches (each one table, up to batch_size records) and record the
         outcomes; returns when no request is in flight.
 
-        The run is pipelined over one connection: while batch k is in flight, batch k+1 is
-        taken from the cached chunk (or the next chunk is read from the store, see
-        :meth:`_prefetch`) and encoded; k+1 is sent only after k's answer came back (the
-        server applies batches strictly in order, one at a time), and k is acknowledged
-        locally while k+1 is in flight. The run ends after about ``RUN_SECONDS``, when the
-        queue is drained, or at the first failure (the failed batch and the one prepared
-        after it go back to the front of the backlog; nothing was acknowledged for them).
+        The run is pipelined: up to ``PIPELINE_DEPTH`` batches are taken from the cached
+        chunk, encoded and queued for one sender thread, which sends them strictly one
+        after another over one connection (batch k+1 goes out only after k's answer came
+        back, and never after a failure), while this thread acknowledges answered batches
+        in order and prepares the next ones. When the chunk is used up, the next chunk is
+        read (:meth:`_prefetch`) while the queued batches are being sent. The run ends
+        after about ``RUN_SECONDS``, when the queue is drained, or at the first failure:
+        the failed batch and every batch queued after it go back to the front of the
+        backlog, in order, with nothing acknowledged for them.
         """
         self._refill()
         if not self.backlog:
             return PushResult("ok", backlog=self._has_backlog())
         deadline = time.monotonic() + RUN_SECONDS
+        sender = _Sender(self.remote)
+        queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="tablesync-push") as pool:
-            batch, rows = self._next_batch()
-            flight = pool.submit(self.remote.apply, batch[0].table, rows)
-            while True:
-                prefetched, ahead = False, None
-                if time.monotonic() < deadline:
-                    if not self.backlog and self._more:
-                        self._prefetch(batch)
-                        prefetched = True
-                    if self.backlog:
-                        ahead = self._next_batch()
-                try:
-                    outcomes = flight.result()
-                except BaseException as exc:
-                    if prefetched:
-                        self.reset()            # re-read after the failed batch instead
-                        self._more = True
-                    elif ahead is not None:
-                        self.backlog.extendleft(reversed(ahead[0]))
-                    return self._batch_failed(batch, exc, summary)
-                if prefetched and any(o.outcome == "superseded" for o in outcomes):
-                    self.reset()                # a winner is applied locally by the ack:
-                    self._more, ahead = True, None   # read the next chunk after it
-                if ahead is not None:
-                    flight = pool.submit(self.remote.apply, ahead[0][0].table, ahead[1])
-                try:
+            try:
+                while True:
+                    self._fill(queued, pool, sender, deadline)
+                    if not queued:
+                        return PushResult("ok", backlog=self._has_backlog())
+                    batch, answer = queued[0]
+                    try:
+                        outcomes = answer.result()
+                    except BaseException as exc:
+                        queued.popleft()
+                        self._unsend(queued, sender)
+                        return self._batch_failed(batch, exc, summary)
+                    queued.popleft()
                     self._acknowledge(batch, outcomes, summary)
-                except BaseException:
-                    self.reset()                # in-flight answer dropped: re-read the queue
-                    self._more = True
-                    raise
-                if ahead is None:
-                    return PushResult("ok", backlog=self._has_backlog())
-                batch, rows = ahead
+            except BaseException:
+                sender.stopped = True           # e.g. the ack failed: send nothing more,
+                for _batch, answer in queued:   # drop the answers (resent later: they
+                    answer.exception()          # are idempotent) and re-read the queue
+                self.reset()
+                self._more = True
+                raise
 
-    def _prefetch(self, flying: list[Change]) -> None:
-        """Read the next chunk into the backlog while ``flying`` (the last batch of the
-        current chunk) is in flight. Its entries are still pending in the store, so every
-        record sharing a queue entry with it is left out (picked up by a later read); the
-        other records' coalesced state does not depend on how ``flying`` is acknowledged
-        (the caller discards the chunk if a server winner will be applied locally)."""
-        ids = {q for c in flying for q in c.queue_ids}
+    def _fill(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
+              pool: ThreadPoolExecutor, sender: _Sender, deadline: float) -> None:
+        """Queue prepared batches for the sender up to the pipeline depth (reading the
+        next chunk once when the cached one is used up)."""
+        read = False
+        while len(queued) < PIPELINE_DEPTH and time.monotonic() < deadline:
+            if not self.backlog:
+                if read or not self._more:
+                    return
+                self._prefetch([c for batch, _ in queued for c in batch])
+                read = True
+                continue
+            batch, rows = self._next_batch()
+            queued.append((batch, pool.submit(sender.send, batch[0].table, rows)))
+
+    def _unsend(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
+                sender: _Sender) -> None:
+        """After a failure: the batches queued behind it were not sent; back to the front
+        of the backlog, in order."""
+        sender.stopped = True
+        for _batch, answer in queued:
+            answer.exception()                  # wait: each ends unsent at once
+        for batch, _answer in reversed(queued):
+            self.backlog.extendleft(reversed(batch))
+        queued.clear()
+
+    def _prefetch(self, unacked: list[Change]) -> None:
+        """Read the next chunk into the backlog while ``unacked`` (batches queued, in
+        flight or answered but not yet acknowledged) are being sent. Their entries are
+        still pending in the store, so every record sharing a queue entry with them is
+        left out (a later read picks it up). The other records' state does not depend on
+        how ``unacked`` is acknowledged: an ack only writes the acknowledged records'
+        queue entries and versions, and applies server winners for those records only --
+        the same as for the rest of a cached chunk while its earlier batches are acked."""
+        ids = {q for c in unacked for q in c.queue_ids}
         raw = self.store.pending(limit=self.chunk)
         fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)
                  and (c.table, c.record_id) not in self._failed]
-        self._more = len(raw) >= self.chunk and bool(fresh) or len(fresh) < len(raw)
+        self._more = (len(raw) >= self.chunk and bool(fresh)) or len(fresh) < len(raw)
         self.backlog.extend(fresh)
 
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
@@ -280,3 +301,25 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+
+
+class _NotSent(Exception):
+    """A queued batch the sender refused to send (an earlier one failed)."""
+
+
+class _Sender:
+    """Sends queued batches strictly one after another (one worker thread); after the first
+    failure, or once ``stopped`` is set, every later batch ends unsent (:class:`_NotSent`)."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.stopped = False
+
+    def send(self, table: str, rows: list[dict[str, Any]]) -> list[ApplyOutcome]:
+        if self.stopped:
+            raise _NotSent(table)
+        try:
+            return self.remote.apply(table, rows)
+        except BaseException:
+            self.stopped = True
+            raise
