@@ -302,8 +302,9 @@ class LocalStore:
                     self._park(conn, ch.table, ch.record_id, str(out.get("message") or kind))
                 else:
                     self._retry(conn, ch, str(out.get("message") or kind))
-            conn.executemany("UPDATE sync_queue SET synced_at = ? WHERE id = ?",
-                             [(now, qid) for qid in synced])
+            if synced:                          # one statement for the batch
+                conn.execute("UPDATE sync_queue SET synced_at = ? WHERE id IN (SELECT value "
+                             "FROM json_each(?))", (now, json.dumps(synced)))
             self._set_metas_if_newer(conn, versions)
             if acked:
                 conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))
