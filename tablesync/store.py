@@ -33,6 +33,7 @@ from tablesync.rows import state_from_row, state_json, version_text
 from tablesync.sql.base import ident
 
 log = logging.getLogger("tablesync.store")
+_DELETE, _INSERT, _UPDATE = Op.DELETE, Op.INSERT, Op.UPDATE   # enum lookups off hot loops
 CHUNK = 500
 DEFAULT_MAX_RETRIES = 5
 
@@ -220,20 +221,22 @@ class LocalStore:
                 data, deleted = images[rid], False
             else:
                 continue  # the row vanished without a captured delete; nothing to push
-            hlc = entries[0].hlc if len(entries) == 1 else max(e.hlc for e in entries)
+            if len(entries) == 1:               # the common case, without generators
+                hlc, ids = last.hlc, (last.id,)
+            else:
+                hlc, ids = max(e.hlc for e in entries), tuple([e.id for e in entries])
             state = RowState(Version(hlc, self.system_id), deleted,
                              self._held_before(entries, meta), data)
-            op = Op.DELETE if deleted else (
-                Op.INSERT if meta is None or meta.deleted else Op.UPDATE)
-            out.append(Change(spec.name, rid, op, state, tuple(e.id for e in entries)))
+            op = _DELETE if deleted else (_INSERT if meta is None or meta.deleted else _UPDATE)
+            out.append(Change(spec.name, rid, op, state, ids))
         return out
 
     def _order(self, ch: Change) -> tuple[int, int, int, int]:
         rank = self._rank[ch.table]
         first = ch.queue_ids[0] if ch.queue_ids else 0
-        if ch.op is Op.DELETE:
+        if ch.op is _DELETE:
             return (0, -rank, 0, first)
-        return (1, rank, 0 if ch.op is Op.UPDATE else 1, first)
+        return (1, rank, 0 if ch.op is _UPDATE else 1, first)
 
     def _metas(self, conn: sqlite3.Connection, table: str,
                rids: Sequence[str]) -> dict[str, RowState]:
