@@ -31,8 +31,9 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
-    "EncodedRows", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
-    "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes", "validate_row",
+    "EncodedRows", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
+    "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
+    "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
