@@ -132,7 +132,20 @@ def cpu() -> float:
 
 # ---------------------------------------------------------------------------- push
 
+def wait_for_capture(info: DevServerInfo, table: str = "tasks", timeout: float = 20.0) -> bool:
+    """Wait until the devserver's Realtime service installed its change-capture trigger on
+    ``table`` (it re-reads the publication every 5 s): push and baseline then both pay it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pg(info, "SELECT 1 FROM pg_trigger WHERE tgname = 'tablesync_realtime' AND "
+                    "tgrelid = %s::regclass", f"public.{table}"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, Any]:
+    capture = wait_for_capture(info)
     project = project_for(tmp, info, "system-a", batch_size=batch)
     with engine_for(project, info, realtime=False) as engine:
         queue_inserts(project.config.database_path, "system-a", n, "push-")
@@ -159,7 +172,7 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
     pg(info, PURGE)
     pg(info, "VACUUM ANALYZE tasks")
     return {"rows": n, "batch": batch, "rows_per_s": n / wall, "seconds": wall,
-            "client_cpu_us_per_row": client_cpu / n * 1e6,
+            "client_cpu_us_per_row": client_cpu / n * 1e6, "realtime_capture": capture,
             "baseline_rows_per_s": n / base, "baseline_seconds": base}
 
 

@@ -14,23 +14,27 @@ the watermark only after the whole table was read.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.machine import PullResult, PushResult
 from tablesync.metrics import Metrics
 from tablesync.model import Change, TableSpec
 from tablesync.project import Project
-from tablesync.remote.base import MAX_PAGE, ForbiddenError, Page, Remote
+from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
+                                   encoded_rows)
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
 log = logging.getLogger("tablesync.engine")
 
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
+RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
+PIPELINE_DEPTH = 4                              # batches queued ahead for the sender thread
 
 __all__ = ["Cycles", "PENDING_CHUNK", "SyncSummary"]
 
@@ -77,33 +81,96 @@ class Cycles:
         self._more = False
 
     def push_batch(self, summary: SyncSummary | None) -> PushResult:
-        """Push one batch (one table, up to batch_size records) and record the outcomes."""
+        """Push a run of batches (each one table, up to batch_size records) and record the
+        outcomes; returns when no request is in flight.
+
+        The run is pipelined: up to ``PIPELINE_DEPTH`` batches are taken from the cached
+        chunk, encoded and queued for one sender thread, which sends them strictly one
+        after another over one connection (batch k+1 goes out only after k's answer came
+        back, and never after a failure), while this thread acknowledges answered batches
+        in order and prepares the next ones. When the chunk is used up, the next chunk is
+        read (:meth:`_prefetch`) while the queued batches are being sent. The run ends
+        after about ``RUN_SECONDS``, when the queue is drained, or at the first failure:
+        the failed batch and every batch queued after it go back to the front of the
+        backlog, in order, with nothing acknowledged for them.
+        """
         self._refill()
         if not self.backlog:
             return PushResult("ok", backlog=self._has_backlog())
+        deadline = time.monotonic() + RUN_SECONDS
+        sender = _Sender(self.remote)
+        queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="tablesync-push") as pool:
+            try:
+                while True:
+                    self._fill(queued, pool, sender, deadline)
+                    if not queued:
+                        return PushResult("ok", backlog=self._has_backlog())
+                    batch, answer = queued[0]
+                    try:
+                        outcomes = answer.result()
+                    except BaseException as exc:
+                        queued.popleft()
+                        self._unsend(queued, sender)
+                        return self._batch_failed(batch, exc, summary)
+                    queued.popleft()
+                    self._acknowledge(batch, outcomes, summary)
+            except BaseException:
+                sender.stopped = True           # e.g. the ack failed: send nothing more,
+                for _batch, answer in queued:   # drop the answers (resent later: they
+                    answer.exception()          # are idempotent) and re-read the queue
+                self.reset()
+                self._more = True
+                raise
+
+    def _fill(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
+              pool: ThreadPoolExecutor, sender: _Sender, deadline: float) -> None:
+        """Queue prepared batches for the sender up to the pipeline depth (reading the
+        next chunk once when the cached one is used up)."""
+        read = False
+        while len(queued) < PIPELINE_DEPTH and time.monotonic() < deadline:
+            if not self.backlog:
+                if read or not self._more:
+                    return
+                self._prefetch([c for batch, _ in queued for c in batch])
+                read = True
+                continue
+            batch, rows = self._next_batch()
+            queued.append((batch, pool.submit(sender.send, batch[0].table, rows)))
+
+    def _unsend(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
+                sender: _Sender) -> None:
+        """After a failure: the batches queued behind it were not sent; back to the front
+        of the backlog, in order."""
+        sender.stopped = True
+        for _batch, answer in queued:
+            answer.exception()                  # wait: each ends unsent at once
+        for batch, _answer in reversed(queued):
+            self.backlog.extendleft(reversed(batch))
+        queued.clear()
+
+    def _prefetch(self, unacked: list[Change]) -> None:
+        """Read the next chunk into the backlog while ``unacked`` (batches queued, in
+        flight or answered but not yet acknowledged) are being sent. Their entries are
+        still pending in the store, so every record sharing a queue entry with them is
+        left out (a later read picks it up). The other records' state does not depend on
+        how ``unacked`` is acknowledged: an ack only writes the acknowledged records'
+        queue entries and versions, and applies server winners for those records only --
+        the same as for the rest of a cached chunk while its earlier batches are acked."""
+        ids = {q for c in unacked for q in c.queue_ids}
+        raw = self.store.pending(limit=self.chunk)
+        fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)
+                 and (c.table, c.record_id) not in self._failed]
+        self._more = (len(raw) >= self.chunk and bool(fresh)) or len(fresh) < len(raw)
+        self.backlog.extend(fresh)
+
+    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
+        """The next batch and its request rows (JSON-encoded here, off the send path)."""
         batch = self._take_batch()
-        table = batch[0].table
-        try:
-            outcomes = self.remote.apply(table, [row_from_state(c.state) for c in batch])
-        except ForbiddenError as exc:
-            for ch in batch:
-                self.store.park(ch.table, ch.record_id, str(exc))
-            self._note(summary, parked=len(batch), error=str(exc))
-            return PushResult("forbidden", backlog=self._has_backlog())
-        except AuthError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("auth")
-        except TransientRemoteError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("transient", retry_after=exc.retry_after)
-        except PayloadError as exc:
-            self.backlog.extendleft(reversed(batch))
-            self._error(str(exc))
-            return PushResult("payload")
-        except RemoteError as exc:              # the whole batch refused (e.g. 400)
-            return self._batch_refused(batch, exc, summary)
+        return batch, encoded_rows([row_from_state(c.state) for c in batch])
+
+    def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
+                     summary: SyncSummary | None) -> None:
         winners = self.store.ack(batch, [{"outcome": o.outcome, "row": o.row,
                                           "message": o.message} for o in outcomes])
         self._note(summary, pushed=len(batch),
@@ -112,7 +179,27 @@ class Cycles:
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == "error")
         self._notify(winners)
-        return PushResult("ok", backlog=self._has_backlog())
+
+    def _batch_failed(self, batch: list[Change], exc: BaseException,
+                      summary: SyncSummary | None) -> PushResult:
+        """The request for ``batch`` failed as a whole (nothing of it acknowledged)."""
+        if isinstance(exc, ForbiddenError):
+            for ch in batch:
+                self.store.park(ch.table, ch.record_id, str(exc))
+            self._note(summary, parked=len(batch), error=str(exc))
+            return PushResult("forbidden", backlog=self._has_backlog())
+        if isinstance(exc, RemoteError) and not isinstance(
+                exc, (AuthError, TransientRemoteError, PayloadError)):
+            return self._batch_refused(batch, exc, summary)   # refused as a whole (4xx)
+        self.backlog.extendleft(reversed(batch))
+        if not isinstance(exc, RemoteError):
+            raise exc                           # a bug or an interrupt: the caller logs it
+        self._error(str(exc))
+        if isinstance(exc, AuthError):
+            return PushResult("auth")
+        if isinstance(exc, TransientRemoteError):
+            return PushResult("transient", retry_after=exc.retry_after)
+        return PushResult("payload")
 
     def _refill(self) -> None:
         """Read the next chunk of pending changes (skipping records that failed in this
@@ -215,3 +302,25 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+
+
+class _NotSent(Exception):
+    """A queued batch the sender refused to send (an earlier one failed)."""
+
+
+class _Sender:
+    """Sends queued batches strictly one after another (one worker thread); after the first
+    failure, or once ``stopped`` is set, every later batch ends unsent (:class:`_NotSent`)."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.stopped = False
+
+    def send(self, table: str, rows: list[dict[str, Any]]) -> list[ApplyOutcome]:
+        if self.stopped:
+            raise _NotSent(table)
+        try:
+            return self.remote.apply(table, rows)
+        except BaseException:
+            self.stopped = True
+            raise

@@ -39,6 +39,7 @@ from tablesync.sql.base import ident
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
 log = logging.getLogger("tablesync.store")
+_DELETE, _INSERT, _UPDATE = Op.DELETE, Op.INSERT, Op.UPDATE   # enum lookups off hot loops
 CHUNK = 500
 ROWS_PER_INSERT = 100                  # value rows per multi-row INSERT of the bulk path
 DEFAULT_MAX_RETRIES = 5
@@ -281,12 +282,15 @@ class LocalStore:
 
     def _add_later_entries(self, conn: sqlite3.Connection,
                            groups: dict[str, dict[str, list[_Entry]]], after: int) -> None:
-        keys = json.dumps([f"{t}\x1f{r}" for t, recs in groups.items() for r in recs])
+        # a row-value IN over json_each: about half the per-row cost of probing a
+        # concatenated key (this scan reads the whole rest of the queue)
+        keys = json.dumps([[t, r] for t, recs in groups.items() for r in recs])
         for qid, table, rid, op, hlc, data in conn.execute(
                 "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
                 "WHERE id > ? AND id <= (SELECT stamped_id FROM _tablesync_stamp) AND "
-                "synced_at IS NULL AND table_name || char(31) || record_id IN "
-                "(SELECT value FROM json_each(?)) ORDER BY id", (after, keys)):
+                "synced_at IS NULL AND (table_name, record_id) IN (SELECT "
+                "json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) "
+                "ORDER BY id", (after, keys)):
             groups[table][rid].append(_Entry(qid, op, hlc, data))
 
     def _coalesce(self, conn: sqlite3.Connection, spec: TableSpec,
@@ -304,20 +308,22 @@ class LocalStore:
                 data, deleted = images[rid], False
             else:
                 continue  # the row vanished without a captured delete; nothing to push
-            hlc = entries[0].hlc if len(entries) == 1 else max(e.hlc for e in entries)
+            if len(entries) == 1:               # the common case, without generators
+                hlc, ids = last.hlc, (last.id,)
+            else:
+                hlc, ids = max(e.hlc for e in entries), tuple([e.id for e in entries])
             state = RowState(Version(hlc, self.system_id), deleted,
                              self._held_before(entries, meta), data)
-            op = Op.DELETE if deleted else (
-                Op.INSERT if meta is None or meta.deleted else Op.UPDATE)
-            out.append(Change(spec.name, rid, op, state, tuple(e.id for e in entries)))
+            op = _DELETE if deleted else (_INSERT if meta is None or meta.deleted else _UPDATE)
+            out.append(Change(spec.name, rid, op, state, ids))
         return out
 
     def _order(self, ch: Change) -> tuple[int, int, int, int]:
         rank = self._rank[ch.table]
         first = ch.queue_ids[0] if ch.queue_ids else 0
-        if ch.op is Op.DELETE:
+        if ch.op is _DELETE:
             return (0, -rank, 0, first)
-        return (1, rank, 0 if ch.op is Op.UPDATE else 1, first)
+        return (1, rank, 0 if ch.op is _UPDATE else 1, first)
 
     def _metas(self, conn: sqlite3.Connection, table: str,
                rids: Sequence[str]) -> dict[str, RowState]:
@@ -386,8 +392,9 @@ class LocalStore:
                     self._park(conn, ch.table, ch.record_id, str(out.get("message") or kind))
                 else:
                     self._retry(conn, ch, str(out.get("message") or kind))
-            conn.executemany("UPDATE sync_queue SET synced_at = ? WHERE id = ?",
-                             [(now, qid) for qid in synced])
+            if synced:                          # one statement for the batch
+                conn.execute("UPDATE sync_queue SET synced_at = ? WHERE id IN (SELECT value "
+                             "FROM json_each(?))", (now, json.dumps(synced)))
             self._set_metas_if_newer(conn, versions)
             if acked:
                 conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))

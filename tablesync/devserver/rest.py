@@ -243,9 +243,11 @@ class RestService:
         use_body = _takes_body(fn)
         if not use_body and not isinstance(args, dict):
             raise pgrst(400, "PGRST102", "Empty or invalid json")
+        raw = await _raw_object_body(request)
         values = {} if use_body else \
-            {k: _arg_value(v, fn.arg_types[fn.args.index(k)]) for k, v in args.items()}
-        call_sql, params = rest_sql.call(fn, values, json.dumps(args), use_body=use_body)
+            {k: _rpc_arg(v, fn.arg_types[fn.args.index(k)], k, raw) for k, v in args.items()}
+        whole = (raw if raw is not None else json.dumps(args)) if use_body else None
+        call_sql, params = rest_sql.call(fn, values, whole, use_body=use_body)
         try:
             q = parse_query(filter_params)
         except QueryError as exc:
@@ -322,6 +324,25 @@ def _matches(fn: Function, keys: set[str], args: Any) -> bool:
     if _takes_body(fn):
         return True
     return keys <= set(fn.args) and "" not in fn.args and isinstance(args, dict)
+
+
+def _rpc_arg(value: Any, pg_type: str, key: str, raw: str | None) -> Any:
+    """An argument's parameter: a json/jsonb value is taken from the raw body in SQL
+    (``body -> key``, as PostgREST passes the body through) instead of re-encoded here."""
+    if raw is not None and value is not None and pg_type in ("json", "jsonb"):
+        return rest_sql.BodyField(raw, key, pg_type)
+    return _arg_value(value, pg_type)
+
+
+async def _raw_object_body(request: Request) -> str | None:
+    """The POST body as text when it is a (parsed, valid) UTF-8 JSON object, else None."""
+    if request.method != "POST":
+        return None
+    try:
+        text = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.lstrip()[:1] == "{" else None
 
 
 def _arg_value(value: Any, pg_type: str) -> Any:

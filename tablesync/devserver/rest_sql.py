@@ -8,6 +8,7 @@ to JSON by PostgreSQL itself (``json_agg``), like PostgREST.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from psycopg import sql
@@ -180,15 +181,34 @@ def delete(table: Table, q: Query, *, rows: bool = True) -> tuple[sql.Composed, 
     return sql.SQL("WITH _m AS ({}) ").format(stmt) + _from_cte(table, q.select, "_m", rows), params
 
 
+@dataclass(frozen=True)
+class BodyField:
+    """A json/jsonb argument read from the request body by PostgreSQL (``body -> key``):
+    the body text is passed through as it came, never decoded and re-encoded in Python."""
+
+    body: str
+    key: str
+    pg_type: str  # 'json' or 'jsonb'
+
+
 def call(fn: Function, args: dict[str, Any], whole_body: Any = None,
          *, use_body: bool = False) -> tuple[sql.Composed, Params]:
     """``fn(a => %s, ...)`` with named arguments (or the whole body as one argument)."""
     ident = sql.Identifier(SCHEMA, fn.name)
     if use_body:
         return sql.SQL("{}(%s)").format(ident), [whole_body]
-    names = list(args)
-    parts = sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(n)) for n in names)
-    return sql.SQL("{}({})").format(ident, parts), [args[n] for n in names]
+    parts: list[sql.Composable] = []
+    params: Params = []
+    for name, value in args.items():
+        if isinstance(value, BodyField):
+            cast = sql.SQL("jsonb" if value.pg_type == "jsonb" else "json")
+            parts.append(sql.SQL("{} => (%s::{} -> {})").format(
+                sql.Identifier(name), cast, sql.Literal(value.key)))
+            params.append(value.body)
+        else:
+            parts.append(sql.SQL("{} => %s").format(sql.Identifier(name)))
+            params.append(value)
+    return sql.SQL("{}({})").format(ident, sql.SQL(", ").join(parts)), params
 
 
 def rpc(fn: Function, call_sql: sql.Composable, limit: int, offset: int, *,

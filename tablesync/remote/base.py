@@ -20,6 +20,7 @@ malformed / oversized / bad rows       :class:`~tablesync.errors.PayloadError`
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
@@ -30,8 +31,9 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
-    "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber", "TableChannel",
-    "TokenSource", "error_for_status", "parse_outcomes", "row_checker", "validate_row",
+    "EncodedRows", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
+    "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
+    "row_checker", "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
@@ -68,6 +70,25 @@ class ApplyOutcome:
     outcome: str
     row: dict[str, Any] | None = None
     message: str | None = None
+
+
+class EncodedRows(list):  # type: ignore[type-arg]
+    """Apply rows (a plain list of dicts) that also carry their request body, encoded
+    ahead of the send: a REST remote sends ``body`` as is, any other remote uses the rows."""
+
+    body: bytes = b""
+
+
+def encoded_rows(rows: list[dict[str, Any]]) -> EncodedRows:
+    """``rows`` with the apply request body ``{"rows": [...]}`` encoded once (compact JSON).
+    A value JSON cannot carry (NaN, Infinity) leaves ``body`` empty: the remote then fails
+    on these rows at their turn, as it would without the pre-encoding."""
+    out = EncodedRows(rows)
+    try:
+        out.body = json.dumps({"rows": rows}, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError):
+        out.body = b""
+    return out
 
 
 @dataclass(frozen=True)

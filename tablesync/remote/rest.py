@@ -19,8 +19,8 @@ from tablesync.backoff import parse_retry_after
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.model import TableSpec
 from tablesync.remote.base import (
-    MAX_PAGE, ApplyOutcome, Page, DeadSessionError, ExpiredTokenError, TokenSource,
-    error_for_status, parse_outcomes, row_checker, validate_row,
+    MAX_PAGE, ApplyOutcome, DeadSessionError, EncodedRows, ExpiredTokenError, Page,
+    TokenSource, error_for_status, parse_outcomes, row_checker, validate_row,
 )
 from tablesync.vault import Secret, Tokens
 
@@ -152,7 +152,9 @@ class RestRemote:
         if not rows:
             return []
         path = "/rest/v1/rpc/" + quote(APPLY_RPC.format(table=table), safe="")
-        body = self._data("POST", path, json_body={"rows": list(rows)}, what=f"apply {table}")
+        content = rows.body if isinstance(rows, EncodedRows) and rows.body else None
+        body = self._data("POST", path, what=f"apply {table}", content=content,
+                          json_body={"rows": list(rows)} if content is None else None)
         pk = self.tables[table].primary_key if table in self.tables else "id"
         return parse_outcomes(table, rows, body, pk)
 
@@ -218,29 +220,31 @@ class RestRemote:
 
     # ------------------------------------------------------------------- plumbing
 
-    def _data(self, method: str, path: str, *, what: str,
-              json_body: Any = None, params: Mapping[str, str] | None = None) -> Any:
-        """A PostgREST call as the signed-in user; refresh-and-retry once on expiry."""
+    def _data(self, method: str, path: str, *, what: str, json_body: Any = None,
+              params: Mapping[str, str] | None = None, content: bytes | None = None) -> Any:
+        """A PostgREST call as the signed-in user; refresh-and-retry once on expiry.
+        ``content``: a JSON request body already encoded (sent as is)."""
         token = self.tokens.access_token() if self.tokens else None
         try:
             return self._send(method, path, json_body=json_body, params=params,
-                              headers=self._data_headers(token), what=what)
+                              headers=self._data_headers(token), what=what, content=content)
         except ExpiredTokenError:
             if self.tokens is None:
                 raise
             fresh = self.tokens.refresh_expired(token)
         return self._send(method, path, json_body=json_body, params=params,
-                          headers=self._data_headers(fresh), what=what)
+                          headers=self._data_headers(fresh), what=what, content=content)
 
     def _data_headers(self, token: Secret | None) -> dict[str, str]:
         bearer = (token or self._anon).reveal()
         return {"apikey": self._anon.reveal(), "Authorization": f"Bearer {bearer}"}
 
     def _send(self, method: str, path: str, *, what: str, headers: dict[str, str],
-              json_body: Any = None, params: Mapping[str, str] | None = None) -> Any:
-        content = None
+              json_body: Any = None, params: Mapping[str, str] | None = None,
+              content: bytes | None = None) -> Any:
         if json_body is not None:
             content = json.dumps(json_body, separators=(",", ":"), allow_nan=False).encode()
+        if content is not None:
             headers = {**headers, "Content-Type": "application/json"}
         try:
             with self._client.stream(method, path, params=params, content=content,

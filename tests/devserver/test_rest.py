@@ -167,6 +167,21 @@ def test_rpc_shapes(http: httpx.Client, info: DevServerInfo, items: str) -> None
     assert resp.status_code == 404 and resp.json()["code"] == "PGRST202"
 
 
+def test_rpc_json_argument_is_read_from_the_body_by_postgres(http: httpx.Client,
+                                                             info: DevServerInfo,
+                                                             items: str) -> None:
+    """A json/jsonb argument reaches the function as PostgreSQL parsed the body (PostgREST
+    passes the body through): numbers keep their text (1.10), no Python re-encoding."""
+    h = {**service_headers(info), "Content-Type": "application/json"}
+    body = '{"payload": {"n": 1.10, "s": "\u00e9\u2028x", "big": 123456789012345678901234}}'
+    resp = http.post("/rest/v1/rpc/echo", headers=h, content=body.encode())
+    assert resp.status_code == 200
+    assert '"n": 1.10' in resp.text and "123456789012345678901234" in resp.text
+    assert resp.json()["s"] == "\u00e9\u2028x"
+    resp = http.post("/rest/v1/rpc/echo", headers=h, content=b'{"payload": [1, {"a": null}]}')
+    assert resp.json() == [1, {"a": None}]
+
+
 def test_rpc_sees_jwt_claims(http: httpx.Client, info: DevServerInfo, items: str) -> None:
     token = user_token(http, info, "claims@example.com", "sys-1")
     claims = http.post("/rest/v1/rpc/whoami", headers=user_headers(info, token)).json()

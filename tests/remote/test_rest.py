@@ -10,7 +10,8 @@ import pytest
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.model import ColumnSpec, TableSpec
-from tablesync.remote.base import DeadSessionError, ExpiredTokenError, ForbiddenError
+from tablesync.remote.base import (DeadSessionError, ExpiredTokenError, ForbiddenError,
+                                   encoded_rows)
 from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
 from tablesync.vault import Secret, Tokens, Vault
@@ -129,6 +130,20 @@ def test_apply(app: Scripted, remote: RestRemote) -> None:
     assert seen.body == {"rows": rows}
     assert seen.headers["apikey"] == ANON and seen.headers["authorization"] == f"Bearer {ANON}"
     assert remote.apply("tasks", []) == [] and len(app.seen) == 1
+
+
+def test_apply_sends_a_pre_encoded_body_as_is(app: Scripted, remote: RestRemote) -> None:
+    app.handler = _apply_ok
+    rows = encoded_rows([_row(1), _row(2)])
+    rows.body = rows.body.replace(b'{"rows":', b'{"rows" :')   # marks this exact body
+    out = remote.apply("tasks", rows)
+    assert [o.id for o in out] == ["t1", "t2"] and app.seen[0].body == {"rows": list(rows)}
+    assert app.seen[0].headers["content-type"] == "application/json"
+    assert app.seen[0].headers["content-length"] == str(len(rows.body))
+    nan = encoded_rows([{**_row(3), "x": float("nan")}])
+    assert nan.body == b""                           # not encodable: the plain path refuses
+    with pytest.raises(ValueError):
+        remote.apply("tasks", nan)
 
 
 def _session(remote: RestRemote, tmp_path: Path, url: str) -> Session:
