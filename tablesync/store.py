@@ -308,6 +308,7 @@ class LocalStore:
                 data, deleted = images[rid], False
             else:
                 continue  # the row vanished without a captured delete; nothing to push
+            ids: tuple[int, ...]
             if len(entries) == 1:               # the common case, without generators
                 hlc, ids = last.hlc, (last.id,)
             else:
