@@ -180,6 +180,8 @@ class RealtimeService:
                 channel.bindings = bindings
                 for binding in bindings:
                     self._bindings.setdefault(binding.oid, []).append(binding)
+                # capture on before "Subscribed to PostgreSQL" is sent: later writes are seen
+                await capture.set_subscribed(self._control, self._subscribed_oids())
         except psycopg.Error as exc:
             log.warning("realtime: subscribing failed: %s", exc)
             if self._control is None or self._control.broken or self._control.closed:
@@ -205,6 +207,10 @@ class RealtimeService:
                         f"[{spec.describe()}]. Exception: {capture.describe_error(exc)}")
             out.append(Binding(channel, sub_id, spec, oid))
         return None
+
+    def _subscribed_oids(self) -> set[int]:
+        return {oid for oid, live in self._bindings.items()
+                if any(not b.channel.closed for b in live)}
 
     def unsubscribe(self, channel: Channel) -> None:
         """Forget a channel's bindings."""
@@ -234,9 +240,10 @@ class RealtimeService:
         self._by_name = {(t.schema, t.name): oid for oid, t in tables.items()}
 
     async def _refresh_locked(self) -> None:
-        """Tables and triggers, then the cached column privileges of every known role."""
+        """Tables and triggers, captured tables, the cached column privileges per role."""
         await self._refresh_tables_locked()
         assert self._control is not None
+        await capture.set_subscribed(self._control, self._subscribed_oids())
         for oid, role in list(self._selectable):
             if oid in self._tables:
                 await self._cache_selectable(self._control, oid, role)

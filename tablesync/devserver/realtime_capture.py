@@ -40,6 +40,16 @@ def realtime_sql() -> str:
     return importlib.resources.files("tablesync.devserver").joinpath("realtime.sql").read_text()
 
 
+async def set_subscribed(conn: psycopg.AsyncConnection[Any], oids: set[int]) -> None:
+    """Capture exactly the tables in ``oids`` (those with a live subscription)."""
+    wanted = sorted(oids)
+    async with conn.transaction():
+        await conn.execute("DELETE FROM realtime.tablesync_subscribed "
+                           "WHERE NOT (relid = ANY(%s::oid[]))", (wanted,))
+        await conn.execute("INSERT INTO realtime.tablesync_subscribed (relid) "
+                           "SELECT unnest(%s::oid[]) ON CONFLICT DO NOTHING", (wanted,))
+
+
 async def install(conn: psycopg.AsyncConnection[Any]) -> None:
     """Create/replace the realtime schema objects (idempotent, serialised by a lock)."""
     async with conn.transaction():

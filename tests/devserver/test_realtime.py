@@ -661,3 +661,44 @@ def test_start_on_a_missing_database_says_so(pg_server: Any) -> None:
         assert asyncio.all_tasks() - before == set()
 
     run(main())
+
+
+def test_only_subscribed_tables_are_captured(db: str) -> None:
+    """No subscriber, no capture work for the writer; a join turns it on before the
+    "Subscribed to PostgreSQL" system message;
+    the refresh after the last channel leaves turns it off again."""
+    srv = RealtimeServer(db, refresh_interval=0.2).start()
+
+    def captured() -> list[Any]:
+        with psycopg.connect(db, autocommit=True) as conn:
+            return conn.execute("SELECT relid::regclass::text FROM "
+                                "realtime.tablesync_subscribed").fetchall()
+
+    def changes_seq() -> int:
+        with psycopg.connect(db, autocommit=True) as conn:
+            return conn.execute("SELECT last_value FROM realtime.tablesync_change_id"
+                                ).fetchone()[0]
+
+    async def main() -> None:
+        sql(db, "INSERT INTO items (id, system_id) VALUES (1, 'A')")
+        before = changes_seq()
+        sql(db, "INSERT INTO items (id, system_id) VALUES (2, 'A')")
+        assert captured() == [] and changes_seq() == before     # nothing built or sent
+        ph = await connect(srv)
+        await ph.join("realtime:x", CHANGES_A, token(system_id="A"))
+        await ph.recv()           # "Subscribed to PostgreSQL": capture is on from here
+        assert captured() == [("items",)]
+        sql(db, "INSERT INTO items (id, system_id) VALUES (3, 'A')")
+        event = await ph.recv()
+        assert event["payload"]["data"]["record"]["id"] == 3
+        await ph.ws.close()
+        for _ in range(100):                                      # bounded: 10 s
+            if not captured():
+                break
+            await asyncio.sleep(0.1)
+        assert captured() == []
+
+    try:
+        run(main())
+    finally:
+        srv.stop()
