@@ -17,7 +17,10 @@ files per run): 100k inserts in one transaction, 5k autocommit inserts, 100k upd
   operation (the naive design), for reference.
 
 Prints medians of CPU time (process time: robust on a shared machine) and wall time,
-rows/s, and the ratio vs plain from the same run. The engine-side cost that the shipped
+rows/s, and the ratio vs plain from the same run set; ``paired`` is the median over runs of
+(variant / plain within the same run): the VM's CPU speed drifts by up to 2x over minutes
+(every variant slows down together), and pairing each sample with the plain sample taken
+seconds apart cancels most of that drift. The engine-side cost that the shipped
 design moves out of the app's write path, stamping the 100k inserted entries with
 ``tablesync.stamp.stamp_pending``, is timed too (``stamp 100k``, tablesync variants only).
 """
@@ -141,7 +144,7 @@ def main() -> None:
     print(f"SQLite {sqlite3.sqlite_version}, WAL, {args.runs} interleaved runs; ratio = "
           "variant / plain (same run set); cpu = process time, wall = elapsed")
     print(f"{'workload':<24}{'variant':<12}{'cpu med s':>10}{'rows/s':>10}{'ratio':>7}"
-          f"{'cpu min':>9}{'ratio':>7}{'wall med':>10}{'ratio':>7}")
+          f"{'cpu min':>9}{'ratio':>7}{'wall med':>10}{'ratio':>7}{'paired':>8}")
     works = list(times["tablesync"])
     for work in works:
         n = args.autocommit if "autocommit" in work else args.rows
@@ -150,9 +153,11 @@ def main() -> None:
             if work not in times[variant]:
                 continue
             cpu_med, cpu_min, wall_med = _summary(times[variant][work])
+            plain = times["plain"].get(work) or times["plain"][works[0]]
+            paired = statistics.median(v[0] / p[0] for v, p in zip(times[variant][work], plain))
             print(f"{work:<24}{variant:<12}{cpu_med:>10.3f}{n / cpu_med:>10,.0f}"
                   f"{cpu_med / base[0]:>6.2f}x{cpu_min:>9.3f}{cpu_min / base[1]:>6.2f}x"
-                  f"{wall_med:>10.3f}{wall_med / base[2]:>6.2f}x")
+                  f"{wall_med:>10.3f}{wall_med / base[2]:>6.2f}x{paired:>7.2f}x")
 
 
 def _summary(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
