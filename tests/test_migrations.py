@@ -12,6 +12,7 @@ from tablesync.errors import GenerateError
 from tablesync.migrations import migrate_database
 from tablesync.project import Project, load_project
 from tablesync.sql import postgres
+from tablesync.sql import sqlite as sq
 
 BASE = {"notes": "CREATE TABLE notes (id TEXT PRIMARY KEY, system_id TEXT NOT NULL, body TEXT);"}
 
@@ -80,11 +81,7 @@ def test_sqlite_lossy_changes_are_refused(tmp_path: Path, schema: str, message: 
 def test_sqlite_seed_sync_queue_gets_extra_columns(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE sync_queue (id INTEGER PRIMARY KEY AUTOINCREMENT, operation TEXT "
-                 "CHECK(operation IN ('INSERT','UPDATE','DELETE')), table_name TEXT NOT NULL, "
-                 "record_id TEXT NOT NULL, record_data JSON, created_at TIMESTAMP DEFAULT "
-                 "CURRENT_TIMESTAMP, synced_at TIMESTAMP DEFAULT NULL, retry_count INTEGER "
-                 "DEFAULT 0)")
+    conn.execute(sq.SEED_SYNC_QUEUE_SQL)
     conn.execute("INSERT INTO sync_queue (operation, table_name, record_id) VALUES "
                  "('INSERT', 'notes', 'old')")
     steps = migrate_database(db, make_project(tmp_path, BASE))

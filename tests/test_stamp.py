@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tablesync import clock
 from tablesync.migrations import migrate
 from tablesync.project import Project, load_project
+from tablesync.sql.sqlite import QUEUE_EXTRA_COLUMNS, SEED_SYNC_QUEUE_SQL
 from tablesync.stamp import chain, stamp_pending
 from tablesync.store import LocalStore
 
@@ -117,11 +118,9 @@ def test_migrating_a_queue_stamped_by_the_old_triggers(tmp_path: Path) -> None:
     project = load_project(ROOT / "sync.toml")
     db = tmp_path / "old.db"
     old = sqlite3.connect(db, isolation_level=None)
-    old.execute("CREATE TABLE sync_queue (id INTEGER PRIMARY KEY AUTOINCREMENT, operation TEXT "
-                "CHECK(operation IN ('INSERT','UPDATE','DELETE')), table_name TEXT NOT NULL, "
-                "record_id TEXT NOT NULL, record_data JSON, created_at TIMESTAMP DEFAULT "
-                "CURRENT_TIMESTAMP, synced_at TIMESTAMP DEFAULT NULL, retry_count INTEGER "
-                "DEFAULT 0, hlc INTEGER NOT NULL DEFAULT 0, last_error TEXT DEFAULT NULL)")
+    old.execute(SEED_SYNC_QUEUE_SQL)
+    for col, decl in QUEUE_EXTRA_COLUMNS.items():     # as the earlier tablesync left it
+        old.execute(f"ALTER TABLE sync_queue ADD COLUMN {col} {decl}")
     future = clock.pack(clock.SystemClock().now_ms() + 3_600_000)   # a skewed old machine
     old.execute("INSERT INTO sync_queue (operation, table_name, record_id, hlc) VALUES "
                 "('INSERT', 'projects', 'old', ?)", (future,))

@@ -50,6 +50,19 @@ SYNC_QUEUE_SQL = """CREATE TABLE IF NOT EXISTS sync_queue (
     last_error TEXT DEFAULT NULL
 );"""
 
+# The seed architecture's own sync_queue, verbatim (what an app built from the seed has; kept
+# as it is by the migrations, which only add QUEUE_EXTRA_COLUMNS).
+SEED_SYNC_QUEUE_SQL = """CREATE TABLE sync_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation TEXT CHECK(operation IN ('INSERT','UPDATE','DELETE')),
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    record_data JSON,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    synced_at TIMESTAMP DEFAULT NULL,
+    retry_count INTEGER DEFAULT 0
+);"""
+
 # Versioned migrations of tablesync's own tables: (version, name, statements).
 # Each statement is idempotent so sqlite.sql can also be run on an up-to-date database.
 OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
