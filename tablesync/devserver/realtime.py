@@ -181,6 +181,7 @@ class RealtimeService:
                 for binding in bindings:
                     self._bindings.setdefault(binding.oid, []).append(binding)
                 # capture on before "Subscribed to PostgreSQL" is sent: later writes are seen
+                assert self._control is not None
                 await capture.set_subscribed(self._control, self._subscribed_oids())
         except psycopg.Error as exc:
             log.warning("realtime: subscribing failed: %s", exc)

@@ -30,8 +30,8 @@ from tablesync.model import TableSpec
 from tablesync.vault import Secret, Tokens
 
 __all__ = [
-    "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "ExpiredTokenError",
-    "EncodedRows", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
+    "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "EncodedRows",
+    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
     "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
     "row_checker", "validate_row",
 ]
