@@ -27,12 +27,13 @@ CHUNK = 50_000
 JD_UNIX_EPOCH = 2440587.5
 MS_PER_DAY = 86_400_000
 
-_WALL_MS = (f"CAST(round((coalesce(julianday(created_at), julianday('now')) - "
-            f"{JD_UNIX_EPOCH}) * {MS_PER_DAY}) AS INTEGER)")
+# a queue entry's wall time in ms (its created_at; now if unreadable)
+WALL_MS_SQL = (f"CAST(round((coalesce(julianday(created_at), julianday('now')) - "
+               f"{JD_UNIX_EPOCH}) * {MS_PER_DAY}) AS INTEGER)")
 
 _STAMP_SQL = f"""
 WITH s AS (
-  SELECT id, row_number() OVER (ORDER BY id) AS i, ({_WALL_MS} << 16) AS w
+  SELECT id, row_number() OVER (ORDER BY id) AS i, ({WALL_MS_SQL} << 16) AS w
   FROM sync_queue WHERE id > :after AND id <= :upto
 ), h AS (
   SELECT id, i + max(:h0, max(w - i) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING)) AS hlc

@@ -277,20 +277,20 @@ class LocalStore:
         if first is not None:
             self._low = max(self._low, first)
         if limit is not None and found >= limit and last_id is not None:
-            self._add_later_entries(conn, groups, last_id)
+            self._add_later_entries(conn, groups, last_id, upto)
         return groups
 
     def _add_later_entries(self, conn: sqlite3.Connection,
-                           groups: dict[str, dict[str, list[_Entry]]], after: int) -> None:
+                           groups: dict[str, dict[str, list[_Entry]]], after: int,
+                           upto: int) -> None:
         # a row-value IN over json_each: about half the per-row cost of probing a
         # concatenated key (this scan reads the whole rest of the queue)
         keys = json.dumps([[t, r] for t, recs in groups.items() for r in recs])
         for qid, table, rid, op, hlc, data in conn.execute(
                 "SELECT id, table_name, record_id, operation, hlc, record_data FROM sync_queue "
-                "WHERE id > ? AND id <= (SELECT stamped_id FROM _tablesync_stamp) AND "
-                "synced_at IS NULL AND (table_name, record_id) IN (SELECT "
-                "json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) "
-                "ORDER BY id", (after, keys)):
+                "WHERE id > ? AND id <= ? AND synced_at IS NULL AND (table_name, record_id) "
+                "IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM "
+                "json_each(?)) ORDER BY id", (after, upto, keys)):
             groups[table][rid].append(_Entry(qid, op, hlc, data))
 
     def _coalesce(self, conn: sqlite3.Connection, spec: TableSpec,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,68 +10,28 @@ import psycopg
 import pytest
 
 from tablesync.devserver.server import DevServer, DevServerInfo
-from tablesync.daemon import realtime_factory
 from tablesync.engine import SNAPSHOT_TTL, Engine
 from tablesync.model import Change
-from tablesync.project import Project, load_project
 from tablesync.remote.rest import RestRemote
-from tablesync.session import Session
-from tablesync.sql import postgres
-from tablesync.vault import Secret, Vault
 
-from reliability.stack import create_schema, wait_for
+from reliability.stack import app_db, engine_for, pg, project_for, start_backend, wait_for
 
 pytestmark = pytest.mark.postgres
-ROOT = Path(__file__).resolve().parents[1]
-TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
 
 
 @pytest.fixture
 def backend(pg_dsn: str) -> Iterator[DevServer]:
-    create_schema(pg_dsn)
-    srv = DevServer(dsn=pg_dsn)
-    srv.start()
-    with RestRemote(srv.info.url, srv.info.anon_key) as admin:
-        for system in ("system-a", "system-b"):
-            admin.admin_create_user(Secret(srv.info.service_key), f"{system}@example.com",
-                                    Secret("pw-" + system), {"system_id": system})
+    srv = start_backend(pg_dsn)
     yield srv
     srv.stop()
 
 
-def _project(tmp: Path, info: DevServerInfo | None, system: str, **sync: Any) -> Project:
-    cfg = tmp / f"{system}.toml"
-    settings = {"interval": 1.0, "debounce": 0.01, "poll_interval": 2.0, **sync}
-    remote = (f'[supabase]\nurl = "{info.url}"\nanon_key = "{info.anon_key}"\n'
-              f'email = "{system}@example.com"\n' if info else "")
-    cfg.write_text(
-        f'[system]\nid = "{system}"\ndatabase = "{tmp / system}.db"\n{remote}'
-        "[sync]\n" + "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
-                             for k, v in settings.items()) +
-        f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp / system}-auth.json"\n'
-        f'conflict_log = "{tmp / system}-conflicts.log"\n[tables.projects]' + TABLES)
-    return load_project(cfg)
-
-
-def _engine(tmp: Path, info: DevServerInfo, system: str, **sync: Any) -> Engine:
-    project = _project(tmp, info, system, **sync)
-    remote = RestRemote(info.url, info.anon_key, tables={t.name: t for t in project.tables})
-    session = Session(remote, Vault(tmp / f"{system}-auth.json"), project=info.url,
-                      email=f"{system}@example.com", password=Secret("pw-" + system))
-    remote.tokens = session
-    return Engine(project, remote=remote, session=session, realtime_factory=realtime_factory,
-                  own_remote=True)
-
-
-def _app(tmp: Path, system: str) -> sqlite3.Connection:
-    """The application's own plain sqlite3 connection."""
-    return sqlite3.connect(tmp / f"{system}.db", isolation_level=None, timeout=30)
+# the shared stack helpers (tests/reliability/stack.py), under this file's short names
+_project, _engine, _app = project_for, engine_for, app_db
 
 
 def _pg(info: DevServerInfo, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(info.dsn, autocommit=True) as conn:
-        cur = conn.execute(query, args or None)
-        return cur.fetchall() if cur.description else []
+    return pg(info.dsn, query, *args)
 
 
 def test_two_systems_end_to_end(backend: DevServer, tmp_path: Path) -> None:
@@ -274,16 +233,9 @@ def test_late_offline_upload_and_long_transaction_reach_a(backend: DevServer,
 
 @pytest.mark.slow
 def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: Path) -> None:
-    project = load_project(ROOT / "sync.toml")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
-    srv = DevServer(dsn=pg_dsn, jwt_exp=3)
-    srv.start()
+    srv = start_backend(pg_dsn, ("system-a",), jwt_exp=3)
     try:
         info = srv.info
-        with RestRemote(info.url, info.anon_key) as admin:
-            admin.admin_create_user(Secret(info.service_key), "system-a@example.com",
-                                    Secret("pw-system-a"), {"system_id": "system-a"})
         a = _engine(tmp_path, info, "system-a")
         try:
             a.start()
@@ -315,16 +267,9 @@ def test_tokens_expiring_every_few_seconds_lose_nothing(pg_dsn: str, tmp_path: P
 @pytest.mark.slow
 def test_errors_park_records_without_blocking_and_faults_are_retried(
         pg_dsn: str, tmp_path: Path) -> None:
-    project = load_project(ROOT / "sync.toml")
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(postgres.schema_sql(project.tables, project.ddl).encode())
-    srv = DevServer(dsn=pg_dsn, enable_faults=True)
-    srv.start()
+    srv = start_backend(pg_dsn, ("system-a",), enable_faults=True)
     try:
         info = srv.info
-        with RestRemote(info.url, info.anon_key) as admin:
-            admin.admin_create_user(Secret(info.service_key), "system-a@example.com",
-                                    Secret("pw-system-a"), {"system_id": "system-a"})
         a = _engine(tmp_path, info, "system-a")
         app_a = _app(tmp_path, "system-a")
         app_a.execute("PRAGMA foreign_keys = OFF")

@@ -40,7 +40,7 @@ from tablesync.devserver.server import DevServer
 from tablesync.project import load_project
 from tablesync.remote.rest import RestRemote
 from tablesync.sql import postgres
-from tablesync.stamp import chain as stamp_chain
+from tablesync.stamp import WALL_MS_SQL, chain as stamp_chain
 from tablesync.store import LocalStore
 from tablesync.vault import Secret
 
@@ -128,8 +128,7 @@ def _predicted_stamp(conn: sqlite3.Connection) -> int:
     sid, last = conn.execute("SELECT stamped_id, hlc FROM _tablesync_stamp").fetchone()
     (observed,) = conn.execute("SELECT hlc FROM _tablesync_state").fetchone()
     walls = [int(w) for (w,) in conn.execute(
-        "SELECT CAST(round((julianday(created_at) - 2440587.5) * 86400000) AS INTEGER) "
-        "FROM sync_queue WHERE id > ? ORDER BY id", (sid,))]
+        f"SELECT {WALL_MS_SQL} FROM sync_queue WHERE id > ? ORDER BY id", (sid,))]
     return stamp_chain(max(int(observed), int(last)), walls)[-1]
 
 
