@@ -23,6 +23,7 @@ from tablesync.session import Session
 from tablesync.vault import Secret, Vault
 from tablesync.web import StatusServer, WebOptions
 from tests.test_engine import _app, _pg, _project, backend, wait_for
+from reliability.stack import email, password
 from tests.web.test_browser import _expect, _open, _shot
 
 __all__ = ["backend"]  # the fixture, imported so pytest finds it here
@@ -42,7 +43,7 @@ def _engine(tmp: Path, backend: DevServer) -> Engine:
     project = _project(tmp, info, "system-a", interval=120.0, poll_interval=120.0)
     remote = RestRemote(info.url, info.anon_key, tables={t.name: t for t in project.tables})
     session = Session(remote, Vault(tmp / "system-a-auth.json"), project=info.url,
-                      email="system-a@example.com", password=Secret("pw-system-a"))
+                      email=email("system-a"), password=Secret(password("system-a")))
     remote.tokens = session
     return Engine(project, remote=remote, session=session, realtime_factory=realtime_factory,
                   own_remote=True,
