@@ -545,8 +545,11 @@ class LocalStore:
             log.warning("edit-wins: %s %s restored by a concurrent remote edit", spec.name, rid)
         op = self._write_row(conn, spec, rid, remote, present)
         if pend.pop(rid, None):
-            conn.execute("DELETE FROM sync_queue WHERE synced_at IS NULL AND table_name = ? "
-                         "AND record_id = ?", (spec.name, rid))
+            # closed, not deleted: deleting the newest entry would let SQLite hand its id
+            # out again (no AUTOINCREMENT), below the stamping watermark
+            conn.execute("UPDATE sync_queue SET synced_at = ?, last_error = 'superseded by a "
+                         "remote version' WHERE synced_at IS NULL AND table_name = ? AND "
+                         "record_id = ?", (utcnow(), spec.name, rid))
         return Change(spec.name, rid, op, remote), conflict
 
     def _held_before(self, entries: list[_Entry], meta: RowState | None) -> Version:

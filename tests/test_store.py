@@ -296,3 +296,20 @@ def test_note_synced_sets_last_synced_at(store: LocalStore) -> None:
     assert store.stats().last_synced_at is None
     store.note_synced()
     assert store.stats().last_synced_at is not None
+
+
+def test_superseded_newest_entry_is_closed_not_deleted(store: LocalStore, tmp_path: Path) -> None:
+    """A remote row superseding the newest pending entry must not free its id: without
+    AUTOINCREMENT SQLite would hand it out again, below the stamping watermark."""
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'n')")
+    store.stamp()
+    (top,) = conn.execute("SELECT max(id) FROM sync_queue").fetchone()
+    future = clock.pack(clock.SystemClock().now_ms() + 3_600_000)
+    store.apply_remote("projects", [_server_row("projects", "p", future, "B")])
+    assert conn.execute("SELECT id, synced_at IS NOT NULL, last_error FROM sync_queue").fetchall(
+        ) == [(top, 1, "superseded by a remote version")]
+    assert store.pending() == []
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('q', 'system-a', 'n')")
+    (ch,) = store.pending()
+    assert ch.queue_ids == (top + 1,) and ch.state.version.hlc > future
