@@ -158,10 +158,12 @@ class Cycles:
         queue entries and versions, and applies server winners for those records only --
         the same as for the rest of a cached chunk while its earlier batches are acked."""
         ids = {q for c in unacked for q in c.queue_ids}
-        raw = self.store.pending(limit=self.chunk)
-        fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)
-                 and (c.table, c.record_id) not in self._failed]
-        self._more = (len(raw) >= self.chunk and bool(fresh)) or len(fresh) < len(raw)
+        keys = {(c.table, c.record_id) for c in unacked}
+        raw = self.store.pending(limit=self.chunk, skip=keys | self._failed)
+        fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)]
+        # skipped records may have entries newer than their unacknowledged batch
+        self._more = (len(raw) >= self.chunk and bool(fresh)) or bool(keys) or (
+            len(fresh) < len(raw))
         self.backlog.extend(fresh)
 
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
@@ -206,10 +208,9 @@ class Cycles:
         drain: they are retried by the next cycle, not hammered back to back)."""
         if self.backlog:
             return
-        raw = self.store.pending(limit=self.chunk)
-        fresh = [c for c in raw if (c.table, c.record_id) not in self._failed]
-        self._more = len(raw) >= self.chunk and bool(fresh)
-        self.backlog.extend(fresh)
+        raw = self.store.pending(limit=self.chunk, skip=self._failed)
+        self._more = len(raw) >= self.chunk
+        self.backlog.extend(raw)
 
     def _has_backlog(self) -> bool:
         more = bool(self.backlog) or self._more

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +226,8 @@ class LocalStore:
 
     # -- pending changes ----------------------------------------------------------------
 
-    def pending(self, limit: int | None = None) -> list[Change]:
+    def pending(self, limit: int | None = None,
+                skip: Collection[tuple[str, str]] = ()) -> list[Change]:
         """Pending records coalesced to their latest state, in FK-safe push order.
 
         Deletes come first, children before parents; then upserts parents before
@@ -234,10 +235,12 @@ class LocalStore:
         With ``limit``: the (at most) ``limit`` records whose first pending entry is
         oldest, read with a bounded scan from the oldest pending entry (memory and time
         do not grow with the queue's length), ordered as above within that chunk.
+        Records in ``skip`` ((table, record id) pairs) are left out like parked ones and
+        do not count towards ``limit`` (the push skips records still in flight).
         """
         self.stamp()
         with self._tx("DEFERRED") as conn:
-            groups = self._pending_groups(conn, limit)
+            groups = self._pending_groups(conn, limit, skip)
             changes = []
             for table, recs in groups.items():
                 spec = self._specs.get(table)
@@ -246,14 +249,17 @@ class LocalStore:
         changes.sort(key=self._order)
         return changes
 
-    def _pending_groups(self, conn: sqlite3.Connection, limit: int | None = None
+    def _pending_groups(self, conn: sqlite3.Connection, limit: int | None = None,
+                        skip: Collection[tuple[str, str]] = ()
                         ) -> dict[str, dict[str, list[_Entry]]]:
-        """Unparked pending entries grouped by table and record, in queue order.
+        """Unparked pending entries grouped by table and record, in queue order (records
+        in ``skip`` left out like parked ones).
 
         With ``limit``: entries are read from the oldest pending one until ``limit``
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
         parked = set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked"))
+        parked.update(skip)
         (upto,) = conn.execute("SELECT coalesce((SELECT stamped_id FROM _tablesync_stamp), "
                                "0)").fetchone()  # entries after it are not stamped yet
         cur = conn.execute(

@@ -177,8 +177,8 @@ def test_next_chunk_read_while_batches_are_in_flight(env: Any) -> None:
     reads: list[int] = []
     real = store.pending
 
-    def counting(limit: int | None = None) -> Any:
-        out = real(limit=limit)
+    def counting(limit: int | None = None, skip: Any = ()) -> Any:
+        out = real(limit=limit, skip=skip)
         reads.append(len(out))
         return out
 

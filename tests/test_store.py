@@ -138,6 +138,19 @@ def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
     assert [c.record_id for c in store.pending()] == ["p2", "p3", "p4"]
 
 
+def test_pending_skip_leaves_records_out_without_counting_them(store: LocalStore,
+                                                              tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    for i in range(5):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+    skip = {("projects", "p0"), ("projects", "p2")}
+    got = store.pending(limit=2, skip=skip)
+    assert [c.record_id for c in got] == ["p1", "p3"]     # the limit counts the others only
+    assert [c.record_id for c in store.pending(skip=skip)] == ["p1", "p3", "p4"]
+    assert len(store.pending()) == 5                      # skipping changes nothing stored
+
+
 def test_update_changing_pk_is_delete_plus_insert(store: LocalStore, tmp_path: Path) -> None:
     conn = _app(tmp_path)
     conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('a', 'system-a', 'P')")
