@@ -35,6 +35,8 @@ log = logging.getLogger("tablesync.engine")
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
 PIPELINE_DEPTH = 4                              # batches queued ahead for the sender thread
+PREFETCH_DEPTH = 16                             # ... near the end of a chunk, so the sender
+                                                # has work while the next chunk is read
 
 __all__ = ["Cycles", "PENDING_CHUNK", "SyncSummary"]
 
@@ -84,8 +86,9 @@ class Cycles:
         """Push a run of batches (each one table, up to batch_size records) and record the
         outcomes; returns when no request is in flight.
 
-        The run is pipelined: up to ``PIPELINE_DEPTH`` batches are taken from the cached
-        chunk, encoded and queued for one sender thread, which sends them strictly one
+        The run is pipelined: up to ``PIPELINE_DEPTH`` batches (``PREFETCH_DEPTH`` near the
+        end of a chunk, when the next one will be read while they are sent) are taken from
+        the cached chunk, encoded and queued for one sender thread, which sends them strictly one
         after another over one connection (batch k+1 goes out only after k's answer came
         back, and never after a failure), while this thread acknowledges answered batches
         in order and prepares the next ones. When the chunk is used up, the next chunk is
@@ -128,7 +131,12 @@ class Cycles:
         """Queue prepared batches for the sender up to the pipeline depth (reading the
         next chunk once when the cached one is used up)."""
         read = False
-        while len(queued) < PIPELINE_DEPTH and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            # reading a chunk takes as long as sending several batches: queue more of them
+            # ahead of it, or the sender runs dry while the chunk is read
+            ahead = self._more and len(self.backlog) <= PREFETCH_DEPTH * self.batch_size
+            if len(queued) >= (PREFETCH_DEPTH if ahead else PIPELINE_DEPTH):
+                return
             if not self.backlog:
                 if read or not self._more:
                     return
@@ -162,8 +170,7 @@ class Cycles:
         raw = self.store.pending(limit=self.chunk, skip=keys | self._failed)
         fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)]
         # skipped records may have entries newer than their unacknowledged batch
-        self._more = (len(raw) >= self.chunk and bool(fresh)) or bool(keys) or (
-            len(fresh) < len(raw))
+        self._more = (raw.more and bool(fresh)) or bool(keys) or len(fresh) < len(raw)
         self.backlog.extend(fresh)
 
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
@@ -173,8 +180,7 @@ class Cycles:
 
     def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
                      summary: SyncSummary | None) -> None:
-        winners = self.store.ack(batch, [{"outcome": o.outcome, "row": o.row,
-                                          "message": o.message} for o in outcomes])
+        winners = self.store.ack(batch, outcomes)
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == "forbidden" for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
@@ -208,8 +214,11 @@ class Cycles:
         drain: they are retried by the next cycle, not hammered back to back)."""
         if self.backlog:
             return
-        raw = self.store.pending(limit=self.chunk, skip=self._failed)
-        self._more = len(raw) >= self.chunk
+        # a short first read, so the sender starts at once; the next (full) chunk is then
+        # read while these batches are being sent
+        first = min(self.chunk, PREFETCH_DEPTH * self.batch_size)
+        raw = self.store.pending(limit=first, skip=self._failed)
+        self._more = raw.more and bool(raw)     # a chunk of vanished rows only: stop here
         self.backlog.extend(raw)
 
     def _has_backlog(self) -> bool:

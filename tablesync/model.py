@@ -6,7 +6,7 @@ import functools
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 
 class DeletePolicy(str, Enum):
@@ -107,6 +107,17 @@ class Change:
     op: Op
     state: RowState
     queue_ids: tuple[int, ...] = ()
+
+
+class ApplyOutcome(NamedTuple):
+    """One element of the apply RPC's answer (same order as the pushed rows). A named
+    tuple: a push builds one per row, and this is about 3x cheaper than a frozen
+    dataclass."""
+
+    id: str
+    outcome: str
+    row: dict[str, Any] | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tablesync import lww
 from tablesync.applied import Applied
 from tablesync.errors import StoreError
 from tablesync.migrations import migrate
-from tablesync.model import ZERO, Change, Op, RowState, TableSpec, Version
+from tablesync.model import ZERO, ApplyOutcome, Change, Op, RowState, TableSpec, Version
 from tablesync.project import Project
 from tablesync.rows import state_from_row, state_json, version_text
 from tablesync.sql.base import ident
@@ -109,6 +109,43 @@ def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]
             conn.execute(stmt, list(itertools.chain.from_iterable(rows[i:i + per])))
     if full < len(rows):
         conn.executemany(sql, rows[full:])
+
+
+def _outcome(out: Mapping[str, Any]) -> ApplyOutcome:
+    """An outcome given as a mapping (``{"outcome": ..., "row": ..., "message": ...}``)."""
+    row = out.get("row")
+    return ApplyOutcome(str(out.get("id") or ""), str(out.get("outcome")),
+                        dict(row) if isinstance(row, Mapping) else None, out.get("message"))
+
+
+def _mark_synced(conn: sqlite3.Connection, ids: list[int], now: str) -> None:
+    """Mark queue entries ``ids`` synced: one range UPDATE per run of consecutive ids (a
+    backlog's batch is mostly one run), or one ``json_each`` UPDATE when they are
+    scattered."""
+    ids = sorted(set(ids))
+    runs: list[tuple[int, int]] = []
+    start = prev = ids[0]
+    for i in ids[1:]:
+        if i != prev + 1:
+            runs.append((start, prev))
+            start = i
+        prev = i
+    runs.append((start, prev))
+    if len(runs) * 4 <= len(ids):
+        conn.executemany("UPDATE sync_queue SET synced_at = ? WHERE id BETWEEN ? AND ?",
+                         [(now, a, b) for a, b in runs])
+    else:
+        conn.execute("UPDATE sync_queue SET synced_at = ? WHERE id IN (SELECT value FROM "
+                     "json_each(?))", (now, json.dumps(ids)))
+
+
+class Pending(list):  # type: ignore[type-arg]
+    """:meth:`LocalStore.pending`'s changes (a list); ``more``: pending entries were left
+    unread (the limit was reached)."""
+
+    def __init__(self, changes: Iterable[Change] = (), more: bool = False) -> None:
+        super().__init__(changes)
+        self.more = more
 
 
 _META_UPSERT = ("INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
@@ -227,7 +264,7 @@ class LocalStore:
     # -- pending changes ----------------------------------------------------------------
 
     def pending(self, limit: int | None = None,
-                skip: Collection[tuple[str, str]] = ()) -> list[Change]:
+                skip: Collection[tuple[str, str]] = ()) -> Pending:
         """Pending records coalesced to their latest state, in FK-safe push order.
 
         Deletes come first, children before parents; then upserts parents before
@@ -236,30 +273,32 @@ class LocalStore:
         oldest, read with a bounded scan from the oldest pending entry (memory and time
         do not grow with the queue's length), ordered as above within that chunk.
         Records in ``skip`` ((table, record id) pairs) are left out like parked ones and
-        do not count towards ``limit`` (the push skips records still in flight).
+        do not count towards ``limit`` (the push skips records still in flight), as are
+        entries of tables that are not synced (any more). ``more`` on the result: the
+        limit was reached, so pending records may be left unread.
         """
         self.stamp()
         with self._tx("DEFERRED") as conn:
             groups = self._pending_groups(conn, limit, skip)
             changes = []
             for table, recs in groups.items():
-                spec = self._specs.get(table)
-                if spec is not None:
-                    changes += self._coalesce(conn, spec, recs)
+                changes += self._coalesce(conn, self._specs[table], recs)
         changes.sort(key=self._order)
-        return changes
+        found = sum(map(len, groups.values()))
+        return Pending(changes, limit is not None and found >= limit)
 
     def _pending_groups(self, conn: sqlite3.Connection, limit: int | None = None,
                         skip: Collection[tuple[str, str]] = ()
                         ) -> dict[str, dict[str, list[_Entry]]]:
-        """Unparked pending entries grouped by table and record, in queue order (records
-        in ``skip`` left out like parked ones).
+        """Unparked pending entries of synced tables grouped by table and record, in queue
+        order (records in ``skip`` left out like parked ones).
 
         With ``limit``: entries are read from the oldest pending one until ``limit``
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
         parked = set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked"))
         parked.update(skip)
+        specs = self._specs
         (upto,) = conn.execute("SELECT coalesce((SELECT stamped_id FROM _tablesync_stamp), "
                                "0)").fetchone()  # entries after it are not stamped yet
         cur = conn.execute(
@@ -269,7 +308,7 @@ class LocalStore:
         found, first, last_id = 0, None, None
         for qid, table, rid, op, hlc, data in cur:
             first = qid if first is None else first
-            if (table, rid) in parked:
+            if (table, rid) in parked or table not in specs:
                 continue
             recs = groups.setdefault(table, {})
             if rid not in recs:
@@ -363,7 +402,7 @@ class LocalStore:
     # -- acknowledgement -----------------------------------------------------------------
 
     def ack(self, changes: Sequence[Change],
-            outcomes: Sequence[Mapping[str, Any]]) -> list[Change]:
+            outcomes: Sequence[ApplyOutcome | Mapping[str, Any]]) -> list[Change]:
         """Record the server's per-row outcomes; return remote rows applied locally.
 
         applied/duplicate: entries marked synced, the version recorded, last_synced_at set.
@@ -380,15 +419,16 @@ class LocalStore:
             acked = False
             synced: list[int] = []
             versions: list[Change] = []
-            for ch, out in zip(changes, outcomes):
-                kind = str(out.get("outcome"))
+            for ch, given in zip(changes, outcomes):
+                out = given if isinstance(given, ApplyOutcome) else _outcome(given)
+                kind = out.outcome
                 if kind in ("applied", "duplicate"):
                     synced += ch.queue_ids
                     versions.append(ch)
                     acked = True
                 elif kind == "superseded":
                     synced += ch.queue_ids
-                    row = out.get("row")
+                    row = out.row
                     if isinstance(row, Mapping):
                         winners.setdefault(ch.table, []).append(row)
                         won = state_from_row(row, self._specs[ch.table])
@@ -396,12 +436,11 @@ class LocalStore:
                             conflicts.append((ch.table, ch.record_id, won, ch.state))
                     acked = True
                 elif kind == "forbidden":
-                    self._park(conn, ch.table, ch.record_id, str(out.get("message") or kind))
+                    self._park(conn, ch.table, ch.record_id, str(out.message or kind))
                 else:
-                    self._retry(conn, ch, str(out.get("message") or kind))
-            if synced:                          # one statement for the batch
-                conn.execute("UPDATE sync_queue SET synced_at = ? WHERE id IN (SELECT value "
-                             "FROM json_each(?))", (now, json.dumps(synced)))
+                    self._retry(conn, ch, str(out.message or kind))
+            if synced:
+                _mark_synced(conn, synced, now)
             self._set_metas_if_newer(conn, versions)
             if acked:
                 conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))
@@ -428,9 +467,7 @@ class LocalStore:
                     st = ch.state
                     rows.append((table, rid, st.version.hlc, st.version.origin,
                                  int(st.deleted), st.base.hlc, st.base.origin))
-        conn.executemany(
-            "INSERT OR REPLACE INTO _tablesync_meta (table_name, record_id, hlc, origin, "
-            "deleted, base_hlc, base_origin) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        _insert_rows(conn, _META_UPSERT, rows)
 
     def _retry(self, conn: sqlite3.Connection, ch: Change, message: str) -> None:
         ids = ch.queue_ids[:CHUNK]

@@ -151,6 +151,22 @@ def test_pending_skip_leaves_records_out_without_counting_them(store: LocalStore
     assert len(store.pending()) == 5                      # skipping changes nothing stored
 
 
+def test_entries_of_unsynced_tables_do_not_fill_a_chunk(store: LocalStore,
+                                                        tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    # e.g. a table removed from sync.toml whose old trigger still wrote entries
+    conn.executemany("INSERT INTO sync_queue (operation, table_name, record_id) VALUES "
+                     "('INSERT', 'gone_table', ?)", [(f"g{i}",) for i in range(5)])
+    for i in range(3):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+    got = store.pending(limit=2)
+    assert [c.record_id for c in got] == ["p0", "p1"] and got.more
+    store.ack(got, [{"outcome": "applied"}] * 2)
+    last = store.pending(limit=2)
+    assert [c.record_id for c in last] == ["p2"] and not last.more
+
+
 def test_update_changing_pk_is_delete_plus_insert(store: LocalStore, tmp_path: Path) -> None:
     conn = _app(tmp_path)
     conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('a', 'system-a', 'P')")

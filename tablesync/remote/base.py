@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
-from tablesync.model import TableSpec
+from tablesync.model import ApplyOutcome, TableSpec
 from tablesync.vault import Secret, Tokens
 
 __all__ = [
@@ -60,16 +60,6 @@ class ForbiddenError(RemoteError):
 
 
 # ----------------------------------------------------------------------- data types
-
-
-@dataclass(frozen=True)
-class ApplyOutcome:
-    """One element of the apply RPC's answer (same order as the pushed rows)."""
-
-    id: str
-    outcome: str
-    row: dict[str, Any] | None = None
-    message: str | None = None
 
 
 class EncodedRows(list):  # type: ignore[type-arg]

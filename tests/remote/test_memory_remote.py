@@ -23,7 +23,7 @@ def test_apply_returns_the_engines_outcome_type() -> None:
     assert all(isinstance(o, base.ApplyOutcome) for o in got)
     assert [(o.id, o.outcome) for o in got] == [("t1", "applied"), ("t2", "forbidden")]
     sent = [_row("t1", 4)]
-    (parsed,) = base.parse_outcomes("tasks", sent, [o.__dict__ for o in remote.apply("tasks", sent)], "id")
+    (parsed,) = base.parse_outcomes("tasks", sent, [o._asdict() for o in remote.apply("tasks", sent)], "id")
     assert parsed.outcome == "superseded" and parsed.row is not None
 
 
