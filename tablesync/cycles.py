@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.machine import PullResult, PushResult
 from tablesync.metrics import Metrics
-from tablesync.model import Change, TableSpec
+from tablesync.model import EXITS_TABLE, Change, TableSpec
 from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
                                    encoded_rows)
@@ -76,6 +76,7 @@ class Cycles:
         self._more = False                      # the store holds more than the cached chunk
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
         self._solo = 0
+        self._no_exits = False                  # the server has no tablesync_exits (404)
 
     def reset(self) -> None:
         """Forget the cached chunk (re-read the queue next time)."""
@@ -254,6 +255,7 @@ class Cycles:
             mark = self.remote.watermark()
             for spec in self.project.tables:
                 self._catch_up_table(spec, mark, summary)
+            self._catch_up_exits(mark, summary)
         except AuthError as exc:
             self._error(str(exc))
             return PullResult("auth")
@@ -290,6 +292,50 @@ class Cycles:
                     break
                 after = nxt
         self.store.set_cursor(spec.name, mark, 0)
+
+    def _catch_up_exits(self, mark: int, summary: SyncSummary | None) -> None:
+        """Page through ``tablesync_exits`` (records that left this system's scope on the
+        server) like a table, after the tables: a record that left and came back within
+        the window was pulled with a newer version, which the exit does not undo. A server
+        without the exits table (its ``supabase.sql`` predates it) answers 404: warned
+        about once, and the catch-up goes on without it."""
+        if self._no_exits:
+            return
+        cursor, _ = self.store.get_cursor(EXITS_TABLE)
+        system = self.project.config.system.id
+        after = 0
+        for _ in range(10**7):                  # bounded: a page always advances `after`
+            try:
+                page = self.remote.pull_page(EXITS_TABLE, "scope", system, cursor, after,
+                                             MAX_PAGE)
+            except RemoteError as exc:
+                if exc.status != 404:
+                    raise
+                self._no_exits = True
+                log.warning("engine: the server has no public.%s (%s): apply the current "
+                            "supabase.sql, or records moved to another system on the server "
+                            "stay here as stale copies", EXITS_TABLE, exc)
+                return
+            self.apply_exits(page.rows, page.rejected, summary)
+            last = page.last_seq
+            if last is None or page.size < MAX_PAGE or last <= after:
+                break
+            after = last
+        self.store.set_cursor(EXITS_TABLE, mark, 0)
+
+    def apply_exits(self, rows: list[dict[str, Any]], rejected: Iterable[PayloadError] = (),
+                    summary: SyncSummary | None = None) -> None:
+        """Apply exit rows (catch-up page or Realtime event); log the malformed ones."""
+        bad = [str(r) for r in rejected]
+        removed: list[Change] = []
+        if rows:
+            removed, more_bad = self.store.apply_exits(rows)
+            bad += more_bad
+        for msg in bad:
+            log.error("engine: rejected a remote row: %s", msg)
+        self.metrics.changes_pulled.inc(len(removed))
+        self._note(summary, pulled=len(rows), applied=len(removed), rejected=len(bad))
+        self._notify(removed)
 
     def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:
         for bad in page.rejected:

@@ -40,7 +40,7 @@ from tablesync.machine import (
     SyncRequested, Tick, UpdateToken, WsDown, WsUp,
 )
 from tablesync.metrics import Metrics
-from tablesync.model import Change
+from tablesync.model import EXITS_TABLE, Change
 from tablesync.project import Project
 from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableChannel,
                                    validate_row)
@@ -454,6 +454,9 @@ class Engine:
         cfg = self.project.config
         assert cfg.supabase is not None
         channels = [TableChannel(t.name, t.scope, cfg.system.id) for t in self.project.tables]
+        # records that left this system's scope: a hint channel only (not needed for
+        # "live"; a server without the table still syncs, and catch-ups read the exits)
+        channels.append(TableChannel(EXITS_TABLE, "scope", cfg.system.id))
         token = self.session.access_token() if self.session is not None else None
         self._realtime = self._realtime_factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
                                  on_change=self._on_remote_change,
@@ -473,14 +476,15 @@ class Engine:
                 log.warning("engine: realtime did not stop cleanly: %r", exc)
 
     def _on_realtime_status(self, table: str, live: bool) -> None:
-        before = self._live == {t.name for t in self.project.tables}
+        tables = {t.name for t in self.project.tables}
+        before = self._live >= tables
         if not table:
             self._live.clear()
         elif live:
             self._live.add(table)
         else:
             self._live.discard(table)
-        after = self._live == {t.name for t in self.project.tables}
+        after = self._live >= tables
         if after and not before:
             self._feed(WsUp())
         elif before and not after:
@@ -491,6 +495,9 @@ class Engine:
         await loop.run_in_executor(self._rt_io, self._apply_change, event)
 
     def _apply_change(self, event: ChangeEvent) -> None:
+        if event.table == EXITS_TABLE:
+            self._apply_exit(event)
+            return
         spec = next((t for t in self.project.tables if t.name == event.table), None)
         if spec is None:
             return
@@ -517,6 +524,20 @@ class Engine:
             return
         self._metrics.changes_pulled.inc(len(applied))
         self._notify(applied)
+
+    def _apply_exit(self, event: ChangeEvent) -> None:
+        """A record left this system's scope on the server (a ``tablesync_exits`` INSERT)."""
+        if event.type != "INSERT":
+            return
+        try:
+            removed, rejected = self.store.apply_exits([event.record])
+        except StoreError as exc:
+            log.error("engine: cannot apply a realtime exit: %s", exc)
+            return
+        for msg in rejected:
+            log.error("engine: rejected a realtime row: %s", msg)
+        self._metrics.changes_pulled.inc(len(removed))
+        self._notify(removed)
 
     def _token_refreshed(self, token: Secret) -> None:
         client = self._realtime

@@ -9,6 +9,10 @@ from enum import Enum
 from typing import Any, Mapping, NamedTuple
 
 
+# The server's log of records that left a system's scope (see tablesync.sql.postgres).
+EXITS_TABLE = "tablesync_exits"
+
+
 class DeletePolicy(str, Enum):
     """How a delete concurrent with an edit is resolved (``on_delete_conflict``)."""
 

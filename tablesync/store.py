@@ -32,7 +32,7 @@ from tablesync import lww
 from tablesync.applied import Applied
 from tablesync.errors import StoreError
 from tablesync.migrations import migrate
-from tablesync.model import ZERO, ApplyOutcome, Change, Op, RowState, TableSpec, Version
+from tablesync.model import EXITS_TABLE, ZERO, ApplyOutcome, Change, Op, RowState, TableSpec, Version
 from tablesync.project import Project
 from tablesync.rows import state_from_row, state_json, version_text
 from tablesync.sql.base import ident
@@ -550,6 +550,97 @@ class LocalStore:
                  st.base.hlc, st.base.origin) for rid, st in written.items()])
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
         return applied, logged
+
+    def apply_exits(self, exits: Iterable[Mapping[str, Any]]
+                    ) -> tuple[list[Change], list[str]]:
+        """Apply records that left this system's scope on the server (rows of
+        ``tablesync_exits``: ``table_name``, ``record_id``, ``_ts_hlc``, ``_ts_origin``,
+        the record's version after the move).
+
+        The local copy is removed under the echo guard (nothing is queued) and its stored
+        version forgotten, so a later return is pulled as a new record, unless the stored
+        version is newer than the move (the record came back and was pulled since). Local
+        changes still pending for a removed record cannot be pushed any more (the server
+        no longer lets this system write it): they are kept in the conflict log (table and
+        JSON lines, with the local row) and their queue entries closed. Returns the
+        removals (DELETE changes, for callbacks) and one message per malformed exit row
+        (skipped; the others still apply). Idempotent.
+        """
+        valid: list[tuple[TableSpec, str, Version]] = []
+        rejected: list[str] = []
+        for i, row in enumerate(exits):
+            problem, found = self._exit(row)
+            if found is None:
+                rejected.append(f"{EXITS_TABLE} row {i}: {problem}")
+            else:
+                valid.append(found)
+        if not valid:
+            return [], rejected
+        removed: list[Change] = []
+        logged: list[dict[str, Any]] = []
+        try:
+            with self._tx() as conn:
+                stamp_pending(conn)  # before the observed clock moves (tablesync.stamp)
+                conn.execute("UPDATE _tablesync_state SET applying = 1")
+                pend = self._pending_groups(conn) if self._any_pending(conn) else {}
+                for spec, rid, moved in valid:
+                    change, conflict = self._exit_one(conn, spec, rid, moved,
+                                                      pend.get(spec.name, {}))
+                    removed += [change] if change is not None else []
+                    logged += [conflict] if conflict is not None else []
+                top = max(v.hlc for _s, _r, v in valid)
+                conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)",
+                             (top,))
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(f"apply_exits: the local database refused the removals: "
+                             f"{exc}") from None
+        self._write_conflict_log(logged)
+        return removed, rejected
+
+    def _exit(self, row: Any) -> tuple[str, tuple[TableSpec, str, Version] | None]:
+        """One ``tablesync_exits`` row checked: (problem, None) or ("", (spec, id, version))."""
+        if not isinstance(row, Mapping):
+            return f"not an object: {str(row)[:60]!r}", None
+        table, rid = row.get("table_name"), row.get("record_id")
+        hlc, origin = row.get("_ts_hlc"), row.get("_ts_origin")
+        spec = self._specs.get(table) if isinstance(table, str) else None
+        if spec is None:
+            return f"table_name {str(table)[:60]!r} is not a synced table", None
+        if not isinstance(rid, str) or not rid:
+            return f"record_id {str(rid)[:60]!r} is not a non-empty string", None
+        if type(hlc) is not int or hlc < 0 or not isinstance(origin, str):
+            return f"{table} {rid!r}: malformed version ({hlc!r}, {origin!r})", None
+        return "", (spec, rid, Version(hlc, origin))
+
+    def _exit_one(self, conn: sqlite3.Connection, spec: TableSpec, rid: str, moved: Version,
+                  pend: dict[str, list[_Entry]]
+                  ) -> tuple[Change | None, dict[str, Any] | None]:
+        meta = self._metas(conn, spec.name, [rid]).get(rid)
+        if meta is not None and meta.version > moved:
+            return None, None                   # it came back after the move
+        entries = pend.get(rid)
+        image = self._images(conn, spec, [rid]).get(rid)
+        base = meta.version if meta is not None else ZERO
+        gone = RowState(moved, True, base, image or {})
+        conflict = None
+        if entries:
+            local = self._with_data(conn, spec, rid,
+                                    self._local_state(spec, rid, entries, meta) or gone)
+            conflict = self._record_conflict(
+                conn, spec.name, rid, gone, local,
+                "record left this system's scope on the server; local changes not pushed")
+            conn.execute("UPDATE sync_queue SET synced_at = ?, last_error = 'record left this "
+                         "system''s scope on the server' WHERE synced_at IS NULL AND "
+                         "table_name = ? AND record_id = ?", (utcnow(), spec.name, rid))
+            log.warning("%s %s left this system's scope on the server; %d local change(s) "
+                        "kept in the conflict log, not pushed", spec.name, rid, len(entries))
+        conn.execute("DELETE FROM _tablesync_meta WHERE table_name = ? AND record_id = ?",
+                     (spec.name, rid))
+        deleted = conn.execute(f"DELETE FROM {_q(spec.name)} WHERE {_q(spec.primary_key)} = ?",
+                               (rid,)).rowcount
+        if not deleted and not entries:
+            return None, None                   # nothing here (already removed)
+        return Change(spec.name, rid, _DELETE, gone), conflict
 
     @staticmethod
     def _rid(spec: TableSpec, row: Mapping[str, Any]) -> str:

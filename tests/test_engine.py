@@ -392,3 +392,50 @@ def test_drain_in_chunks_and_no_back_to_back_retries(backend: DevServer, tmp_pat
         assert a.store.stats().parked == 0 and a.store.stats().depth == 1
     finally:
         a.close()
+
+
+def test_a_task_reassigned_on_the_server_moves_between_systems(backend: DevServer,
+                                                               tmp_path: Path) -> None:
+    """A dashboard re-scopes A's task to B: it leaves A's SQLite (Realtime, and catch-up
+    for an engine that was stopped meanwhile) and arrives in B's; moved back, it returns."""
+    info = backend.info
+    a, b = _engine(tmp_path, info, "system-a"), _engine(tmp_path, info, "system-b")
+    left: list[Change] = []
+    a.on("tasks", left.append)
+    app_a, app_b = _app(tmp_path, "system-a"), _app(tmp_path, "system-b")
+    have = "SELECT title FROM tasks WHERE id = ?"
+    try:
+        for e in (a, b):
+            e.start()
+        for e in (a, b):
+            wait_for(lambda e=e: e.status.state == "connected" and e.status.realtime,
+                     what="engines connected")
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('mv', 'system-a', 'job')")
+        app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('stay', 'system-a', 's')")
+        wait_for(lambda: _pg(info, "SELECT count(*) FROM tasks") == [(2,)], what="pushed")
+        _pg(info, "UPDATE tasks SET system_id = 'system-b' WHERE id = 'mv'")
+        wait_for(lambda: app_b.execute(have, ("mv",)).fetchall() == [("job",)], what="in B")
+        wait_for(lambda: app_a.execute(have, ("mv",)).fetchall() == [], what="gone from A")
+        assert app_a.execute(have, ("stay",)).fetchall() == [("s",)]
+        assert any(c.record_id == "mv" and c.op.value == "DELETE" for c in left)
+        assert app_a.execute("SELECT count(*) FROM sync_queue WHERE synced_at IS NULL"
+                             ).fetchone() == (0,)           # removed without a queued delete
+        assert _pg(info, "SELECT system_id, _ts_deleted FROM tasks WHERE id = 'mv'") == [
+            ("system-b", False)]
+        # moved back while A is stopped: A's next catch-up brings it back
+        a.close()
+        _pg(info, "UPDATE tasks SET system_id = 'system-a', title = 'back' WHERE id = 'mv'")
+        wait_for(lambda: app_b.execute(have, ("mv",)).fetchall() == [], what="gone from B")
+        a = _engine(tmp_path, info, "system-a")
+        a.sync_once()
+        assert app_a.execute(have, ("mv",)).fetchall() == [("back",)]
+        # moved away again while A is stopped: the catch-up reads the exit
+        a.close()
+        _pg(info, "UPDATE tasks SET system_id = 'system-b' WHERE id = 'mv'")
+        a = _engine(tmp_path, info, "system-a")
+        a.sync_once()
+        assert app_a.execute(have, ("mv",)).fetchall() == []
+        assert app_a.execute(have, ("stay",)).fetchall() == [("s",)]
+    finally:
+        a.close()
+        b.close()

@@ -34,7 +34,7 @@ from typing import Any
 from tablesync import clock, lww
 from tablesync.clock import SystemClock, WallClock
 from tablesync.errors import AuthError, TablesyncError
-from tablesync.model import ZERO, Conflict, DeletePolicy, RowState, TableSpec, Version
+from tablesync.model import EXITS_TABLE, ZERO, Conflict, DeletePolicy, RowState, TableSpec, Version
 
 VERSION_COLUMNS = ("_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
 SERVER_ORIGIN = "server"
@@ -91,6 +91,7 @@ class Transaction:
     writes: dict[tuple[str, str], Row] = field(default_factory=dict)
     log: list[tuple[str, Row]] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    exits: list[Row] = field(default_factory=list)
     open: bool = True
 
 
@@ -133,6 +134,7 @@ class MemoryServer:
         self._locks: dict[tuple[str, str], Transaction] = {}
         self._listeners: list[Listener] = []
         self.conflicts: list[Conflict] = []
+        self._exits: list[Row] = []       # tablesync_exits: records that left a scope
 
     # --- transactions -----------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class MemoryServer:
         for (table, rid), row in txn.writes.items():
             self._rows[table][rid] = row
         self.conflicts.extend(txn.conflicts)
+        self._exits.extend(txn.exits)
         for table, row in txn.log:
             for listener in list(self._listeners):
                 listener(table, dict(row))
@@ -201,6 +204,15 @@ class MemoryServer:
         hits = [r for r in self._rows[table].values()
                 if r["_ts_xid"] >= cursor and r["_ts_seq"] > after_seq
                 and (system_id is None or r.get(spec.scope) == system_id)]
+        hits.sort(key=lambda r: r["_ts_seq"])
+        return [dict(r) for r in hits[:limit]]
+
+    def pull_exits(self, *, cursor: int, after_seq: int = 0, limit: int = DEFAULT_PAGE_LIMIT,
+                   system_id: str | None = None) -> list[Row]:
+        """A catch-up page of ``tablesync_exits`` (records that left a scope), like
+        :meth:`pull`; ``system_id`` filters on the scope they left."""
+        hits = [r for r in self._exits if r["_ts_xid"] >= cursor and r["_ts_seq"] > after_seq
+                and (system_id is None or r["scope"] == system_id)]
         hits.sort(key=lambda r: r["_ts_seq"])
         return [dict(r) for r in hits[:limit]]
 
@@ -276,6 +288,13 @@ class MemoryServer:
         t.writes[(table, rid)] = row
         t.log.append((table, row))
         self._locks[(table, rid)] = t
+        scope = self.tables[table].scope
+        if old is not None and old.get(scope) is not None and row.get(scope) != old.get(scope):
+            self._seq += 1                  # the exit trigger's row, same transaction
+            t.exits.append({"id": self._seq, "table_name": table, "record_id": rid,
+                            "scope": old[scope], "_ts_hlc": row["_ts_hlc"],
+                            "_ts_origin": row["_ts_origin"], "_ts_seq": self._seq,
+                            "_ts_xid": t.xid})
 
     def _visible(self, table: str, rid: str, t: Transaction) -> Row | None:
         mine = t.writes.get((table, rid))
@@ -348,6 +367,13 @@ class MemoryRemote:
         """One catch-up page, filtered like ``<scope>=eq.<system_id>`` (and by RLS)."""
         from tablesync.remote.base import Page
 
+        if table == EXITS_TABLE:
+            if self.system_id is not None and system_id != self.system_id:
+                return Page(rows=[], size=0, last_seq=None)
+            rows = self.server.pull_exits(cursor=cursor, after_seq=after_seq, limit=limit,
+                                          system_id=system_id)
+            return Page(rows=rows, size=len(rows),
+                        last_seq=rows[-1]["_ts_seq"] if rows else None)
         spec = self.server._table(table)
         if scope != spec.scope:
             raise MemoryServerError(f"{table}: scope column is {spec.scope!r}, not {scope!r}")

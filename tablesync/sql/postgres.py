@@ -9,7 +9,7 @@ column, publication membership, the batch apply function ``tablesync_apply_<tabl
 
 from __future__ import annotations
 
-from tablesync.model import DeletePolicy, TableSpec
+from tablesync.model import EXITS_TABLE, DeletePolicy, TableSpec
 from tablesync.sql.base import create_table_sql, default_sql, ident, lit, qualified, type_sql
 
 D = "postgres"
@@ -64,7 +64,9 @@ $$;
 REVOKE EXECUTE ON FUNCTION public.tablesync_watermark() FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};
 
-{CONFLICTS_TABLE_SQL}"""
+{CONFLICTS_TABLE_SQL}
+
+{EXITS_TABLE_SQL}"""
 
 
 # Server-side conflict log: every overwrite of a version the writer had not seen (the
@@ -87,6 +89,64 @@ GRANT ALL ON public.tablesync_conflicts TO service_role;
 DROP POLICY IF EXISTS tablesync_select ON public.tablesync_conflicts;
 CREATE POLICY tablesync_select ON public.tablesync_conflicts FOR SELECT TO authenticated
   USING (scope = {CLAIM});"""
+
+
+# Records that left a system's scope (their scope column was changed on the server, e.g.
+# a task reassigned from system-a to system-b on the dashboard). RLS hides the moved row
+# from the old system, so neither its pulls nor its Realtime channel can see the move;
+# this log can: one row per move, readable by the scope the record left, in the same
+# change sequence and xid watermark as the tables (catch-up pages it like a table, and it
+# is in the Realtime publication). Written only by the per-table exit trigger.
+EXITS_TABLE_SQL = f"""CREATE TABLE IF NOT EXISTS public.{EXITS_TABLE} (
+  id bigserial PRIMARY KEY,
+  table_name text NOT NULL,
+  record_id text NOT NULL,
+  scope text NOT NULL,
+  _ts_hlc bigint NOT NULL,
+  _ts_origin text NOT NULL,
+  _ts_seq bigint NOT NULL DEFAULT nextval('{SEQ}'),
+  _ts_xid bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint,
+  moved_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS tablesync_exits_scope_seq ON public.{EXITS_TABLE} (scope, _ts_seq);
+CREATE INDEX IF NOT EXISTS tablesync_exits_scope_xid_seq
+  ON public.{EXITS_TABLE} (scope, _ts_xid, _ts_seq);
+ALTER TABLE public.{EXITS_TABLE} ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON public.{EXITS_TABLE} FROM PUBLIC, anon, authenticated;
+GRANT SELECT ON public.{EXITS_TABLE} TO authenticated;
+GRANT ALL ON public.{EXITS_TABLE} TO service_role;
+DROP POLICY IF EXISTS tablesync_select ON public.{EXITS_TABLE};
+CREATE POLICY tablesync_select ON public.{EXITS_TABLE} FOR SELECT TO authenticated
+  USING (scope = {CLAIM});
+DO $tablesync$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'supabase_realtime'
+                 AND schemaname = 'public' AND tablename = '{EXITS_TABLE}') THEN
+    ALTER PUBLICATION supabase_realtime ADD TABLE public.{EXITS_TABLE};
+  END IF;
+END
+$tablesync$;"""
+
+
+def exit_trigger_sql(spec: TableSpec) -> str:
+    """AFTER UPDATE OF scope: record in ``tablesync_exits`` that the row left its old scope
+    (with the row's new version, so a replica can tell the move from a later return)."""
+    fn = qualified("public", f"tablesync_exit_{spec.name}", D)
+    trg = ident("tablesync_exit", D)
+    scope, pk = ident(spec.scope, D), ident(spec.primary_key, D)
+    return f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $tablesync$
+BEGIN
+  INSERT INTO public.{EXITS_TABLE} (table_name, record_id, scope, _ts_hlc, _ts_origin)
+  VALUES ({lit(spec.name, D)}, OLD.{pk}::text, OLD.{scope}::text, NEW._ts_hlc, NEW._ts_origin);
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION {fn}() FROM PUBLIC;
+DROP TRIGGER IF EXISTS {trg} ON {_t(spec)};
+CREATE TRIGGER {trg} AFTER UPDATE OF {scope} ON {_t(spec)} FOR EACH ROW
+  WHEN (OLD.{scope} IS NOT NULL AND OLD.{scope} IS DISTINCT FROM NEW.{scope})
+  EXECUTE FUNCTION {fn}();"""
 
 
 def table_sql(spec: TableSpec, ddl: str) -> str:
@@ -473,6 +533,7 @@ def table_objects_sql(spec: TableSpec, ddl: str) -> str:
     return "\n\n".join([f"-- table {spec.name} ({spec.on_delete_conflict.value})",
                         table_sql(spec, ddl), indexes_sql(spec), stamp_trigger_sql(spec),
                         soft_delete_trigger_sql(spec), conflict_trigger_sql(spec),
+                        exit_trigger_sql(spec),
                         rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
                         grants_sql(spec)])
 

@@ -25,7 +25,7 @@ def test_supabase_sql_is_idempotent(pg: Any, example: Project) -> None:
     pg.execute(postgres.schema_sql(example.tables, example.ddl).encode())
     pubs = {r[0] for r in pg.execute(
         "SELECT tablename FROM pg_publication_tables WHERE pubname='supabase_realtime'")}
-    assert pubs == {"projects", "tasks", "results"}
+    assert pubs == {"projects", "tasks", "results", "tablesync_exits"}
     rls = dict(pg.execute("SELECT relname, relrowsecurity FROM pg_class WHERE relname IN "
                           "('projects','tasks','results')").fetchall())
     assert rls == {"projects": True, "tasks": True, "results": True}
@@ -222,3 +222,33 @@ def test_concurrent_overwrites_are_logged_on_the_server(pg: Any, apply: Any) -> 
     assert out[0]["outcome"] == "applied"
     assert pg.execute("SELECT count(*) FROM tablesync_conflicts").fetchone() == (3,)
     pg.execute("RESET ROLE")
+
+
+def test_a_record_leaving_a_scope_is_logged_for_that_scope_only(pg: Any, apply: Any) -> None:
+    """Re-scoping a row on the server (dashboard, service role) records an exit that the
+    old scope can read (RLS hides the row itself from it now) and the new one cannot."""
+    assert apply(pg, "projects", [_row("p", 100), _row("q", 100)])[0]["outcome"] == "applied"
+    pg.execute("UPDATE projects SET name = 'renamed' WHERE id = 'p'")      # not a move
+    assert pg.execute("SELECT count(*) FROM tablesync_exits").fetchone() == (0,)
+    pg.execute("UPDATE projects SET system_id = 'system-b' WHERE id = 'p'")
+    row = pg.execute("SELECT _ts_hlc, _ts_origin, _ts_xid FROM projects WHERE id = 'p'").fetchone()
+    exits = pg.execute("SELECT table_name, record_id, scope, _ts_hlc, _ts_origin, _ts_xid, "
+                       "_ts_seq > 0 FROM tablesync_exits").fetchall()
+    assert exits == [("projects", "p", "system-a", row[0], row[1], row[2], True)]
+    _jwt(pg, "system-a")
+    assert pg.execute("SELECT record_id FROM tablesync_exits").fetchall() == [("p",)]
+    assert pg.execute("SELECT count(*) FROM projects").fetchone() == (1,)  # q only
+    with pytest.raises(Exception, match="permission denied"):
+        pg.execute("INSERT INTO tablesync_exits (table_name, record_id, scope, _ts_hlc, "
+                   "_ts_origin) VALUES ('projects', 'q', 'system-a', 1, 'forged')")
+    pg.execute("ROLLBACK") if pg.info.transaction_status else None
+    pg.execute("RESET ROLE")
+    _jwt(pg, "system-b")
+    assert pg.execute("SELECT count(*) FROM tablesync_exits").fetchone() == (0,)
+    # a system cannot move its own row away: RLS refuses the new scope
+    pg.execute("RESET ROLE")
+    _jwt(pg, "system-a")
+    out = apply(pg, "projects", [{**_row("q", 200), "system_id": "system-b"}])
+    assert out[0]["outcome"] == "forbidden"
+    pg.execute("RESET ROLE")
+    assert pg.execute("SELECT count(*) FROM tablesync_exits").fetchone() == (1,)
