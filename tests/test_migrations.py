@@ -106,7 +106,7 @@ def test_postgres_add_table_and_columns_keeps_rows(pg_dsn: str, tmp_path: Path) 
         assert row == ("n1", "hi", 0, None, "server")
         conn.execute("SELECT tablesync_apply_labels('[]'::jsonb)")
         pubs = {r[0] for r in conn.execute("SELECT tablename FROM pg_publication_tables")}
-        assert pubs == {"notes", "labels"}
+        assert pubs == {"notes", "labels", "tablesync_exits"}
 
 
 @pytest.mark.postgres
