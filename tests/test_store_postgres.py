@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,6 +95,7 @@ def test_push_pull_roundtrip_and_conflict(setup: tuple[Project, LocalStore, Any,
 
     # an offline edit older than a later dashboard edit loses; the server row comes back
     app.execute("UPDATE tasks SET title = 'offline edit'")
+    time.sleep(0.005)   # a later millisecond: within one, the HLC counters decide, not "later"
     admin.execute("UPDATE tasks SET title = 'later dashboard'")
     applied = push(store, user)
     assert [c.record_id for c in applied] == ["t"]
