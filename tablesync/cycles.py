@@ -161,18 +161,16 @@ class Cycles:
     def _prefetch(self, unacked: list[Change]) -> None:
         """Read the next chunk into the backlog while ``unacked`` (batches queued, in
         flight or answered but not yet acknowledged) are being sent. Their entries are
-        still pending in the store, so every record sharing a queue entry with them is
-        left out (a later read picks it up). The other records' state does not depend on
+        still pending in the store, so their records are left out of the read (a later read
+        picks up any newer entries). The other records' state does not depend on
         how ``unacked`` is acknowledged: an ack only writes the acknowledged records'
         queue entries and versions, and applies server winners for those records only --
         the same as for the rest of a cached chunk while its earlier batches are acked."""
-        ids = {q for c in unacked for q in c.queue_ids}
         keys = {(c.table, c.record_id) for c in unacked}
         raw = self.store.pending(limit=self.chunk, skip=keys | self._failed)
-        fresh = [c for c in raw if ids.isdisjoint(c.queue_ids)]
         # skipped records may have entries newer than their unacknowledged batch
-        self._more = (raw.more and bool(fresh)) or bool(keys) or len(fresh) < len(raw)
-        self.backlog.extend(fresh)
+        self._more = (raw.more and bool(raw)) or bool(keys)
+        self.backlog.extend(raw)
 
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
         """The next batch and its request rows (JSON-encoded here, off the send path)."""
@@ -268,14 +266,40 @@ class Cycles:
         return PullResult("ok")
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
-        """Page through ``spec``'s changes; the next page is fetched (in a helper thread,
-        joined before returning) while the current one is applied locally."""
-        cursor, _ = self.store.get_cursor(spec.name)
+        """Page through ``spec``'s changes (see :meth:`_page_through`)."""
+        self._page_through(spec.name, spec.scope, mark,
+                           lambda page: self._apply_page(spec, page, summary))
+
+    def _catch_up_exits(self, mark: int, summary: SyncSummary | None) -> None:
+        """Page through ``tablesync_exits`` (records that left this system's scope on the
+        server) like a table, after the tables: a record that left and came back within
+        the window was pulled with a newer version, which the exit does not undo. A server
+        without the exits table (its ``supabase.sql`` predates it) answers 404: warned
+        about once, and the catch-up goes on without it."""
+        if self._no_exits:
+            return
+        try:
+            self._page_through(EXITS_TABLE, "scope", mark,
+                               lambda page: self.apply_exits(page.rows, page.rejected, summary))
+        except RemoteError as exc:
+            if exc.status != 404:
+                raise
+            self._no_exits = True
+            log.warning("engine: the server has no public.%s (%s): apply the current "
+                        "supabase.sql, or records moved to another system on the server "
+                        "stay here as stale copies", EXITS_TABLE, exc)
+
+    def _page_through(self, table: str, scope: str, mark: int,
+                      apply: Callable[[Page], None]) -> None:
+        """Pull ``table``'s pages for this system from its cursor until a short page and
+        ``apply`` each; the next page is fetched (in a helper thread, joined before
+        returning) while the current one is applied. The cursor becomes ``mark`` (the
+        watermark taken before the first page) only after the whole table was read."""
+        cursor, _ = self.store.get_cursor(table)
         system = self.project.config.system.id
 
         def fetch(after: int) -> Page:
-            return self.remote.pull_page(spec.name, spec.scope, system, cursor, after,
-                                         MAX_PAGE)
+            return self.remote.pull_page(table, scope, system, cursor, after, MAX_PAGE)
 
         with ThreadPoolExecutor(1, thread_name_prefix="tablesync-pull") as pool:
             ahead = pool.submit(fetch, 0)
@@ -287,45 +311,16 @@ class Cycles:
                                and last > after) else None   # None: the last page
                 if nxt is not None:
                     ahead = pool.submit(fetch, nxt)
-                self._apply_page(spec, page, summary)
+                apply(page)
                 if nxt is None:
                     break
                 after = nxt
-        self.store.set_cursor(spec.name, mark, 0)
-
-    def _catch_up_exits(self, mark: int, summary: SyncSummary | None) -> None:
-        """Page through ``tablesync_exits`` (records that left this system's scope on the
-        server) like a table, after the tables: a record that left and came back within
-        the window was pulled with a newer version, which the exit does not undo. A server
-        without the exits table (its ``supabase.sql`` predates it) answers 404: warned
-        about once, and the catch-up goes on without it."""
-        if self._no_exits:
-            return
-        cursor, _ = self.store.get_cursor(EXITS_TABLE)
-        system = self.project.config.system.id
-        after = 0
-        for _ in range(10**7):                  # bounded: a page always advances `after`
-            try:
-                page = self.remote.pull_page(EXITS_TABLE, "scope", system, cursor, after,
-                                             MAX_PAGE)
-            except RemoteError as exc:
-                if exc.status != 404:
-                    raise
-                self._no_exits = True
-                log.warning("engine: the server has no public.%s (%s): apply the current "
-                            "supabase.sql, or records moved to another system on the server "
-                            "stay here as stale copies", EXITS_TABLE, exc)
-                return
-            self.apply_exits(page.rows, page.rejected, summary)
-            last = page.last_seq
-            if last is None or page.size < MAX_PAGE or last <= after:
-                break
-            after = last
-        self.store.set_cursor(EXITS_TABLE, mark, 0)
+        self.store.set_cursor(table, mark, 0)
 
     def apply_exits(self, rows: list[dict[str, Any]], rejected: Iterable[PayloadError] = (),
                     summary: SyncSummary | None = None) -> None:
-        """Apply exit rows (catch-up page or Realtime event); log the malformed ones."""
+        """Apply exit rows (catch-up page or Realtime event); log the malformed ones. Touches
+        no cycle state, so the engine calls it from its Realtime thread too."""
         bad = [str(r) for r in rejected]
         removed: list[Change] = []
         if rows:

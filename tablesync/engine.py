@@ -527,17 +527,12 @@ class Engine:
 
     def _apply_exit(self, event: ChangeEvent) -> None:
         """A record left this system's scope on the server (a ``tablesync_exits`` INSERT)."""
-        if event.type != "INSERT":
+        if event.type != "INSERT" or self.cycles is None:
             return
         try:
-            removed, rejected = self.store.apply_exits([event.record])
+            self.cycles.apply_exits([event.record])
         except StoreError as exc:
             log.error("engine: cannot apply a realtime exit: %s", exc)
-            return
-        for msg in rejected:
-            log.error("engine: rejected a realtime row: %s", msg)
-        self._metrics.changes_pulled.inc(len(removed))
-        self._notify(removed)
 
     def _token_refreshed(self, token: Secret) -> None:
         client = self._realtime

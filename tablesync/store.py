@@ -624,8 +624,9 @@ class LocalStore:
         gone = RowState(moved, True, base, image or {})
         conflict = None
         if entries:
-            local = self._with_data(conn, spec, rid,
-                                    self._local_state(spec, rid, entries, meta) or gone)
+            mine = self._local_state(spec, rid, entries, meta)
+            assert mine is not None             # it has pending entries
+            local = RowState(mine.version, mine.deleted, mine.base, mine.data or image or {})
             conflict = self._record_conflict(
                 conn, spec.name, rid, gone, local,
                 "record left this system's scope on the server; local changes not pushed")

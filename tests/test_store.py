@@ -40,6 +40,13 @@ def _app(tmp_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(tmp_path / "app.db", isolation_level=None)
 
 
+def _projects(conn: sqlite3.Connection, n: int) -> None:
+    """The app inserts projects p0 .. p<n-1> (one queue entry each)."""
+    for i in range(n):
+        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
+                     (f"p{i}",))
+
+
 def _server_row(table: str, rid: str, hlc: int, origin: str, deleted: bool = False,
                 base: tuple[int, str] = (0, ""), **data: Any) -> dict[str, Any]:
     cols = {"projects": {"system_id": "system-a", "name": "remote"},
@@ -123,9 +130,7 @@ def test_pending_coalesces_and_orders_fk_safe(store: LocalStore, tmp_path: Path)
 def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
                                                               tmp_path: Path) -> None:
     conn = _app(tmp_path)
-    for i in range(5):
-        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
-                     (f"p{i}",))
+    _projects(conn, 5)
     conn.execute("UPDATE projects SET name = 'late' WHERE id = 'p0'")
     conn.execute("DELETE FROM projects WHERE id = 'p1'")
     first = store.pending(limit=2)
@@ -141,9 +146,7 @@ def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
 def test_pending_skip_leaves_records_out_without_counting_them(store: LocalStore,
                                                               tmp_path: Path) -> None:
     conn = _app(tmp_path)
-    for i in range(5):
-        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
-                     (f"p{i}",))
+    _projects(conn, 5)
     skip = {("projects", "p0"), ("projects", "p2")}
     got = store.pending(limit=2, skip=skip)
     assert [c.record_id for c in got] == ["p1", "p3"]     # the limit counts the others only
@@ -157,9 +160,7 @@ def test_entries_of_unsynced_tables_do_not_fill_a_chunk(store: LocalStore,
     # e.g. a table removed from sync.toml whose old trigger still wrote entries
     conn.executemany("INSERT INTO sync_queue (operation, table_name, record_id) VALUES "
                      "('INSERT', 'gone_table', ?)", [(f"g{i}",) for i in range(5)])
-    for i in range(3):
-        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
-                     (f"p{i}",))
+    _projects(conn, 3)
     got = store.pending(limit=2)
     assert [c.record_id for c in got] == ["p0", "p1"] and got.more
     store.ack(got, [{"outcome": "applied"}] * 2)
@@ -301,9 +302,7 @@ def test_own_write_echoed_back_is_not_a_conflict(store: LocalStore, tmp_path: Pa
 def test_prune_drops_only_long_synced_entries_and_never_the_newest(store: LocalStore,
                                                                    tmp_path: Path) -> None:
     conn = _app(tmp_path)
-    for i in range(4):
-        conn.execute("INSERT INTO projects (id, system_id, name) VALUES (?, 'system-a', 'n')",
-                     (f"p{i}",))
+    _projects(conn, 4)
     changes = store.pending()
     store.ack(changes[:3], [{"outcome": "applied"}] * 3)     # p0..p2 synced, p3 pending
     assert store.prune(3600) == 0                              # all synced just now
