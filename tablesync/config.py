@@ -77,6 +77,9 @@ class SyncSettings(_Section):
         debounce: seconds to wait after a local change before pushing.
         keep_synced: seconds a pushed sync_queue entry is kept (for inspection) before the
             engine prunes it; the newest entry is always kept.
+        probe_interval: seconds between reachability probes while the backend does not
+            answer at all (sync resumes within about this long after it is back); 0 = no
+            probes (plain backoff).
     """
 
     interval: float = Field(default=10.0, gt=0, le=86400)
@@ -86,6 +89,7 @@ class SyncSettings(_Section):
     poll_interval: float = Field(default=30.0, gt=0, le=86400)
     debounce: float = Field(default=0.05, ge=0, le=60)
     keep_synced: float = Field(default=86400.0, ge=0, le=365 * 86400)
+    probe_interval: float = Field(default=2.0, ge=0, le=3600)
 
 
 class PathsConfig(_Section):

@@ -77,6 +77,9 @@ class Cycles:
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
         self._solo = 0
         self._no_exits = False                  # the server has no tablesync_exits (404)
+        # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
+        # below it is older than a return this pull saw (LocalStore.apply_exits)
+        self._returned: dict[tuple[str, str], int] = {}
 
     def reset(self) -> None:
         """Forget the cached chunk (re-read the queue next time)."""
@@ -191,9 +194,8 @@ class Cycles:
                       summary: SyncSummary | None) -> PushResult:
         """The request for ``batch`` failed as a whole (nothing of it acknowledged)."""
         if isinstance(exc, ForbiddenError):
-            for ch in batch:
-                self.store.park(ch.table, ch.record_id, str(exc))
-            self._note(summary, parked=len(batch), error=str(exc))
+            parked = self.store.park_changes(batch, str(exc))
+            self._note(summary, parked=parked, error=str(exc))
             return PushResult("forbidden", backlog=self._has_backlog())
         if isinstance(exc, RemoteError) and not isinstance(
                 exc, (AuthError, TransientRemoteError, PayloadError)):
@@ -205,7 +207,8 @@ class Cycles:
         if isinstance(exc, AuthError):
             return PushResult("auth")
         if isinstance(exc, TransientRemoteError):
-            return PushResult("transient", retry_after=exc.retry_after)
+            return PushResult("transient", retry_after=exc.retry_after,
+                              unreachable=exc.status is None)
         return PushResult("payload")
 
     def _refill(self) -> None:
@@ -249,6 +252,13 @@ class Cycles:
 
     def catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""
+        self._returned = {}
+        try:
+            return self._catch_up(summary)
+        finally:
+            self._returned = {}
+
+    def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
             mark = self.remote.watermark()
             for spec in self.project.tables:
@@ -259,7 +269,7 @@ class Cycles:
             return PullResult("auth")
         except TransientRemoteError as exc:
             self._error(str(exc))
-            return PullResult("transient", exc.retry_after)
+            return PullResult("transient", exc.retry_after, unreachable=exc.status is None)
         except RemoteError as exc:              # PayloadError, 4xx
             self._error(str(exc))
             return PullResult("payload")
@@ -280,7 +290,8 @@ class Cycles:
             return
         try:
             self._page_through(EXITS_TABLE, "scope", mark,
-                               lambda page: self.apply_exits(page.rows, page.rejected, summary))
+                               lambda page: self.apply_exits(page.rows, page.rejected, summary,
+                                                             returned=self._returned))
         except RemoteError as exc:
             if exc.status != 404:
                 raise
@@ -318,13 +329,14 @@ class Cycles:
         self.store.set_cursor(table, mark, 0)
 
     def apply_exits(self, rows: list[dict[str, Any]], rejected: Iterable[PayloadError] = (),
-                    summary: SyncSummary | None = None) -> None:
+                    summary: SyncSummary | None = None,
+                    returned: dict[tuple[str, str], int] | None = None) -> None:
         """Apply exit rows (catch-up page or Realtime event); log the malformed ones. Touches
         no cycle state, so the engine calls it from its Realtime thread too."""
         bad = [str(r) for r in rejected]
         removed: list[Change] = []
         if rows:
-            removed, more_bad = self.store.apply_exits(rows)
+            removed, more_bad = self.store.apply_exits(rows, returned)
             bad += more_bad
         for msg in bad:
             log.error("engine: rejected a remote row: %s", msg)
@@ -336,6 +348,11 @@ class Cycles:
         for bad in page.rejected:
             log.error("engine: rejected a remote row: %s", bad)
         applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+        seen, name, pk = self._returned, spec.name, spec.primary_key
+        for row in page.rows:
+            seq = row.get("_ts_seq")
+            if type(seq) is int and seq > seen.get((name, str(row.get(pk))), -1):
+                seen[(name, str(row.get(pk)))] = seq
         self.metrics.changes_pulled.inc(len(applied))
         self._note(summary, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))

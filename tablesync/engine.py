@@ -35,7 +35,8 @@ from tablesync.cycles import Cycles, SyncSummary
 from tablesync.machine import (
     AUTH_DEAD, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
-    Instruction, LocalChange, MachineSettings, PullResult, PushResult, ReportState,
+    Instruction, LocalChange, MachineSettings, Probe, ProbeResult, PullResult, PushResult,
+    ReportState,
     ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncMachine,
     SyncRequested, Tick, UpdateToken, WsDown, WsUp,
 )
@@ -110,6 +111,7 @@ class Engine:
         self.machine = SyncMachine(
             settings=MachineSettings(interval=s.interval, debounce=s.debounce,
                                      poll_interval=s.poll_interval,
+                                     probe_interval=s.probe_interval,
                                      realtime=s.realtime and realtime_factory is not None),
             backoff=backoff or Backoff(max_retries=s.max_retries))
         self.batch_size = s.batch_size
@@ -333,6 +335,8 @@ class Engine:
             self._in_io(lambda: self._timed(self._metrics.pull_latency,
                                             lambda: self._cycles().catch_up(None)),
                         PullResult("transient"))
+        elif isinstance(ins, Probe):
+            self._in_io(self._probe, ProbeResult(False))
         elif isinstance(ins, Authenticate):
             self._in_io(lambda: self._authenticate(ins.refresh), AuthFailed(AUTH_TRANSIENT))
         elif isinstance(ins, ConnectRealtime):
@@ -434,7 +438,7 @@ class Engine:
             tokens = self.session.refresh() if refresh else self.session.ensure()
         except TransientRemoteError as exc:
             self._set_error(str(exc))
-            return AuthFailed(AUTH_TRANSIENT, exc.retry_after)
+            return AuthFailed(AUTH_TRANSIENT, exc.retry_after, unreachable=exc.status is None)
         except DeadSessionError as exc:
             self._set_error(str(exc))
             return AuthFailed(AUTH_DEAD)
@@ -445,6 +449,11 @@ class Engine:
                 and (exc.status or 500) >= 500)
             return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
         return AuthOk(max(1.0, tokens.expires_in()))
+
+    def _probe(self) -> Event:
+        """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""
+        probe = getattr(self.remote, "probe", None)
+        return ProbeResult(bool(probe()) if probe is not None else True)
 
     # -------------------------------------------------------------- realtime
 

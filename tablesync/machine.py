@@ -14,7 +14,11 @@ States (design section 4):
 * ``connected``    signed in, the last remote call succeeded, nothing running.
 * ``syncing``      a push or a catch-up pull is running.
 * ``disconnected`` the remote is unreachable; a retry is scheduled (``offline`` once the
-                   backoff is exhausted: then the retry is slow).
+                   backoff is exhausted: then the retry is slow). When the failure was
+                   "no answer at all" (connection refused, timeout), a cheap probe runs
+                   every ``probe_interval`` and a Realtime rejoin counts as one: the first
+                   success retries at once, so sync resumes within seconds of the backend
+                   coming back, whatever the backoff delay.
 * ``failed``       sync stopped; ``reauth_required`` when the refresh token is dead or the
                    credentials are refused (``tablesync login`` then ``sync now`` resumes).
 
@@ -36,7 +40,8 @@ from tablesync.backoff import Backoff
 __all__ = [
     "AuthFailed", "AuthOk", "Authenticate", "CancelTimer", "ConfigAbsent", "ConfigPresent",
     "ConnectRealtime", "DisconnectRealtime", "Event", "GoOffline", "Instruction",
-    "LocalChange", "MachineSettings", "PullResult", "PushResult", "ReportState",
+    "LocalChange", "MachineSettings", "Probe", "ProbeResult", "PullResult", "PushResult",
+    "ReportState",
     "ScheduleTimer", "Shutdown", "StartCatchUp", "StartPush", "State", "Stop",
     "SyncMachine", "SyncRequested", "Tick", "UpdateToken", "WsDown", "WsUp",
     "event_from_dict",
@@ -60,7 +65,9 @@ DEBOUNCE_TIMER = "debounce"
 RETRY_TIMER = "retry"
 POLL_TIMER = "poll"
 REFRESH_TIMER = "refresh"
+PROBE_TIMER = "probe"
 TIMERS = (PUSH_TIMER, DEBOUNCE_TIMER, RETRY_TIMER, POLL_TIMER, REFRESH_TIMER)
+# (PROBE_TIMER is armed only while probing, and cancelled with that flag)
 
 # Outcomes of a push or pull as reported by the engine.
 OK, TRANSIENT, AUTH, FORBIDDEN, PAYLOAD = "ok", "transient", "auth", "forbidden", "payload"
@@ -116,6 +123,7 @@ class AuthFailed(Event):
     kind: ClassVar[str] = "auth_failed"
     reason: str = AUTH_TRANSIENT
     retry_after: float | None = None
+    unreachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ class PushResult(Event):
     outcome: str = OK
     backlog: bool = False
     retry_after: float | None = None
+    unreachable: bool = False           # transient: no answer at all (not a 5xx or 429)
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,15 @@ class PullResult(Event):
     kind: ClassVar[str] = "pull_result"
     outcome: str = OK
     retry_after: float | None = None
+    unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeResult(Event):
+    """A :class:`Probe` finished: ``reachable`` when the backend answered at all."""
+
+    kind: ClassVar[str] = "probe_result"
+    reachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,13 @@ class StartCatchUp(Instruction):
 
 
 @dataclass(frozen=True)
+class Probe(Instruction):
+    """Check cheaply whether the backend answers; answer with :class:`ProbeResult`."""
+
+    do: ClassVar[str] = "probe"
+
+
+@dataclass(frozen=True)
 class ScheduleTimer(Instruction):
     """(Re)arm the timer ``name`` to fire a :class:`Tick` in ``delay`` seconds."""
 
@@ -302,6 +327,7 @@ class MachineSettings:
         realtime: use Realtime at all.
         refresh_margin: refresh the token this long before it expires (at most half its life).
         min_refresh: never schedule a refresh sooner than this.
+        probe_interval: while the backend does not answer, probe it this often (0: never).
     """
 
     interval: float = 10.0
@@ -310,6 +336,7 @@ class MachineSettings:
     realtime: bool = True
     refresh_margin: float = 90.0
     min_refresh: float = 1.0
+    probe_interval: float = 0.0
 
 
 @dataclass
@@ -322,6 +349,7 @@ class _Flags:
     offline: bool = False
     reauth_required: bool = False
     auth_retried: bool = False          # an auth error already caused one refresh
+    probing: bool = False               # disconnected without an answer: probe timer armed
     stopped: bool = False
     reason: str = ""
 
@@ -405,7 +433,8 @@ class SyncMachine:
 
     def _on_auth_failed(self, ev: AuthFailed, out: list[Instruction]) -> None:
         if ev.reason == AUTH_TRANSIENT:
-            self._fail_transient(out, ev.retry_after, "auth server unreachable")
+            self._fail_transient(out, ev.retry_after, "auth server unreachable",
+                                 unreachable=ev.unreachable)
             return
         self._cancel_all(out)
         out.append(DisconnectRealtime())
@@ -425,6 +454,8 @@ class SyncMachine:
         self.flags.pull_pending = True     # realtime is a hint: catch up after every join
         if self._online:
             self._start_next(out)
+        elif self.state is State.DISCONNECTED and self.flags.probing:
+            self._reachable(out)           # the backend answers again: retry now
 
     def _on_ws_down(self, _: Event, out: list[Instruction]) -> None:
         if not self.flags.realtime_live:
@@ -443,6 +474,10 @@ class SyncMachine:
             return
         if name == RETRY_TIMER:
             self._on_retry(out)
+            return
+        if name == PROBE_TIMER:
+            if self.state is State.DISCONNECTED and self.flags.probing:
+                out.append(Probe())
             return
         if name == PUSH_TIMER:
             out.append(ScheduleTimer(PUSH_TIMER, self.settings.interval))
@@ -502,15 +537,32 @@ class SyncMachine:
     def _on_push_result(self, ev: PushResult, out: list[Instruction]) -> None:
         if self.flags.running != "push":
             return
-        self._finish(ev.outcome, ev.retry_after, out, push=True, backlog=ev.backlog)
+        self._finish(ev.outcome, ev.retry_after, out, push=True, backlog=ev.backlog,
+                     unreachable=ev.unreachable)
 
     def _on_pull_result(self, ev: PullResult, out: list[Instruction]) -> None:
         if self.flags.running != "pull":
             return
-        self._finish(ev.outcome, ev.retry_after, out, push=False, backlog=False)
+        self._finish(ev.outcome, ev.retry_after, out, push=False, backlog=False,
+                     unreachable=ev.unreachable)
+
+    def _on_probe_result(self, ev: ProbeResult, out: list[Instruction]) -> None:
+        if self.state is not State.DISCONNECTED or not self.flags.probing:
+            return
+        if ev.reachable:
+            self._reachable(out)
+        else:
+            out.append(ScheduleTimer(PROBE_TIMER, self.settings.probe_interval))
+
+    def _reachable(self, out: list[Instruction]) -> None:
+        """The backend answers again (a probe, or Realtime rejoined): retry now."""
+        self.flags.probing = False
+        out.append(CancelTimer(RETRY_TIMER))
+        out.append(CancelTimer(PROBE_TIMER))
+        self._on_retry(out)
 
     def _finish(self, outcome: str, retry_after: float | None, out: list[Instruction],
-                *, push: bool, backlog: bool) -> None:
+                *, push: bool, backlog: bool, unreachable: bool = False) -> None:
         f = self.flags
         f.running = None
         if outcome in (OK, FORBIDDEN):          # forbidden rows are parked by the engine
@@ -532,18 +584,29 @@ class SyncMachine:
             self._begin_auth(out, refresh=True)
             return
         reason = "malformed response from the server" if outcome == PAYLOAD else "server unreachable"
-        self._fail_transient(out, retry_after, reason)
+        self._fail_transient(out, retry_after, reason,
+                             unreachable=unreachable and outcome == TRANSIENT)
 
     def _mark_online(self, out: list[Instruction]) -> None:
+        if self.flags.probing:
+            self.flags.probing = False
+            out.append(CancelTimer(PROBE_TIMER))
         if self.flags.offline:
             self.flags.offline = False
         self.backoff.reset()
         self._set(State.CONNECTED)
 
     def _fail_transient(self, out: list[Instruction], retry_after: float | None,
-                        reason: str) -> None:
+                        reason: str, *, unreachable: bool = False) -> None:
         delay = self.backoff.next_delay(retry_after)
         out.append(ScheduleTimer(RETRY_TIMER, delay))
+        probe = self.settings.probe_interval
+        if unreachable and 0 < probe < delay and retry_after is None:
+            self.flags.probing = True
+            out.append(ScheduleTimer(PROBE_TIMER, probe))
+        elif self.flags.probing:           # the server answers (5xx, 429): plain backoff
+            self.flags.probing = False
+            out.append(CancelTimer(PROBE_TIMER))
         if self.backoff.offline and not self.flags.offline:
             self.flags.offline = True
             out.append(GoOffline(delay))
@@ -572,3 +635,6 @@ class SyncMachine:
     def _cancel_all(self, out: list[Instruction]) -> None:
         out.extend(CancelTimer(name) for name in TIMERS)
         self.flags.debounce_armed = False
+        if self.flags.probing:
+            self.flags.probing = False
+            out.append(CancelTimer(PROBE_TIMER))

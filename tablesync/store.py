@@ -118,6 +118,11 @@ def _outcome(out: Mapping[str, Any]) -> ApplyOutcome:
                         dict(row) if isinstance(row, Mapping) else None, out.get("message"))
 
 
+def _seq(row: Mapping[str, Any]) -> int:
+    seq = row.get("_ts_seq")
+    return seq if type(seq) is int else 0
+
+
 def _mark_synced(conn: sqlite3.Connection, ids: list[int], now: str) -> None:
     """Mark queue entries ``ids`` synced: one range UPDATE per run of consecutive ids (a
     backlog's batch is mostly one run), or one ``json_each`` UPDATE when they are
@@ -268,7 +273,10 @@ class LocalStore:
         """Pending records coalesced to their latest state, in FK-safe push order.
 
         Deletes come first, children before parents; then upserts parents before
-        children, UPDATE before INSERT within a table; ties by first queue id.
+        children, UPDATE before INSERT within a table; ties by first queue id. A delete
+        of a record the server never acknowledged (inserted and deleted before a push)
+        travels with the upserts, after the table's INSERTs: the server may not hold it,
+        so its tombstone is an insert that needs its parents first.
         With ``limit``: the (at most) ``limit`` records whose first pending entry is
         oldest, read with a bounded scan from the oldest pending entry (memory and time
         do not grow with the queue's length), ordered as above within that chunk.
@@ -281,22 +289,27 @@ class LocalStore:
         with self._tx("DEFERRED") as conn:
             groups = self._pending_groups(conn, limit, skip)
             changes = []
+            unknown: set[tuple[str, str]] = set()
             for table, recs in groups.items():
-                changes += self._coalesce(conn, self._specs[table], recs)
-        changes.sort(key=self._order)
+                changes += self._coalesce(conn, self._specs[table], recs, unknown)
+        changes.sort(key=(lambda ch: self._order(ch, unknown)) if unknown else self._order)
         found = sum(map(len, groups.values()))
         return Pending(changes, limit is not None and found >= limit)
 
     def _pending_groups(self, conn: sqlite3.Connection, limit: int | None = None,
-                        skip: Collection[tuple[str, str]] = ()
+                        skip: Collection[tuple[str, str]] = (), *,
+                        include_parked: bool = False
                         ) -> dict[str, dict[str, list[_Entry]]]:
         """Unparked pending entries of synced tables grouped by table and record, in queue
-        order (records in ``skip`` left out like parked ones).
+        order (records in ``skip`` left out like parked ones). ``include_parked``: parked
+        records too (the apply paths compare remote rows with *every* pending local write:
+        a parked write is still this copy's state, and must be logged, not overwritten).
 
         With ``limit``: entries are read from the oldest pending one until ``limit``
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
-        parked = set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked"))
+        parked = (set() if include_parked else
+                  set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked")))
         parked.update(skip)
         specs = self._specs
         (upto,) = conn.execute("SELECT coalesce((SELECT stamped_id FROM _tablesync_stamp), "
@@ -339,7 +352,10 @@ class LocalStore:
             groups[table][rid].append(_Entry(qid, op, hlc, data))
 
     def _coalesce(self, conn: sqlite3.Connection, spec: TableSpec,
-                  recs: dict[str, list[_Entry]]) -> list[Change]:
+                  recs: dict[str, list[_Entry]],
+                  unknown: set[tuple[str, str]] | None = None) -> list[Change]:
+        """One change per record (its latest state); deletes of records with no stored
+        version (never acknowledged by the server) are added to ``unknown``."""
         metas = self._metas(conn, spec.name, list(recs))
         images = self._images(conn, spec, [r for r, es in recs.items() if es[-1].op != "DELETE"])
         out = []
@@ -361,13 +377,18 @@ class LocalStore:
             state = RowState(Version(hlc, self.system_id), deleted,
                              self._held_before(entries, meta), data)
             op = _DELETE if deleted else (_INSERT if meta is None or meta.deleted else _UPDATE)
+            if deleted and meta is None and unknown is not None:
+                unknown.add((spec.name, rid))
             out.append(Change(spec.name, rid, op, state, ids))
         return out
 
-    def _order(self, ch: Change) -> tuple[int, int, int, int]:
+    def _order(self, ch: Change, unknown: Collection[tuple[str, str]] = ()
+               ) -> tuple[int, int, int, int]:
         rank = self._rank[ch.table]
         first = ch.queue_ids[0] if ch.queue_ids else 0
         if ch.op is _DELETE:
+            if (ch.table, ch.record_id) in unknown:
+                return (1, rank, 2, first)      # a tombstone the server may not hold
             return (0, -rank, 0, first)
         return (1, rank, 0 if ch.op is _UPDATE else 1, first)
 
@@ -419,9 +440,17 @@ class LocalStore:
             acked = False
             synced: list[int] = []
             versions: list[Change] = []
-            for ch, given in zip(changes, outcomes):
-                out = given if isinstance(given, ApplyOutcome) else _outcome(given)
+            outs = [g if isinstance(g, ApplyOutcome) else _outcome(g) for g in outcomes]
+            open_ids: set[int] = set()
+            if any(o.outcome not in ("applied", "duplicate", "superseded") for o in outs):
+                open_ids = self._still_pending(conn, changes)
+            for ch, out in zip(changes, outs):
                 kind = out.outcome
+                if (kind not in ("applied", "duplicate", "superseded")
+                        and not open_ids.intersection(ch.queue_ids)):
+                    # settled meanwhile (the record left the scope, or a remote version
+                    # superseded it, while this push was in flight): nothing to park
+                    continue
                 if kind in ("applied", "duplicate"):
                     synced += ch.queue_ids
                     versions.append(ch)
@@ -451,6 +480,26 @@ class LocalStore:
         for table, rows in winners.items():
             applied += self.apply_remote(table, rows)
         return applied
+
+    @staticmethod
+    def _still_pending(conn: sqlite3.Connection, changes: Sequence[Change]) -> set[int]:
+        """Which of ``changes``' queue ids are still unsynced."""
+        ids = [i for ch in changes for i in ch.queue_ids]
+        return {i for (i,) in conn.execute(
+            "SELECT id FROM sync_queue WHERE synced_at IS NULL AND id IN (SELECT value FROM "
+            "json_each(?))", (json.dumps(ids),))}
+
+    def park_changes(self, changes: Sequence[Change], reason: str) -> int:
+        """Park the records of ``changes`` whose entries are still pending (a batch refused
+        as a whole); how many were parked."""
+        with self._tx() as conn:
+            open_ids = self._still_pending(conn, changes)
+            n = 0
+            for ch in changes:
+                if open_ids.intersection(ch.queue_ids):
+                    self._park(conn, ch.table, ch.record_id, reason)
+                    n += 1
+            return n
 
     def _set_metas_if_newer(self, conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
         """Record acknowledged versions (never lowering a newer one already recorded)."""
@@ -515,7 +564,7 @@ class LocalStore:
         with self._tx() as conn:
             stamp_pending(conn)  # before the observed clock moves (tablesync.stamp)
             conn.execute("UPDATE _tablesync_state SET applying = 1")
-            pend = (self._pending_groups(conn).get(table, {})
+            pend = (self._pending_groups(conn, include_parked=True).get(table, {})
                     if self._any_pending(conn) else {})
             unique = list(dict.fromkeys(rids))
             metas = self._metas(conn, table, unique)
@@ -551,7 +600,8 @@ class LocalStore:
             conn.execute("UPDATE _tablesync_state SET applying = 0, hlc = max(hlc, ?)", (top,))
         return applied, logged
 
-    def apply_exits(self, exits: Iterable[Mapping[str, Any]]
+    def apply_exits(self, exits: Iterable[Mapping[str, Any]],
+                    returned: Mapping[tuple[str, str], int] | None = None
                     ) -> tuple[list[Change], list[str]]:
         """Apply records that left this system's scope on the server (rows of
         ``tablesync_exits``: ``table_name``, ``record_id``, ``_ts_hlc``, ``_ts_origin``,
@@ -562,7 +612,11 @@ class LocalStore:
         version is newer than the move (the record came back and was pulled since). Local
         changes still pending for a removed record cannot be pushed any more (the server
         no longer lets this system write it): they are kept in the conflict log (table and
-        JSON lines, with the local row) and their queue entries closed. Returns the
+        JSON lines, with the local row) and their queue entries closed, and a parked mark
+        is cleared. ``returned``: the highest ``_ts_seq`` of each (table, record id) pulled
+        by the same catch-up; an exit with a lower ``_ts_seq`` is older than a row of the
+        record this system saw since (it came back), and is ignored, even when a newer
+        local write won over that row (so no stored version shows the return). Returns the
         removals (DELETE changes, for callbacks) and one message per malformed exit row
         (skipped; the others still apply). Idempotent.
         """
@@ -572,6 +626,8 @@ class LocalStore:
             problem, found = self._exit(row)
             if found is None:
                 rejected.append(f"{EXITS_TABLE} row {i}: {problem}")
+            elif returned and returned.get((found[0].name, found[1]), -1) > _seq(row):
+                continue                        # it came back later: seen in this pull
             else:
                 valid.append(found)
         if not valid:
@@ -582,7 +638,8 @@ class LocalStore:
             with self._tx() as conn:
                 stamp_pending(conn)  # before the observed clock moves (tablesync.stamp)
                 conn.execute("UPDATE _tablesync_state SET applying = 1")
-                pend = self._pending_groups(conn) if self._any_pending(conn) else {}
+                pend = (self._pending_groups(conn, include_parked=True)
+                        if self._any_pending(conn) else {})
                 for spec, rid, moved in valid:
                     change, conflict = self._exit_one(conn, spec, rid, moved,
                                                       pend.get(spec.name, {}))
@@ -637,6 +694,9 @@ class LocalStore:
                         "kept in the conflict log, not pushed", spec.name, rid, len(entries))
         conn.execute("DELETE FROM _tablesync_meta WHERE table_name = ? AND record_id = ?",
                      (spec.name, rid))
+        # leaving the scope settles a parked record: its writes are in the conflict log
+        conn.execute("DELETE FROM _tablesync_parked WHERE table_name = ? AND record_id = ?",
+                     (spec.name, rid))
         deleted = conn.execute(f"DELETE FROM {_q(spec.name)} WHERE {_q(spec.primary_key)} = ?",
                                (rid,)).rowcount
         if not deleted and not entries:
@@ -670,6 +730,10 @@ class LocalStore:
                 conflict = self._record_conflict(conn, spec.name, rid,
                                                  self._with_data(conn, spec, rid, local),
                                                  remote, "remote write superseded by local")
+            if rid in pend:
+                # the server showed us this record (it is in our scope now): a write parked
+                # as not visible/writable gets another try (re-parked if refused again)
+                self._settle_parked(conn, spec.name, rid)
             return None, conflict
         conflict = None
         if local is not None and foreign and lww.is_concurrent(remote, local):
@@ -685,6 +749,7 @@ class LocalStore:
             conn.execute("UPDATE sync_queue SET synced_at = ?, last_error = 'superseded by a "
                          "remote version' WHERE synced_at IS NULL AND table_name = ? AND "
                          "record_id = ?", (utcnow(), spec.name, rid))
+            self._settle_parked(conn, spec.name, rid)
         return Change(spec.name, rid, op, remote), conflict
 
     def _held_before(self, entries: list[_Entry], meta: RowState | None) -> Version:
@@ -780,6 +845,13 @@ class LocalStore:
     def _park(self, conn: sqlite3.Connection, table: str, rid: str, reason: str) -> None:
         conn.execute("INSERT OR REPLACE INTO _tablesync_parked (table_name, record_id, reason, "
                      "parked_at) VALUES (?, ?, ?, ?)", (table, rid, reason, utcnow()))
+
+    @staticmethod
+    def _settle_parked(conn: sqlite3.Connection, table: str, rid: str) -> None:
+        """Drop ``rid``'s parked mark (its retry count stays: a record refused for its
+        content is parked again after one more try)."""
+        conn.execute("DELETE FROM _tablesync_parked WHERE table_name = ? AND record_id = ?",
+                     (table, rid))
 
     def park(self, table: str, record_id: str, reason: str) -> None:
         """Hold a record's pending entries back from pushes (visible in stats)."""

@@ -115,16 +115,36 @@ def test_pending_coalesces_and_orders_fk_safe(store: LocalStore, tmp_path: Path)
     conn.execute("DELETE FROM tasks WHERE id = 't2'")
     changes = store.pending()
     got = [(c.table, c.record_id, c.op) for c in changes]
-    # deletes first (children before parents), then upserts parents before children
-    assert got == [("results", "gone", Op.DELETE), ("tasks", "t2", Op.DELETE),
-                   ("projects", "p", Op.INSERT), ("tasks", "t", Op.INSERT),
-                   ("results", "r", Op.INSERT)]
-    task = changes[3]
+    # upserts parents before children; 'gone' and 't2' were never acknowledged by the
+    # server, so their tombstones may be inserts there: they travel with the upserts,
+    # after their table's INSERTs (issue 11 C; deletes of known records come first, see
+    # test_deletes_of_known_records_go_first_children_before_parents)
+    assert got == [("projects", "p", Op.INSERT), ("tasks", "t", Op.INSERT),
+                   ("tasks", "t2", Op.DELETE), ("results", "r", Op.INSERT),
+                   ("results", "gone", Op.DELETE)]
+    task = changes[1]
     assert task.state.data["title"] == "T4" and len(task.queue_ids) == 6
     assert task.state.version.origin == "system-a" and not task.state.deleted
-    assert changes[0].state.deleted and changes[0].state.data["task_id"] == "t"
+    assert changes[4].state.deleted and changes[4].state.data["task_id"] == "t"
     # a limited read takes the records whose first pending entry is oldest, FK-ordered
-    assert store.pending(limit=2) == [changes[2], changes[3]]
+    assert store.pending(limit=2) == [changes[0], changes[1]]
+
+
+def test_deletes_of_known_records_go_first_children_before_parents(store: LocalStore,
+                                                                   tmp_path: Path) -> None:
+    conn = _app(tmp_path)
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p', 'system-a', 'P')")
+    conn.execute("INSERT INTO tasks (id, system_id, project_id, title) VALUES "
+                 "('t', 'system-a', 'p', 'T')")
+    conn.execute("INSERT INTO results (id, system_id, task_id) VALUES ('r', 'system-a', 't')")
+    first = store.pending()
+    store.ack(first, [{"outcome": "applied"}] * 3)          # the server holds all three
+    conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('p2', 'system-a', 'Q')")
+    conn.execute("DELETE FROM tasks WHERE id = 't'")
+    conn.execute("DELETE FROM results WHERE id = 'r'")
+    got = [(c.table, c.record_id, c.op) for c in store.pending()]
+    assert got == [("results", "r", Op.DELETE), ("tasks", "t", Op.DELETE),
+                   ("projects", "p2", Op.INSERT)]
 
 
 def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
@@ -136,8 +156,8 @@ def test_pending_limit_is_a_bounded_scan_that_still_coalesces(store: LocalStore,
     first = store.pending(limit=2)
     # entries of the chosen records written after the chunk's last entry are included
     assert [(c.record_id, c.op, len(c.queue_ids)) for c in first] == [
-        ("p1", Op.DELETE, 2), ("p0", Op.INSERT, 2)]
-    assert first[1].state.data["name"] == "late"
+        ("p0", Op.INSERT, 2), ("p1", Op.DELETE, 2)]   # p1 was never pushed: after inserts
+    assert first[0].state.data["name"] == "late"
     store.ack(first, [{"outcome": "applied"}] * 2)
     assert [c.record_id for c in store.pending(limit=2)] == ["p2", "p3"]
     assert [c.record_id for c in store.pending()] == ["p2", "p3", "p4"]
@@ -174,7 +194,8 @@ def test_update_changing_pk_is_delete_plus_insert(store: LocalStore, tmp_path: P
     conn.execute("UPDATE projects SET id = 'b' WHERE id = 'a'")
     ops = conn.execute("SELECT operation, record_id FROM sync_queue ORDER BY id").fetchall()
     assert ops == [("INSERT", "a"), ("DELETE", "a"), ("INSERT", "b")]
-    assert [(c.record_id, c.op) for c in store.pending()] == [("a", Op.DELETE), ("b", Op.INSERT)]
+    # 'a' was never pushed: its tombstone goes after the table's inserts (issue 11 C)
+    assert [(c.record_id, c.op) for c in store.pending()] == [("b", Op.INSERT), ("a", Op.DELETE)]
 
 
 def test_ack_marks_synced_and_records_version(store: LocalStore, tmp_path: Path) -> None:

@@ -149,6 +149,10 @@ class Remote(Protocol):
     def pull_page(self, table: str, scope: str, system_id: str, cursor: int,
                   after_seq: int, limit: int = MAX_PAGE) -> Page: ...
 
+    def probe(self) -> bool:
+        """Does the backend answer at all (any HTTP status, short timeout)?"""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -383,5 +383,9 @@ class MemoryRemote:
                                 system_id=system_id)
         return Page(rows=rows, size=len(rows), last_seq=rows[-1]["_ts_seq"] if rows else None)
 
+    def probe(self) -> bool:
+        """Always reachable (in process)."""
+        return True
+
     def close(self) -> None:
         """Nothing to release."""

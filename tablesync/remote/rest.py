@@ -72,6 +72,17 @@ class RestRemote:
     def close(self) -> None:
         self._client.close()
 
+    def probe(self, timeout: float = 2.0) -> bool:
+        """Does the backend answer at all? One GET of Auth's health endpoint; any HTTP
+        status counts (a 503 answer means "reachable, but failing": the caller's backoff
+        handles that), only a network error or timeout is "unreachable"."""
+        try:
+            self._client.get("/auth/v1/health", timeout=timeout,
+                             headers={"apikey": self._anon.reveal()})
+        except httpx.HTTPError:
+            return False
+        return True
+
     def __enter__(self) -> RestRemote:
         return self
 

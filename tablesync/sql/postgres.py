@@ -211,7 +211,14 @@ def indexes_sql(spec: TableSpec) -> str:
 
 
 def stamp_trigger_sql(spec: TableSpec) -> str:
-    """BEFORE INSERT OR UPDATE: sequence, xid, and a server version when none was brought."""
+    """BEFORE INSERT OR UPDATE: sequence, xid, and a server version when none was brought.
+
+    An UPDATE is re-stamped (a server version above the one it replaces, whose base is
+    the replaced version) unless it brings a version of its own that sorts above the
+    stored one: a dashboard edit or delete keeps the stored version columns, so it is
+    re-stamped whatever the table's policy (a delete at the same version would sort
+    above the live row under last-write-wins, yet be older than a concurrent offline
+    edit stamped after the row's last version)."""
     fn = qualified("public", f"tablesync_stamp_{spec.name}", D)
     trg = ident("tablesync_stamp", D)
     new_key = sort_key_sql("NEW", spec.on_delete_conflict)
@@ -233,7 +240,8 @@ BEGIN
       NEW._ts_base_hlc := 0;
       NEW._ts_base_origin := '';
     END IF;
-  ELSIF {new_key} <= {old_key} THEN
+  ELSIF {new_key} <= {old_key}
+        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
     NEW._ts_hlc := greatest({NOW_HLC}, OLD._ts_hlc + 1);
