@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
-from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
+from tablesync.errors import (AuthError, DuplicateReplicaError, PayloadError, RemoteError,
+                              StoreError,
                               TablesyncError, TransientRemoteError)
 from tablesync.cycles import Cycles, SyncSummary
 from tablesync.machine import (
-    AUTH_DEAD, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
+    AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
     Instruction, LocalChange, MachineSettings, Probe, ProbeResult, PullResult, PushResult,
     ReportState,
@@ -64,6 +65,8 @@ STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "D
                State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
 SNAPSHOT_TTL = 0.2
 PRUNE_EVERY = 600.0  # seconds between prunes of long-synced queue entries
+CLAIM_LEASE = 120    # seconds a replica's hold on its system id lasts without renewal
+CLAIM_RENEW = 30.0   # renewed after a successful cycle at most this often
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class Engine:
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
         self._pruned_at: float | None = None
+        self._claimed_at: float | None = None   # this replica holds its system id since
+        self._no_claim = False                  # the server has no tablesync_claim (404)
 
     # ------------------------------------------------------------------ public API
 
@@ -235,10 +240,12 @@ class Engine:
         return result
 
     def close(self) -> None:
-        """Stop, then release the store and remote."""
+        """Stop, then release the system id, the store and the remote."""
         self.stop()
         self._io.shutdown(wait=True)
         self._rt_io.shutdown(wait=True)
+        if self.remote is not None:
+            self._release()
         if self._own_remote and self.remote is not None:
             self.remote.close()
         self.store.close()
@@ -259,6 +266,14 @@ class Engine:
                                  hint="add [supabase] url/anon_key/email to sync.toml")
         if self.session is not None:
             self.session.ensure()
+        fresh = self._claim()
+        try:
+            return self._sync_once(summary)
+        finally:
+            if fresh:                           # not held by a running engine of this file
+                self._release()
+
+    def _sync_once(self, summary: SyncSummary) -> SyncSummary:
         cycles = self._cycles()
         while True:
             result = cycles.push_batch(summary)
@@ -370,6 +385,13 @@ class Engine:
         result = work()
         histogram.observe(time.perf_counter() - t0)
         outcome = getattr(result, "outcome", "ok")
+        if (outcome in ("ok", "forbidden") and self._claimed_at is not None
+                and time.monotonic() - self._claimed_at > CLAIM_RENEW):
+            try:
+                self._claim(renew=True)
+            except DuplicateReplicaError as exc:  # taken over while this one was away
+                self._set_error(str(exc))
+                return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
         if outcome in ("ok", "forbidden"):
             self._errors_in_row = 0
             if self.status.last_error:
@@ -448,7 +470,63 @@ class Engine:
                 isinstance(exc, RemoteError) and not isinstance(exc, AuthError)
                 and (exc.status or 500) >= 500)
             return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
+        if not refresh:
+            try:
+                self._claim()
+            except DuplicateReplicaError as exc:
+                self._set_error(str(exc))
+                return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
+            except TransientRemoteError as exc:
+                self._set_error(str(exc))
+                return AuthFailed(AUTH_TRANSIENT, exc.retry_after,
+                                  unreachable=exc.status is None)
+            except RemoteError as exc:
+                self._set_error(str(exc))
+                return AuthFailed(AUTH_TRANSIENT)
         return AuthOk(max(1.0, tokens.expires_in()))
+
+    def _claim(self, *, renew: bool = False) -> bool:
+        """Claim (or renew) this replica's hold on its system id on the server; True when
+        the claim is new (nobody held it, or a lapsed holder). Raises
+        :class:`DuplicateReplicaError` while another replica holds it. A server without
+        ``tablesync_claim`` (an older supabase.sql) is warned about once, then trusted."""
+        claim = getattr(self.remote, "claim", None)
+        if claim is None or self._no_claim:
+            return False
+        try:
+            res = claim(self.store.replica_id, CLAIM_LEASE)
+        except RemoteError as exc:
+            if exc.status == 404:
+                self._no_claim = True
+                log.warning("engine: the server has no tablesync_claim (%s): apply the "
+                            "current supabase.sql, or two replicas with one system id go "
+                            "unnoticed", exc)
+                return False
+            if renew:
+                return False                    # tried again after the next cycle
+            raise
+        if not res.get("claimed"):
+            sid = self.project.config.system.id
+            raise DuplicateReplicaError(
+                f"system id {sid!r} is held by another replica (replica "
+                f"{str(res.get('holder'))[:8]}, last seen {res.get('seen_seconds_ago')} s "
+                f"ago): two SQLite files cannot sync as one system. Stop the other engine, "
+                f"or give this database its own [system] id (docs/quickstart.md). A replica "
+                f"that is gone for good releases it {CLAIM_LEASE} s after it was last seen.")
+        self._claimed_at = time.monotonic()
+        return bool(res.get("fresh"))
+
+    def _release(self) -> None:
+        """Give the system id up at once (best effort: it lapses anyway)."""
+        release = getattr(self.remote, "release", None)
+        if self._claimed_at is None or release is None:
+            return
+        self._claimed_at = None
+        try:
+            release(self.store.replica_id)
+        except Exception as exc:  # noqa: BLE001 - shutting down; the claim lapses
+            log.info("engine: could not release the system id (%s); it lapses in %d s",
+                     exc, CLAIM_LEASE)
 
     def _probe(self) -> Event:
         """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""

@@ -89,5 +89,9 @@ class ConflictError(TablesyncError):
     """The conflict rule got inputs it cannot order."""
 
 
+class DuplicateReplicaError(TablesyncError):
+    """Another replica (another SQLite file) is syncing with this system id."""
+
+
 class VaultError(TablesyncError):
     """The encrypted token store cannot be read or written."""

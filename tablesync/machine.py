@@ -73,6 +73,7 @@ TIMERS = (PUSH_TIMER, DEBOUNCE_TIMER, RETRY_TIMER, POLL_TIMER, REFRESH_TIMER)
 OK, TRANSIENT, AUTH, FORBIDDEN, PAYLOAD = "ok", "transient", "auth", "forbidden", "payload"
 # Kinds of auth failure.
 AUTH_TRANSIENT, AUTH_REJECTED, AUTH_DEAD = "transient", "rejected", "dead"
+AUTH_DUPLICATE = "duplicate"   # another replica runs with this system id (``detail`` says which)
 
 
 # --------------------------------------------------------------------------- events
@@ -118,12 +119,14 @@ class AuthOk(Event):
 @dataclass(frozen=True)
 class AuthFailed(Event):
     """Sign-in/refresh failed: ``transient`` (network, 5xx, 429), ``rejected``
-    (bad credentials) or ``dead`` (refresh token revoked or reused)."""
+    (bad credentials), ``dead`` (refresh token revoked or reused) or ``duplicate`` (another
+    replica holds this system id; ``detail`` is the message)."""
 
     kind: ClassVar[str] = "auth_failed"
     reason: str = AUTH_TRANSIENT
     retry_after: float | None = None
     unreachable: bool = False
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -441,6 +444,10 @@ class SyncMachine:
         f = self.flags
         f.push_pending |= f.running == "push"
         f.pull_pending |= f.running == "pull"
+        if ev.reason == AUTH_DUPLICATE:
+            f.running, f.realtime_live = None, False
+            self._set(State.FAILED, ev.detail or "another replica runs with this system id")
+            return
         f.running, f.realtime_live, f.reauth_required = None, False, True
         self._set(State.FAILED, "re-auth required: run `tablesync login`")
 

@@ -1028,6 +1028,13 @@ class LocalStore:
         return removed
 
     @property
+    def replica_id(self) -> str:
+        """This database's replica id (random, created with tablesync's own tables)."""
+        with self._lock:
+            (rid,) = self._conn.execute("SELECT replica_id FROM _tablesync_replica").fetchone()
+        return str(rid)
+
+    @property
     def clock(self) -> int:
         """The highest HLC seen or stamped locally."""
         with self._lock:

@@ -181,6 +181,22 @@ class RestRemote:
             raise PayloadError(f"watermark: expected a non-negative integer, got {body!r:.60}")
         return value
 
+    def claim(self, replica: str, lease_seconds: int) -> dict[str, Any]:
+        """Claim this user's system id for ``replica`` (``rpc/tablesync_claim``):
+        ``{"claimed": True, "fresh": ...}`` or ``{"claimed": False, "holder": ...,
+        "seen_seconds_ago": ...}``. A server without the function answers 404."""
+        body = self._data("POST", "/rest/v1/rpc/tablesync_claim",
+                          json_body={"replica": replica, "lease_seconds": lease_seconds},
+                          what="claim")
+        if not isinstance(body, dict) or not isinstance(body.get("claimed"), bool):
+            raise PayloadError(f"claim: expected an object with 'claimed', got {body!r:.60}")
+        return body
+
+    def release(self, replica: str) -> None:
+        """Give the system id up at once (a clean stop), if ``replica`` holds it."""
+        self._data("POST", "/rest/v1/rpc/tablesync_release", json_body={"replica": replica},
+                   what="release")
+
     def pull_page(self, table: str, scope: str, system_id: str, cursor: int,
                   after_seq: int, limit: int = MAX_PAGE) -> Page:
         """Rows of ``table`` for ``system_id`` written by transactions >= ``cursor``,

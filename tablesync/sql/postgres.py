@@ -66,7 +66,9 @@ GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};
 
 {CONFLICTS_TABLE_SQL}
 
-{EXITS_TABLE_SQL}"""
+{EXITS_TABLE_SQL}
+
+{REPLICAS_SQL}"""
 
 
 # Server-side conflict log: every overwrite of a version the writer had not seen (the
@@ -89,6 +91,64 @@ GRANT ALL ON public.tablesync_conflicts TO service_role;
 DROP POLICY IF EXISTS tablesync_select ON public.tablesync_conflicts;
 CREATE POLICY tablesync_select ON public.tablesync_conflicts FOR SELECT TO authenticated
   USING (scope = {CLAIM});"""
+
+
+# One running replica per system id (two SQLite files stamping versions with the same
+# origin would break the total order's tie-break and the own-write rule). An engine
+# claims its system id with its replica id (a random id kept in its SQLite file) and
+# renews the claim while it runs; a claim by another replica is refused while the
+# holder's lease is fresh. A replica that stopped cleanly releases it at once.
+REPLICAS_SQL = f"""CREATE TABLE IF NOT EXISTS public.tablesync_replicas (
+  system_id text PRIMARY KEY,
+  replica_id text NOT NULL,
+  seen_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.tablesync_replicas ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON public.tablesync_replicas FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE ON public.tablesync_replicas TO authenticated;
+GRANT ALL ON public.tablesync_replicas TO service_role;
+DROP POLICY IF EXISTS tablesync_own ON public.tablesync_replicas;
+CREATE POLICY tablesync_own ON public.tablesync_replicas FOR ALL TO authenticated
+  USING (system_id = {CLAIM}) WITH CHECK (system_id = {CLAIM});
+
+CREATE OR REPLACE FUNCTION public.tablesync_claim(replica text, lease_seconds integer)
+RETURNS jsonb LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, public
+AS $tablesync$
+DECLARE
+  me text := {CLAIM};
+  holder public.tablesync_replicas;
+  renewed boolean;
+BEGIN
+  IF me IS NULL OR replica IS NULL OR replica = '' THEN
+    RAISE EXCEPTION 'tablesync_claim: no system id in the token, or no replica id'
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO holder FROM public.tablesync_replicas WHERE system_id = me;
+  renewed := FOUND AND holder.replica_id = replica
+             AND holder.seen_at >= now() - make_interval(secs => greatest(lease_seconds, 1));
+  INSERT INTO public.tablesync_replicas AS r (system_id, replica_id, seen_at)
+  VALUES (me, replica, now())
+  ON CONFLICT (system_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, seen_at = now()
+    WHERE r.replica_id = EXCLUDED.replica_id
+       OR r.seen_at < now() - make_interval(secs => greatest(lease_seconds, 1));
+  IF FOUND THEN
+    RETURN jsonb_build_object('claimed', true, 'fresh', NOT renewed);
+  END IF;
+  SELECT * INTO holder FROM public.tablesync_replicas WHERE system_id = me;
+  RETURN jsonb_build_object('claimed', false, 'holder', holder.replica_id,
+    'seen_seconds_ago', round(extract(epoch FROM now() - holder.seen_at))::bigint);
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_claim(text, integer) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.tablesync_claim(text, integer) TO {ROLES};
+
+CREATE OR REPLACE FUNCTION public.tablesync_release(replica text) RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, public AS $tablesync$
+  UPDATE public.tablesync_replicas SET seen_at = '-infinity'
+   WHERE system_id = {CLAIM} AND replica_id = replica;
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_release(text) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.tablesync_release(text) TO {ROLES};"""
 
 
 # Records that left a system's scope (their scope column was changed on the server, e.g.

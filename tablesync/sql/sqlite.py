@@ -122,6 +122,15 @@ OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "coalesce(max(id), 0), coalesce((SELECT hlc FROM sync_queue ORDER BY id DESC "
         "LIMIT 1), 0) FROM sync_queue;",
     )),
+    (3, "replica id", (
+        # this file's identity: two replicas may not sync with one system id (docs/engine.md)
+        """CREATE TABLE IF NOT EXISTS _tablesync_replica (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    replica_id TEXT NOT NULL
+);""",
+        "INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES "
+        "(1, lower(hex(randomblob(16))));",
+    )),
 )
 
 MIGRATIONS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS _tablesync_migrations (

@@ -26,6 +26,7 @@ import pytest
 
 from tablesync.devserver.server import DevServer, DevServerInfo
 from tablesync.engine import Engine
+from tablesync.errors import DuplicateReplicaError
 
 from .stack import app_db, create_schema, create_users, engine_for, pg, wait_for
 
@@ -125,7 +126,8 @@ def test_a_exit_over_realtime_while_rest_fails_then_cached_push_is_not_parked(
     _push_task(tmp_path, info, C, "t1")
     app = app_db(tmp_path, C)
     app.execute("UPDATE tasks SET title = 'edited by C' WHERE id = 't1'")
-    backend.faults.add("rest", 503, count=None, path_prefix="/rest/v1/rpc/")  # REST down
+    backend.faults.add("rest", 503, count=None,       # pushes fail
+                        path_prefix="/rest/v1/rpc/tablesync_apply_")
     e = engine_for(tmp_path, info, C, max_retries=100, probe_interval=0)
     e.start()
     try:
@@ -291,3 +293,34 @@ def test_pushing_resumes_within_5_s_of_the_backend_returning(
     finally:
         e.close()
     assert took <= 5.0, f"pushing resumed {took:.1f} s after the backend returned"
+
+
+# ------------------------------------------------------------------ one replica per system
+
+
+def test_a_second_replica_with_the_same_system_id_is_refused_until_the_first_stops(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    first = engine_for(one, info, A)
+    first.start()
+    second = engine_for(two, info, A)
+    try:
+        wait_for(lambda: first.status.state == "connected", what="the first replica syncing")
+        with pytest.raises(DuplicateReplicaError, match="held by another replica"):
+            second.sync_once()                                # `tablesync sync now`
+        second.start()                                        # `tablesync run`
+        wait_for(lambda: second.status.state == "failed", what="the second refused")
+        assert "held by another replica" in second.status.reason
+        assert not second.status.reauth_required
+        # the same database again (a restart after a crash) is the same replica: accepted
+        with engine_for(one, info, A) as again:
+            again.sync_once()
+        first.close()                                         # a clean stop releases it
+        second.sync_now()
+        wait_for(lambda: second.status.state == "connected", what="the second syncing")
+    finally:
+        first.close()
+        second.close()
