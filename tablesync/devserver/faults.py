@@ -59,6 +59,12 @@ class Faults:
             self._items.append(fault)
         return fault
 
+    @property
+    def pending(self) -> int:
+        """How many faults are still waiting for a request."""
+        with self._lock:
+            return len(self._items)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -1,24 +1,38 @@
-"""Issue 6 item 3: a Hypothesis state machine against the real stack.
+"""Issues 6 and 11: a Hypothesis state machine against the real stack.
 
 One devserver (PostgreSQL + REST + Realtime + Auth, access tokens valid for 3 s) for the
 whole run; each example gets two fresh systems (own users, own SQLite files, own engines
-reaching the backend through a fault proxy each). Rules: local sqlite3 writes on A and B,
-service-key REST (or SQL while the backend is down) writes into either scope, partitions
-(refuse / reset / blackhole one engine's link), backend stop/start, engine restarts (with
-an access token that expired while it was down). After healing everything, every replica
-must equal the server's rows of its scope, with an empty queue, within CONVERGE_S seconds.
+reaching the backend through a fault proxy each). Rules: local sqlite3 writes on A and B
+to ``tasks`` (edit-wins) and ``results`` (last-write-wins), dashboard writes into either
+scope (deletes on both policies), records re-assigned on the server from one system to
+the other (while the owner may have pending edits), pushes applied whose acknowledgement
+is lost followed by an engine restart (killed between push and ack), partitions (refuse /
+reset / blackhole one engine's link), backend stop/start, engine restarts (with an access
+token that expired while it was down).
+
+Invariants, after healing everything, within CONVERGE_S seconds:
+* every replica equals the server's rows of its scope, with an empty queue and nothing
+  parked;
+* nothing lost (issue 11): every local write (each writes a unique token) is the final
+  state of its record on the server, or was seen by a later write (some later write, local
+  or dashboard, read it just before overwriting it), or is in a conflict log (a replica's
+  ``_tablesync_conflicts`` or the server's ``tablesync_conflicts``). A local delete counts
+  as kept when the record ends deleted or a conflict entry holds it as the losing side.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
+import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
@@ -36,7 +50,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 JWT_EXP = 3                     # seconds: several refreshes per example
 CONVERGE_S = 30.0               # the bound: healing -> every replica equals the server
 SIDES = ("a", "b")
-TITLES = st.text(alphabet="abcdefghij XYZ", min_size=1, max_size=12)
+TABLES = ("tasks", "results")               # edit-wins, last-write-wins
+FIELD = {"tasks": "title", "results": "output"}
 
 
 class Stack:
@@ -44,7 +59,7 @@ class Stack:
 
     def __init__(self, dsn: str) -> None:
         create_schema(dsn)
-        self.server = DevServer(dsn=dsn, jwt_exp=JWT_EXP)
+        self.server = DevServer(dsn=dsn, jwt_exp=JWT_EXP, enable_faults=True)
         self.info = self.server.start()
         self.up = True
         self.proxies = {s: FaultProxy("127.0.0.1", self.server.port) for s in SIDES}
@@ -74,6 +89,15 @@ class Stack:
         self.server.stop()
 
 
+class Write(NamedTuple):
+    """One local write: ``token`` is the unique value it wrote (``DEL:<n>`` for a delete)."""
+
+    side: str
+    table: str
+    rid: str
+    token: str
+
+
 def machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
     class SyncStack(RuleBasedStateMachine):
@@ -83,7 +107,9 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.tmp = Path(tempfile.mkdtemp(prefix="tablesync-stateful-"))
             self.system = {s: f"ex{n}-{s}" for s in SIDES}
             self.ids = (f"ex{n}-r{i}" for i in itertools.count())
+            self.tokens = (f"ex{n}-v{i}" for i in itertools.count())
             stack.backend(True)
+            stack.server.faults.clear()
             create_users(stack.info, self.system.values())
             self.engines: dict[str, Engine] = {}
             self.apps = {}
@@ -93,14 +119,14 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 self.apps[s] = app_db(self.tmp, self.system[s])
             self.partitioned: set[str] = set()
             self.steps: list[str] = []
+            self.writes: list[Write] = []       # local writes, in order
+            self.seen: set[str] = set()         # tokens some later write read first
             for s in SIDES:                 # a few rows on every side, so every rule has targets
                 for _ in range(3):
-                    self.apps[s].execute("INSERT INTO tasks (id, system_id, title) "
-                                         "VALUES (?, ?, 'seed')", (next(self.ids), self.system[s]))
+                    self._local_insert(s, "tasks")
+                self._local_insert(s, "results")
                 for _ in range(2):
-                    r = stack.http.post("/rest/v1/tasks", json={
-                        "id": next(self.ids), "system_id": self.system[s], "title": "seed"})
-                    assert r.status_code == 201, r.text
+                    self._dashboard_insert(s, "tasks")
 
         # -- helpers
         def _start(self, side: str) -> None:
@@ -108,79 +134,146 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             e.start()
             self.engines[side] = e
 
-        def _local_ids(self, side: str) -> list[str]:
-            return [r[0] for r in self.apps[side].execute(
-                "SELECT id FROM tasks ORDER BY id")]
+        def _local_ids(self, side: str, table: str) -> list[str]:
+            return [r[0] for r in self.apps[side].execute(f"SELECT id FROM {table} ORDER BY id")]
 
-        def _server_ids(self, side: str) -> list[str]:
-            return [r[0] for r in pg(stack.info.dsn, "SELECT id FROM tasks WHERE system_id = %s "
-                                     "AND NOT _ts_deleted ORDER BY id", self.system[side])]
+        def _server_ids(self, side: str, table: str) -> list[str]:
+            return [r[0] for r in pg(stack.info.dsn, f"SELECT id FROM {table} WHERE system_id "
+                                     "= %s AND NOT _ts_deleted ORDER BY id", self.system[side])]
+
+        def _local_insert(self, side: str, table: str) -> None:
+            app, system, rid, tok = self.apps[side], self.system[side], next(self.ids), next(
+                self.tokens)
+            if table == "tasks":
+                app.execute("INSERT INTO tasks (id, system_id, title) VALUES (?, ?, ?)",
+                            (rid, system, tok))
+            else:
+                tasks = self._local_ids(side, "tasks")
+                if not tasks:                   # a result needs a task (a foreign key)
+                    return
+                app.execute("INSERT INTO results (id, system_id, task_id, output) VALUES "
+                            "(?, ?, ?, ?)", (rid, system, tasks[0], tok))
+            self.writes.append(Write(side, table, rid, tok))
+
+        def _dashboard_insert(self, side: str, table: str) -> None:
+            rid, system = next(self.ids), self.system[side]
+            if table == "tasks":
+                r = stack.http.post("/rest/v1/tasks", json={"id": rid, "system_id": system,
+                                                            "title": next(self.tokens)})
+                assert r.status_code == 201, r.text
 
         # -- local writes (the application's own sqlite3 connection)
-        @rule(side=st.sampled_from(SIDES), title=TITLES)
-        def local_insert(self, side: str, title: str) -> None:
-            self.steps.append('local_insert')
-            self.apps[side].execute("INSERT INTO tasks (id, system_id, title) VALUES (?, ?, ?)",
-                                    (next(self.ids), self.system[side], title))
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES))
+        def local_insert(self, side: str, table: str) -> None:
+            self.steps.append(f"local_insert {side} {table}")
+            self._local_insert(side, table)
 
-        @rule(side=st.sampled_from(SIDES), data=st.data(), title=TITLES)
-        def local_update(self, side: str, data: st.DataObject, title: str) -> None:
-            self.steps.append('local_update')
-            ids = self._local_ids(side)
-            if ids:
-                rid = data.draw(st.sampled_from(ids), label="row")
-                self.apps[side].execute("UPDATE tasks SET title = ?, priority = priority + 1 "
-                                        "WHERE id = ?", (title, rid))
-
-        @rule(side=st.sampled_from(SIDES), data=st.data())
-        def local_delete(self, side: str, data: st.DataObject) -> None:
-            self.steps.append('local_delete')
-            ids = self._local_ids(side)
-            if ids:
-                rid = data.draw(st.sampled_from(ids), label="row")
-                self.apps[side].execute("DELETE FROM tasks WHERE id = ?", (rid,))
-
-        # -- dashboard writes (service key REST; SQL while the HTTP side is down)
-        @rule(side=st.sampled_from(SIDES), kind=st.sampled_from(["insert", "update", "delete"]),
-              data=st.data(), title=TITLES)
-        def server_write(self, side: str, kind: str, data: st.DataObject, title: str) -> None:
-            self.steps.append('server_write')
-            system = self.system[side]
-            if kind == "insert":
-                rid = next(self.ids)
-            else:
-                ids = self._server_ids(side)
-                if not ids:
-                    return
-                rid = data.draw(st.sampled_from(ids), label="server row")
-            if not stack.up:
-                if kind == "insert":
-                    pg(stack.info.dsn, "INSERT INTO tasks (id, system_id, title) "
-                       "VALUES (%s, %s, %s)", rid, system, title)
-                else:
-                    pg(stack.info.dsn, "UPDATE tasks SET title = %s, _ts_deleted = %s "
-                       "WHERE id = %s", title, kind == "delete", rid)
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
+        def local_update(self, side: str, table: str, data: st.DataObject) -> None:
+            ids = self._local_ids(side, table)
+            if not ids:
                 return
+            rid = data.draw(st.sampled_from(ids), label="row")
+            self.steps.append(f"local_update {side} {table} {rid}")
+            app, col, tok = self.apps[side], FIELD[table], next(self.tokens)
+            app.execute("BEGIN IMMEDIATE")      # what it read is what it overwrote
+            row = app.execute(f"SELECT {col} FROM {table} WHERE id = ?", (rid,)).fetchone()
+            if row is not None:
+                self.seen.add(row[0])
+                app.execute(f"UPDATE {table} SET {col} = ? WHERE id = ?", (tok, rid))
+                self.writes.append(Write(side, table, rid, tok))
+            app.execute("COMMIT")
+
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
+        def local_delete(self, side: str, table: str, data: st.DataObject) -> None:
+            ids = self._local_ids(side, table)
+            if not ids:
+                return
+            rid = data.draw(st.sampled_from(ids), label="row")
+            self.steps.append(f"local_delete {side} {table} {rid}")
+            app = self.apps[side]
+            app.execute("BEGIN IMMEDIATE")
+            row = app.execute(f"SELECT {FIELD[table]} FROM {table} WHERE id = ?",
+                              (rid,)).fetchone()
+            if row is not None:
+                self.seen.add(row[0])
+                app.execute(f"DELETE FROM {table} WHERE id = ?", (rid,))
+                self.writes.append(Write(side, table, rid, f"DEL:{next(self.tokens)}"))
+            app.execute("COMMIT")
+
+        # -- dashboard writes (SQL in one transaction: what it read is what it overwrote;
+        #    the stamp and soft-delete triggers run as for REST)
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES),
+              kind=st.sampled_from(["insert", "update", "delete"]), data=st.data())
+        def server_write(self, side: str, table: str, kind: str, data: st.DataObject) -> None:
             if kind == "insert":
-                r = stack.http.post("/rest/v1/tasks", json={"id": rid, "system_id": system,
-                                                            "title": title})
-            else:
-                body = {"title": title, "_ts_deleted": kind == "delete"}
-                r = stack.http.patch(f"/rest/v1/tasks?id=eq.{rid}", json=body)
-            assert r.status_code in (201, 204), r.text
+                if table == "tasks":
+                    self.steps.append(f"server_insert {side}")
+                    pg(stack.info.dsn, "INSERT INTO tasks (id, system_id, title) VALUES "
+                       "(%s, %s, %s)", next(self.ids), self.system[side], next(self.tokens))
+                return
+            ids = self._server_ids(side, table)
+            if not ids:
+                return
+            rid = data.draw(st.sampled_from(ids), label="server row")
+            self.steps.append(f"server_{kind} {side} {table} {rid}")
+            col = FIELD[table]
+            with psycopg.connect(stack.info.dsn) as conn:
+                row = conn.execute(f"SELECT {col} FROM {table} WHERE id = %s AND NOT "
+                                   "_ts_deleted FOR UPDATE", (rid,)).fetchone()
+                if row is None:
+                    return
+                self.seen.add(row[0])
+                if kind == "update":
+                    conn.execute(f"UPDATE {table} SET {col} = %s WHERE id = %s",
+                                 (next(self.tokens), rid))
+                else:
+                    conn.execute(f"DELETE FROM {table} WHERE id = %s", (rid,))
+
+        @rule(frm=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
+        def reassign(self, frm: str, table: str, data: st.DataObject) -> None:
+            """The dashboard moves a record to the other system (its owner may have
+            pending edits of it)."""
+            ids = self._server_ids(frm, table)
+            if not ids:
+                return
+            rid = data.draw(st.sampled_from(ids), label="moved row")
+            to = SIDES[1 - SIDES.index(frm)]
+            self.steps.append(f"reassign {table} {rid} {frm}->{to}")
+            with psycopg.connect(stack.info.dsn) as conn:
+                row = conn.execute(f"SELECT {FIELD[table]} FROM {table} WHERE id = %s FOR "
+                                   "UPDATE", (rid,)).fetchone()
+                self.seen.add(row[0])
+                conn.execute(f"UPDATE {table} SET system_id = %s WHERE id = %s",
+                             (self.system[to], rid))
 
         # -- faults
+        @precondition(lambda self: stack.up)
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES))
+        def killed_between_push_and_ack(self, side: str, table: str) -> None:
+            """The next push is applied but its answer is lost; the engine is killed."""
+            self.steps.append(f"killed_between_push_and_ack {side}")
+            stack.server.faults.add("rest", 502, count=1, after=True,
+                                    path_prefix=f"/rest/v1/rpc/tablesync_apply_{table}")
+            self._local_insert(side, table)
+            deadline = time.monotonic() + 3
+            while stack.server.faults.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            stack.server.faults.clear()
+            self.engines.pop(side).close()
+            self._start(side)
+
         @rule(side=st.sampled_from(SIDES), kind=st.sampled_from(["refuse", "reset", "blackhole"]))
         def partition(self, side: str, kind: str) -> None:
-            self.steps.append('partition')
+            self.steps.append(f"partition {side} {kind}")
             stack.proxies[side].set_mode(kind)
             self.partitioned.add(side)
 
         @precondition(lambda self: bool(self.partitioned))
         @rule(data=st.data())
         def heal(self, data: st.DataObject) -> None:
-            self.steps.append('heal')
             side = data.draw(st.sampled_from(sorted(self.partitioned)), label="side")
+            self.steps.append(f"heal {side}")
             stack.proxies[side].set_mode("pass")
             self.partitioned.discard(side)
 
@@ -198,7 +291,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
         @rule(side=st.sampled_from(SIDES), token_expires=st.booleans())
         def restart_engine(self, side: str, token_expires: bool) -> None:
-            self.steps.append('restart_engine')
+            self.steps.append(f"restart_engine {side}")
             self.engines.pop(side).close()
             if token_expires:                     # the stored access token dies meanwhile
                 time.sleep(JWT_EXP + 0.3)
@@ -214,9 +307,10 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.steps.append('heal_all_and_check')
             self.converge()
 
-        # -- the property
+        # -- the properties
         def converge(self) -> None:
             stack.backend(True)
+            stack.server.faults.clear()
             for s in SIDES:
                 stack.proxies[s].set_mode("pass")
             self.partitioned.clear()
@@ -224,24 +318,70 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 e, system = self.engines[s], self.system[s]
 
                 def equal() -> bool:
-                    server = pg(stack.info.dsn, "SELECT id, title, status, priority FROM tasks "
-                                "WHERE system_id = %s AND NOT _ts_deleted ORDER BY id", system)
-                    local = self.apps[s].execute("SELECT id, title, status, priority FROM tasks "
-                                                 "ORDER BY id").fetchall()
+                    for table in TABLES:
+                        col = FIELD[table]
+                        server = pg(stack.info.dsn, f"SELECT id, {col} FROM {table} WHERE "
+                                    "system_id = %s AND NOT _ts_deleted ORDER BY id", system)
+                        local = self.apps[s].execute(f"SELECT id, {col} FROM {table} "
+                                                     "ORDER BY id").fetchall()
+                        if server != local:
+                            return False
                     stats = e.store.stats()
-                    return (server == local and stats.depth == 0 and stats.parked == 0)
+                    return stats.depth == 0 and stats.parked == 0
 
                 try:
                     wait_for(equal, timeout=CONVERGE_S, what=f"replica {system} == server")
                 except AssertionError as exc:
-                    raise AssertionError(f"{exc}; engine status {e.status}") from None
+                    raise AssertionError(f"{exc}; engine status {e.status}; parked "
+                                         f"{e.store.parked()}; steps {self.steps}") from None
+            self.nothing_lost()
+
+        def nothing_lost(self) -> None:
+            """Every local write is final, seen by a later write, or in a conflict log."""
+            final = {}
+            for table in TABLES:
+                for rid, value, deleted in pg(
+                        stack.info.dsn, f"SELECT id, {FIELD[table]}, _ts_deleted FROM "
+                        f"{table} WHERE id LIKE %s", self.system["a"].rsplit("-", 1)[0] + "-%"):
+                    final[(table, rid)] = (value, deleted)
+            logged: set[str] = set()            # losing values, and "DEL:<table>:<id>"
+            for table, rid, loser in self._logged_losers():
+                if loser.get("deleted") or loser.get("_ts_deleted"):
+                    logged.add(f"DEL:{table}:{rid}")
+                data = loser.get("data", loser)
+                value = data.get(FIELD[table]) if isinstance(data, dict) else None
+                if value is not None:
+                    logged.add(value)
+            lost = []
+            for w in self.writes:
+                value, deleted = final.get((w.table, w.rid), (None, True))
+                if w.token.startswith("DEL:"):
+                    kept = deleted or f"DEL:{w.table}:{w.rid}" in logged
+                else:
+                    kept = ((value == w.token and not deleted) or w.token in self.seen
+                            or w.token in logged)
+                if not kept:
+                    lost.append(w)
+            assert not lost, (f"local writes lost without a trace: {lost}; final "
+                              f"{[(w, final.get((w.table, w.rid))) for w in lost]}; "
+                              f"steps {self.steps}")
+
+        def _logged_losers(self) -> list[tuple[str, str, dict[str, Any]]]:
+            out = []
+            for s in SIDES:
+                for table, rid, loser in self.apps[s].execute(
+                        "SELECT table_name, record_id, loser FROM _tablesync_conflicts"):
+                    out.append((table, rid, json.loads(loser)))
+            for table, rid, loser in pg(stack.info.dsn, "SELECT table_name, record_id, loser "
+                                        "FROM tablesync_conflicts"):
+                out.append((table, rid, loser))
+            return out
 
         def teardown(self) -> None:
             try:
                 self.converge()
                 if os.environ.get("STATEFUL_VERBOSE"):
-                    rows = {s: len(self._server_ids(s)) for s in SIDES}
-                    print(f"example steps={self.steps} server rows={rows}")
+                    print(f"example steps={self.steps} writes={len(self.writes)}")
             finally:
                 for e in self.engines.values():
                     e.close()
