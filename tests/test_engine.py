@@ -278,8 +278,10 @@ def test_errors_park_records_without_blocking_and_faults_are_retried(
         app_a.execute("INSERT INTO tasks (id, system_id, project_id, title) "
                       "VALUES ('orphan', 'system-a', 'no-such-project', 'c')")
         app_a.execute("INSERT INTO tasks (id, system_id, title) VALUES ('ok2', 'system-a', 'd')")
-        srv.faults.add("rest", 503, count=2, retry_after=0.2, path_prefix="/rest/v1/rpc/")
-        srv.faults.add("rest", 429, count=1, retry_after=0.3, path_prefix="/rest/v1/rpc/")
+        srv.faults.add("rest", 503, count=2, retry_after=0.2,
+                       path_prefix="/rest/v1/rpc/tablesync_apply_")
+        srv.faults.add("rest", 429, count=1, retry_after=0.3,
+                       path_prefix="/rest/v1/rpc/tablesync_apply_")
         a.start()
         try:
             wait_for(lambda: {r[0] for r in _pg(info, "SELECT id FROM tasks")} == {"ok1", "ok2"},

@@ -52,6 +52,9 @@ CONVERGE_S = 30.0               # the bound: healing -> every replica equals the
 SIDES = ("a", "b")
 TABLES = ("tasks", "results")               # edit-wins, last-write-wins
 FIELD = {"tasks": "title", "results": "output"}
+# rows are picked by index from what exists now: always one draw, whatever the state
+# (a draw that depends on the database would make Hypothesis's data tree inconsistent)
+PICK = st.integers(min_value=0, max_value=10**6)
 
 
 class Stack:
@@ -168,12 +171,12 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.steps.append(f"local_insert {side} {table}")
             self._local_insert(side, table)
 
-        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
-        def local_update(self, side: str, table: str, data: st.DataObject) -> None:
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), pick=PICK)
+        def local_update(self, side: str, table: str, pick: int) -> None:
             ids = self._local_ids(side, table)
             if not ids:
                 return
-            rid = data.draw(st.sampled_from(ids), label="row")
+            rid = ids[pick % len(ids)]
             self.steps.append(f"local_update {side} {table} {rid}")
             app, col, tok = self.apps[side], FIELD[table], next(self.tokens)
             app.execute("BEGIN IMMEDIATE")      # what it read is what it overwrote
@@ -184,12 +187,12 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 self.writes.append(Write(side, table, rid, tok))
             app.execute("COMMIT")
 
-        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
-        def local_delete(self, side: str, table: str, data: st.DataObject) -> None:
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), pick=PICK)
+        def local_delete(self, side: str, table: str, pick: int) -> None:
             ids = self._local_ids(side, table)
             if not ids:
                 return
-            rid = data.draw(st.sampled_from(ids), label="row")
+            rid = ids[pick % len(ids)]
             self.steps.append(f"local_delete {side} {table} {rid}")
             app = self.apps[side]
             app.execute("BEGIN IMMEDIATE")
@@ -204,8 +207,8 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
         # -- dashboard writes (SQL in one transaction: what it read is what it overwrote;
         #    the stamp and soft-delete triggers run as for REST)
         @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES),
-              kind=st.sampled_from(["insert", "update", "delete"]), data=st.data())
-        def server_write(self, side: str, table: str, kind: str, data: st.DataObject) -> None:
+              kind=st.sampled_from(["insert", "update", "delete"]), pick=PICK)
+        def server_write(self, side: str, table: str, kind: str, pick: int) -> None:
             if kind == "insert":
                 if table == "tasks":
                     self.steps.append(f"server_insert {side}")
@@ -215,7 +218,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             ids = self._server_ids(side, table)
             if not ids:
                 return
-            rid = data.draw(st.sampled_from(ids), label="server row")
+            rid = ids[pick % len(ids)]
             self.steps.append(f"server_{kind} {side} {table} {rid}")
             col = FIELD[table]
             with psycopg.connect(stack.info.dsn) as conn:
@@ -230,22 +233,51 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 else:
                     conn.execute(f"DELETE FROM {table} WHERE id = %s", (rid,))
 
-        @rule(frm=st.sampled_from(SIDES), table=st.sampled_from(TABLES), data=st.data())
-        def reassign(self, frm: str, table: str, data: st.DataObject) -> None:
+        @rule(frm=st.sampled_from(SIDES), table=st.sampled_from(TABLES), pick=PICK)
+        def reassign(self, frm: str, table: str, pick: int) -> None:
             """The dashboard moves a record to the other system (its owner may have
             pending edits of it)."""
             ids = self._server_ids(frm, table)
             if not ids:
                 return
-            rid = data.draw(st.sampled_from(ids), label="moved row")
+            rid = ids[pick % len(ids)]
+            self.steps.append(f"reassign {table} {rid} {frm}->other")
+            self._move(frm, table, rid)
+
+        def _move(self, frm: str, table: str, rid: str) -> None:
             to = SIDES[1 - SIDES.index(frm)]
-            self.steps.append(f"reassign {table} {rid} {frm}->{to}")
             with psycopg.connect(stack.info.dsn) as conn:
                 row = conn.execute(f"SELECT {FIELD[table]} FROM {table} WHERE id = %s FOR "
                                    "UPDATE", (rid,)).fetchone()
+                if row is None:
+                    return
                 self.seen.add(row[0])
                 conn.execute(f"UPDATE {table} SET system_id = %s WHERE id = %s",
                              (self.system[to], rid))
+
+        @rule(side=st.sampled_from(SIDES), table=st.sampled_from(TABLES), pick=PICK,
+              cut=st.sampled_from(["refuse", "blackhole", None]))
+        def reassign_while_pending(self, side: str, table: str, pick: int,
+                                   cut: str | None) -> None:
+            """The owner edits a record it cannot push yet (its link is cut, or not), and
+            the dashboard moves that record to the other system."""
+            ids = sorted(set(self._local_ids(side, table)) & set(self._server_ids(side, table)))
+            if not ids:
+                return
+            rid = ids[pick % len(ids)]
+            if cut is not None:
+                stack.proxies[side].set_mode(cut)
+                self.partitioned.add(side)
+            self.steps.append(f"reassign_while_pending {side} {table} {rid} cut={cut}")
+            app, col, tok = self.apps[side], FIELD[table], next(self.tokens)
+            app.execute("BEGIN IMMEDIATE")
+            row = app.execute(f"SELECT {col} FROM {table} WHERE id = ?", (rid,)).fetchone()
+            if row is not None:
+                self.seen.add(row[0])
+                app.execute(f"UPDATE {table} SET {col} = ? WHERE id = ?", (tok, rid))
+                self.writes.append(Write(side, table, rid, tok))
+            app.execute("COMMIT")
+            self._move(side, table, rid)
 
         # -- faults
         @precondition(lambda self: stack.up)
@@ -270,9 +302,10 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.partitioned.add(side)
 
         @precondition(lambda self: bool(self.partitioned))
-        @rule(data=st.data())
-        def heal(self, data: st.DataObject) -> None:
-            side = data.draw(st.sampled_from(sorted(self.partitioned)), label="side")
+        @rule(pick=PICK)
+        def heal(self, pick: int) -> None:
+            cut = sorted(self.partitioned)
+            side = cut[pick % len(cut)]
             self.steps.append(f"heal {side}")
             stack.proxies[side].set_mode("pass")
             self.partitioned.discard(side)
