@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tablesync.errors import ConfigError
-from tablesync.model import DeletePolicy
+from tablesync.model import DeletePolicy, TableSpec
 
 DEFAULT_CONFIG = "sync.toml"
 ENV_PREFIX = "TABLESYNC_"
@@ -183,6 +184,30 @@ class SyncConfig(BaseSettings):
     def schemas_dir(self) -> Path:
         return self.resolve_path(self.paths.schemas)
 
+
+
+@dataclass(frozen=True)
+class Project:
+    """Config plus table specs ordered parents-before-children (then priority, name).
+
+    Built by :func:`tablesync.project.load_project`, which reads and parses the schema
+    files (layer 4). The type lives here, next to the config it joins, so the store and
+    migrations (layer 3) can take a project without importing the loader.
+    """
+
+    config: SyncConfig
+    tables: tuple[TableSpec, ...]
+    ddl: dict[str, str]  # table name -> normalised CREATE TABLE text
+
+    def table(self, name: str) -> TableSpec:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tables)
 
 def _location(source: str, loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]

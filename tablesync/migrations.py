@@ -13,9 +13,9 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+from tablesync.config import Project
 from tablesync.errors import GenerateError, StoreError
 from tablesync.model import ColumnSpec, TableSpec
-from tablesync.project import Project
 from tablesync.sql import sqlite as sq
 from tablesync.sql.base import default_sql, ident, type_sql
 

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tablesync.config import DEFAULT_CONFIG, SyncConfig, load_config
+from tablesync.config import Project as Project  # defined with the config (layer 2)
 from tablesync.errors import ConfigError
 from tablesync.model import TableSpec
 from tablesync.sql.parse import ParsedTable, check_identifier, parse_schema
-
-
-@dataclass(frozen=True)
-class Project:
-    """Config plus table specs ordered parents-before-children (then priority, name)."""
-
-    config: SyncConfig
-    tables: tuple[TableSpec, ...]
-    ddl: dict[str, str]  # table name -> normalised CREATE TABLE text
-
-    def table(self, name: str) -> TableSpec:
-        for t in self.tables:
-            if t.name == name:
-                return t
-        raise KeyError(name)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.tables)
 
 
 def load_project(config_path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Project:

@@ -33,7 +33,7 @@ from tablesync.applied import Applied
 from tablesync.errors import StoreError
 from tablesync.migrations import migrate
 from tablesync.model import EXITS_TABLE, ZERO, ApplyOutcome, Change, Op, RowState, TableSpec, Version
-from tablesync.project import Project
+from tablesync.config import Project
 from tablesync.rows import state_from_row, state_json, version_text
 from tablesync.sql.base import ident
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending

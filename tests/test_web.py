@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from helpers import wait_for
 from promtext import parse
 from tablesync.config import StatusConfig
 from tablesync.errors import ConfigError, TablesyncError
@@ -313,7 +314,7 @@ def test_client_disconnect_ends_the_stream(web: Harness) -> None:
         lines = r.iter_lines()  # kept alive: dropping the iterator closes the connection
         _read_events(lines, 1)
         assert web.server.app.state.sse_clients == 1
-    _wait_for(lambda: web.server.app.state.sse_clients == 0)
+    wait_for(lambda: web.server.app.state.sse_clients == 0, 3.0, what="the stream closed")
 
 
 def test_stop_is_bounded_with_open_streams() -> None:
@@ -333,7 +334,7 @@ def test_stop_is_bounded_with_open_streams() -> None:
 
     reader = threading.Thread(target=listen, daemon=True)
     reader.start()
-    _wait_for(lambda: server.app.state.sse_clients == 1)
+    wait_for(lambda: server.app.state.sse_clients == 1, 3.0, what="one stream open")
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 3.0
@@ -371,13 +372,6 @@ def test_provider_protocol_is_satisfied_by_the_fake() -> None:
     with pytest.raises(ValueError, match="lacks reason"):
         MemoryStatusProvider(GREEN).add_conflict({k: v for k, v in CONFLICT.items()
                                                   if k != "reason"})
-
-
-def _wait_for(condition: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_provider_failure_is_503_json_not_500(web: Harness) -> None:

@@ -1,6 +1,6 @@
 """The convergence machine driving real ``tablesync.store.LocalStore`` replicas.
 
-Same rules, invariants and final checks as tests/property/test_convergence.py, but each
+Same rules, invariants and final checks as tests/property/convergence.py, but each
 replica is a SQLite file written by the app's path (plain sqlite3 through the generated
 capture triggers) and synced by LocalStore (pending / ack / apply_remote / conflicts /
 cursors). Skewed wall clocks reach the triggers by overriding SQLite's ``julianday('now')``
@@ -10,7 +10,6 @@ on the app's connection.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_convergence as base
-
+import convergence as base
+from tablesync import project as project_mod
+from tablesync import store as store_mod
 from tablesync.clock import FakeClock
 from tablesync.model import ZERO, Conflict, RowState, Version
-
-store_mod = pytest.importorskip("tablesync.store")
-project_mod = pytest.importorskip("tablesync.project")
 
 pytestmark = pytest.mark.slow
 

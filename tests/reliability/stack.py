@@ -7,9 +7,8 @@ per-system ``sync.toml`` files, engines wired like ``tests/test_engine.py``.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import psycopg
 
@@ -22,19 +21,10 @@ from tablesync.session import Session
 from tablesync.sql import postgres
 from tablesync.vault import Secret, Vault
 
+from helpers import wait_for  # re-exported: tests import it from here too
+
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``cond`` every 20 ms until truthy; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
 
 
 def password(system: str) -> str:

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import psycopg
 import pytest
@@ -35,6 +35,8 @@ from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
 from tablesync.vault import Secret, Vault
 
+from helpers import wait_for
+
 from . import stack
 
 pytestmark = pytest.mark.postgres
@@ -45,11 +47,8 @@ PUSH = "POST /rest/v1/rpc/tablesync_apply_tasks"
 BASE = 0.1                                   # scaled backoff: 0.1, 0.2, 0.4, 0.8 s
 OFFLINE = 1.5
 SLACK = 0.35                                 # a shared 2-core machine: generous upper bound
+WAIT = 15.0                                  # default wait_for timeout of these fault tests
 
-
-def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """:func:`stack.wait_for` with the longer default these fault tests need."""
-    return stack.wait_for(cond, timeout, what)
 
 
 @pytest.fixture
@@ -159,7 +158,7 @@ def assert_converged(e: Engine, tmp: Path, info: DevServerInfo, timeout: float =
 
 def connected(e: Engine, realtime: bool = True) -> None:
     wait_for(lambda: e.status.state == "connected" and (e.status.realtime or not realtime),
-             what=f"engine connected (status {e.status})")
+             WAIT, what=f"engine connected (status {e.status})")
 
 
 def push_times(proxy: FaultProxy, n: int, timeout: float) -> list[float]:
@@ -183,8 +182,8 @@ def test_connection_resets_are_retried_on_the_backoff_schedule(
         insert_local(tmp_path, [f"rst{i}" for i in range(20)])
         insert_server(info, ["srv-during-reset"])
         times = wait_for(lambda: len(proxy.connect_times()) >= 5 and proxy.connect_times(),
-                         what="5 connection attempts under reset")
-        wait_for(lambda: e.status.state == "disconnected", what="disconnected")
+                         WAIT, what="5 connection attempts under reset")
+        wait_for(lambda: e.status.state == "disconnected", WAIT, what="disconnected")
         # every attempt is a new connection (the old one was reset): 0.1, 0.2, 0.4, 0.8 s
         print("reset: reconnect gaps", [round(x, 3) for x in gaps(times[:5])])
         assert_backoff(times[:5], backoff_schedule(4, base=BASE, cap=8 * BASE), slack=SLACK)
@@ -231,8 +230,10 @@ def test_blackhole_times_out_and_recovers(backend: DevServer, proxy: FaultProxy,
         print(f"blackhole: disconnected after {elapsed:.2f} s")
         assert 0.9 <= elapsed < 5, f"noticed the blackhole after {elapsed:.2f} s"
         assert "timed out" in e.status.last_error, e.status.last_error
-        assert proxy.stats().dropped > 0
-        time.sleep(1.5)
+        dropped = proxy.stats().dropped
+        assert dropped > 0
+        # a retry also goes into the blackhole (and times out) before the network heals
+        proxy.wait_until(lambda s: s.dropped > dropped, timeout=10)
         proxy.mode = "pass"
         assert_converged(e, tmp_path, info)
         wait_for(lambda: e.status.realtime, timeout=15, what="realtime back after blackhole")
@@ -319,7 +320,7 @@ def test_queue_never_stalls_offline_after_five_tries_then_recovers(
         assert_backoff(times, [BASE, 2 * BASE, 4 * BASE, 8 * BASE, OFFLINE, OFFLINE],
                        slack=SLACK)
         wait_for(lambda: e.status.offline and e.status.state == "disconnected",
-                 what=f"offline and disconnected between tries ({e.status})")
+                 WAIT, what=f"offline and disconnected between tries ({e.status})")
         assert any("offline mode" in r.getMessage() for r in caplog.records)
         insert_server(info, ["srv-while-offline"])
         faults.clear()

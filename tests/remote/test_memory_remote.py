@@ -6,9 +6,8 @@ import pytest
 
 from tablesync.errors import AuthError
 from tablesync.model import RowState, Version
+from tablesync.remote import base
 from tablesync.remote.memory import MemoryRemote, MemoryServer, ServerTable, wire_row
-
-base = pytest.importorskip("tablesync.remote.base")
 
 TASKS = ServerTable("tasks", "id", "system_id")
 

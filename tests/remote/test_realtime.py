@@ -14,6 +14,8 @@ from tablesync.remote.base import ChangeEvent, TableChannel
 from tablesync.remote.realtime import RealtimeClient, websocket_url
 from tablesync.vault import Secret
 
+from helpers import async_wait_for
+
 from .phoenix_fake import FakePhoenix
 
 TASKS = TableChannel("tasks", "system_id", "system-a")
@@ -71,7 +73,9 @@ def test_join_waits_for_subscribed_then_delivers(vsn: str) -> None:
             assert payload["config"]["postgres_changes"] == [
                 {"event": "*", "schema": "public", "table": "tasks",
                  "filter": "system_id=eq.system-a"}]
-            await asyncio.sleep(0.2)          # join reply sent, not yet subscribed
+            # the join reply is processed, but without "subscribed" the channel is not live
+            await async_wait_for(lambda: h.client.channels["realtime:tasks"].joined,
+                                 what="the join reply processed")
             assert h.status.empty() and h.client.live_tables == frozenset()
             await conn.subscribed("realtime:tasks")
             assert await h.next_status() == ("tasks", True)
@@ -230,8 +234,8 @@ def test_handshake_refused_then_accepted() -> None:
     async def body() -> None:
         async with FakePhoenix(refuse_status=401) as server:
             h = Harness(server)
-            await asyncio.sleep(0.3)
-            assert any("HTTP 401" in e for e in h.client.stats.errors)
+            await async_wait_for(lambda: any("HTTP 401" in e for e in h.client.stats.errors),
+                                 what="the refused handshake reported")
             server.refuse_status = None
             assert await h.next_status() == ("tasks", True)
             await h.close()
@@ -255,7 +259,7 @@ def test_stop_while_server_unreachable() -> None:
         client = RealtimeClient("http://127.0.0.1:9", "k", [TASKS], on_change=print,
                                 backoff=Backoff(base=5, cap=5, jitter=0))
         task = asyncio.ensure_future(client.run())
-        await asyncio.sleep(0.3)
+        await async_wait_for(lambda: client.stats.errors, what="a failed connect")
         client.stop()
         await asyncio.wait_for(task, 3)
         assert client.stats.connects == 0 and client.stats.errors

@@ -7,14 +7,15 @@ state are saved under the test's tmp_path.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
+from helpers import wait_for
+from pages import open_page, playwright_expect, shot
 from tablesync.status import StatusSnapshot
 from tablesync.web import MemoryStatusProvider, StatusServer, WebOptions
 
@@ -48,82 +49,53 @@ def served() -> Iterator[tuple[StatusServer, MemoryStatusProvider]]:
         server.stop()
 
 
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def _shot(page: Any, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 1000
-    return path
-
-
-def _open(page: Any, server: StatusServer) -> None:
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server.url + "/")
-    page.evaluate("window.__noReload = 'same page'")
-    page.errors = errors
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def test_indicator_green_yellow_green_live(page: Any, served: Any, tmp_path: Path) -> None:
     server, provider = served
-    expect = _expect()
-    _open(page, server)
+    expect = playwright_expect()
+    open_page(page, server)
     light = page.locator("#indicator")
     expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
     expect(page.locator("#indicator-label")).to_have_text("All changes synced")
     expect(page.locator("#live")).to_have_attribute("data-live", "live")
     expect(page.locator("#last-sync")).to_contain_text("2026-11-24 21:00:00 UTC")
     expect(page.locator("#websocket")).to_have_text("connected")
-    _shot(page, tmp_path, "1-green")
+    shot(page, tmp_path, "1-green")
 
     provider.set_snapshot(OFFLINE)  # backend gone, rows written: offline and queueing
     expect(light).to_have_attribute("data-indicator", "yellow", timeout=TIMEOUT_MS)
     expect(page.locator("#indicator-label")).to_have_text("Offline: 3 changes queued")
     expect(page.locator("#queue-depth")).to_have_text("3")
     expect(page.locator("#websocket")).to_have_text("disconnected for 12 s")
-    _shot(page, tmp_path, "2-yellow-offline-queued")
+    shot(page, tmp_path, "2-yellow-offline-queued")
 
     provider.set_snapshot(replace(GREEN, last_sync_at="2026-11-24T21:20:00+00:00"))
     expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
     expect(page.locator("#queue-depth")).to_have_text("0")
     expect(page.locator("#last-sync")).to_contain_text("2026-11-24 21:20:00 UTC")
-    _shot(page, tmp_path, "3-green-again")
+    shot(page, tmp_path, "3-green-again")
     assert page.evaluate("window.__noReload") == "same page"  # updated live, no reload
     assert page.errors == []
 
 
 def test_sync_now_button_requests_a_sync(page: Any, served: Any, tmp_path: Path) -> None:
     server, provider = served
-    expect = _expect()
-    _open(page, server)
+    expect = playwright_expect()
+    open_page(page, server)
     expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
                                                          timeout=TIMEOUT_MS)
     page.click("#sync-now")
     expect(page.locator("#sync-result")).to_have_text("Sync requested", timeout=TIMEOUT_MS)
-    _wait_for(lambda: provider.sync_requests == 1)
-    _shot(page, tmp_path, "4-sync-requested")
+    wait_for(lambda: provider.sync_requests == 1, 5.0, what="1 sync request")
+    shot(page, tmp_path, "4-sync-requested")
     page.click("#sync-now")
-    _wait_for(lambda: provider.sync_requests == 2)
+    wait_for(lambda: provider.sync_requests == 2, 5.0, what="2 sync requests")
     assert page.errors == []
 
 
 def test_conflict_shows_notification_and_list(page: Any, served: Any, tmp_path: Path) -> None:
     server, provider = served
-    expect = _expect()
-    _open(page, server)
+    expect = playwright_expect()
+    open_page(page, server)
     banner = page.locator("#conflict-banner")
     expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
                                                          timeout=TIMEOUT_MS)
@@ -141,7 +113,7 @@ def test_conflict_shows_notification_and_list(page: Any, served: Any, tmp_path: 
     expect(row).to_contain_text("ship later")
     expect(row).to_contain_text("remote version is newer")
     expect(page.locator("#conflicts-24h")).to_have_text("1")
-    _shot(page, tmp_path, "5-conflict")
+    shot(page, tmp_path, "5-conflict")
 
     page.click("#conflict-dismiss")
     expect(banner).to_be_hidden()
@@ -155,16 +127,16 @@ def test_conflict_shows_notification_and_list(page: Any, served: Any, tmp_path: 
 
 def test_red_with_reauth_banner(page: Any, served: Any, tmp_path: Path) -> None:
     server, provider = served
-    expect = _expect()
+    expect = playwright_expect()
     provider.set_snapshot(replace(GREEN, state="Failed", reauth_required=True,
                                   last_error="refresh token rejected", websocket="off"))
-    _open(page, server)
+    open_page(page, server)
     expect(page.locator("#indicator")).to_have_attribute("data-indicator", "red",
                                                          timeout=TIMEOUT_MS)
     expect(page.locator("#indicator-label")).to_have_text("Re-authentication required")
     expect(page.locator("#reauth-banner")).to_be_visible()
     expect(page.locator("#last-error")).to_have_text("refresh token rejected")
-    _shot(page, tmp_path, "6-red-reauth")
+    shot(page, tmp_path, "6-red-reauth")
 
 
 def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
@@ -201,8 +173,8 @@ def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
 def test_unreadable_status_shows_banner_then_recovers(page: Any, served: Any,
                                                       tmp_path: Path) -> None:
     server, provider = served
-    expect = _expect()
-    _open(page, server)
+    expect = playwright_expect()
+    open_page(page, server)
     expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
                                                          timeout=TIMEOUT_MS)
     real = provider.snapshot
@@ -216,7 +188,7 @@ def test_unreadable_status_shows_banner_then_recovers(page: Any, served: Any,
                                 timeout=TIMEOUT_MS)
     expect(page.locator("#indicator")).to_have_attribute("data-indicator", "unknown")
     expect(page.locator("#indicator-label")).to_have_text("Status unavailable")
-    _shot(page, tmp_path, "7-status-unavailable")
+    shot(page, tmp_path, "7-status-unavailable")
     provider.snapshot = real
     provider.set_snapshot(OFFLINE)
     expect(banner).to_be_hidden(timeout=TIMEOUT_MS)
@@ -225,11 +197,11 @@ def test_unreadable_status_shows_banner_then_recovers(page: Any, served: Any,
 
 def test_server_gone_turns_light_grey(page: Any, tmp_path: Path) -> None:
     """When the engine (and its status server) stops, the page stops claiming green."""
-    expect = _expect()
+    expect = playwright_expect()
     server = StatusServer(MemoryStatusProvider(GREEN), options=WebOptions(poll_interval_s=0.05))
     server.start()
     try:
-        _open(page, server)
+        open_page(page, server)
         expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
                                                              timeout=TIMEOUT_MS)
     finally:
@@ -238,23 +210,26 @@ def test_server_gone_turns_light_grey(page: Any, tmp_path: Path) -> None:
                                                          timeout=TIMEOUT_MS)
     expect(page.locator("#live")).to_have_text("reconnecting…")
     expect(page.locator("#indicator-label")).to_have_text("No connection to the sync engine")
-    _shot(page, tmp_path, "8-server-gone")
+    shot(page, tmp_path, "8-server-gone")
 
 
 def test_stream_end_reconnects_without_going_grey(page: Any, tmp_path: Path) -> None:
     """Streams end after max_stream_s on purpose; the page reconnects and stays green."""
-    expect = _expect()
+    expect = playwright_expect()
     provider = MemoryStatusProvider(GREEN)
     options = WebOptions(poll_interval_s=0.05, max_stream_s=0.5)
     with StatusServer(provider, options=options) as server:
-        _open(page, server)
+        open_page(page, server)
         page.evaluate("""() => {
             window.__seen = new Set();
             new MutationObserver(() => window.__seen.add(
                 document.getElementById('indicator').dataset.indicator))
               .observe(document.getElementById('indicator'), {attributes: true});
         }""")
-        time.sleep(3.5)  # at least one stream end and reconnect
+        # at least one stream end (after max_stream_s) and reconnect (retry: 2 s)
+        wait_for(lambda: server.app.state.sse_clients == 1, 5.0, what="the stream open")
+        wait_for(lambda: server.app.state.sse_clients == 0, 5.0, what="the stream ended")
+        wait_for(lambda: server.app.state.sse_clients == 1, 10.0, what="the page reconnected")
         provider.set_snapshot(OFFLINE)
         expect(page.locator("#indicator")).to_have_attribute("data-indicator", "yellow",
                                                              timeout=TIMEOUT_MS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,11 +22,9 @@ from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
 from tablesync.vault import Secret, Vault
 from tablesync.web import StatusServer, WebOptions
-from tests.test_engine import _app, _pg, _project, backend, wait_for
-from reliability.stack import email, password
-from tests.web.test_browser import _expect, _open, _shot
-
-__all__ = ["backend"]  # the fixture, imported so pytest finds it here
+from helpers import wait_for
+from pages import open_page, playwright_expect, shot
+from reliability.stack import app_db, email, password, pg, project_for, start_backend
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 TIMEOUT_MS = 15_000
@@ -36,11 +34,18 @@ TIMEOUT_MS = 15_000
 RETRY_S = 4.0
 
 
+@pytest.fixture
+def backend(pg_dsn: str) -> Iterator[DevServer]:
+    srv = start_backend(pg_dsn)
+    yield srv
+    srv.stop()
+
+
 def _engine(tmp: Path, backend: DevServer) -> Engine:
-    """system-a as tests.test_engine._engine builds it, with a slow fixed retry and no
+    """system-a as reliability.stack.engine_for builds it, with a slow fixed retry and no
     periodic push/poll: in steady state a cycle only runs when something asks for one."""
     info = backend.info
-    project = _project(tmp, info, "system-a", interval=120.0, poll_interval=120.0)
+    project = project_for(tmp, info, "system-a", interval=120.0, poll_interval=120.0)
     remote = RestRemote(info.url, info.anon_key, tables={t.name: t for t in project.tables})
     session = Session(remote, Vault(tmp / "system-a-auth.json"), project=info.url,
                       email=email("system-a"), password=Secret(password("system-a")))
@@ -53,7 +58,7 @@ def _engine(tmp: Path, backend: DevServer) -> Engine:
 def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
                                              page: Any) -> None:
     info = backend.info
-    expect = _expect()
+    expect = playwright_expect()
     shots = tmp_path / "shots"
     shots.mkdir()
     engine = _engine(tmp_path, backend)
@@ -62,8 +67,8 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
     try:
         engine.start()
         server.start()
-        app = _app(tmp_path, "system-a")
-        _open(page, server)
+        app = app_db(tmp_path, "system-a")
+        open_page(page, server)
         light, queue = page.locator("#indicator"), page.locator("#queue-depth")
 
         # (1) after the first sync: green
@@ -73,7 +78,7 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         expect(page.locator("#indicator-label")).to_have_text("All changes synced")
         expect(queue).to_have_text("0")
         expect(page.locator("#websocket")).to_have_text("connected")
-        _shot(page, shots, "1-green")
+        shot(page, shots, "1-green")
 
         # (2) backend gone, the application writes 3 rows: yellow, 3 queued, no reload
         backend.stop(keep_postgres=True)
@@ -86,18 +91,18 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
                                                                  timeout=TIMEOUT_MS)
         wait_for(lambda: engine.status.state == "disconnected", timeout=15,
                  what="engine disconnected")
-        _shot(page, shots, "2-yellow-offline-queued")
-        assert _pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(0,)]
+        shot(page, shots, "2-yellow-offline-queued")
+        assert pg(info.dsn, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(0,)]
 
         # (3) backend back: the engine's own retry drains the queue; green, 0 queued
         backend.start()
         expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
         expect(queue).to_have_text("0", timeout=TIMEOUT_MS)
-        wait_for(lambda: _pg(info, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(3,)],
+        wait_for(lambda: pg(info.dsn, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(3,)],
                  timeout=15, what="the 3 offline rows on the server")
         wait_for(lambda: engine.status.last_error == "", timeout=15,
                  what="the last error cleared after recovery")
-        _shot(page, shots, "3-green-again")
+        shot(page, shots, "3-green-again")
 
         # (4) "Sync now" runs a cycle. No periodic push/poll (120 s) and nothing changes,
         # so the completed-cycle counter only moves if the click reached the engine.
@@ -111,7 +116,7 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         expect(page.locator("#sync-result")).to_have_text("Sync requested", timeout=TIMEOUT_MS)
         wait_for(lambda: cycles.value > before, timeout=15, what="a cycle after Sync now")
         expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
-        _shot(page, shots, "4-sync-now")
+        shot(page, shots, "4-sync-now")
 
         # (5) a real concurrent edit: r0 edited locally while the backend is down, and
         # later on the server (the dashboard wins); after the restart the page shows it
@@ -121,7 +126,7 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         app.execute("UPDATE tasks SET title = 'edited in A offline' WHERE id = 'r0'")
         expect(queue).to_have_text("1", timeout=TIMEOUT_MS)
         time.sleep(0.05)
-        _pg(info, "UPDATE tasks SET title = 'edited on the dashboard' WHERE id = 'r0'")
+        pg(info.dsn, "UPDATE tasks SET title = 'edited on the dashboard' WHERE id = 'r0'")
         backend.start()
         expect(banner).to_be_visible(timeout=TIMEOUT_MS)
         expect(banner).to_contain_text("1 conflict in the last 24 h")
@@ -134,7 +139,7 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
         wait_for(lambda: app.execute("SELECT title FROM tasks WHERE id = 'r0'").fetchall() ==
                  [("edited on the dashboard",)], timeout=15, what="the winner applied in A")
-        _shot(page, shots, "5-conflict")
+        shot(page, shots, "5-conflict")
 
         assert page.evaluate("window.__noReload") == "same page"  # all live, one page load
         assert page.errors == []
