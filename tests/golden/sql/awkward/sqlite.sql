@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS _tablesync_stamp (
 );
 INSERT OR IGNORE INTO _tablesync_stamp (id, stamped_id, hlc) SELECT 1, coalesce(max(id), 0), coalesce((SELECT hlc FROM sync_queue ORDER BY id DESC LIMIT 1), 0) FROM sync_queue;
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (2, 'queue stamping watermark');
+CREATE TABLE IF NOT EXISTS _tablesync_replica (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    replica_id TEXT NOT NULL
+);
+INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES (1, lower(hex(randomblob(16))));
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (3, 'replica id');
 
 -- table transaction
 /* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" REAL(12, 2) NOT NULL DEFAULT 0, "index" INTEGER CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" INTEGER DEFAULT FALSE, "data" JSON, "meta" JSONB DEFAULT '{}', "ratio" REAL, "code" TEXT(3), "label" TEXT(20) NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT);

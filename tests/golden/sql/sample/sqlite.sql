@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS _tablesync_stamp (
 );
 INSERT OR IGNORE INTO _tablesync_stamp (id, stamped_id, hlc) SELECT 1, coalesce(max(id), 0), coalesce((SELECT hlc FROM sync_queue ORDER BY id DESC LIMIT 1), 0) FROM sync_queue;
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (2, 'queue stamping watermark');
+CREATE TABLE IF NOT EXISTS _tablesync_replica (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    replica_id TEXT NOT NULL
+);
+INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES (1, lower(hex(randomblob(16))));
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (3, 'replica id');
 
 -- table projects
 CREATE TABLE IF NOT EXISTS "projects" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "name" TEXT NOT NULL, "description" TEXT, "created_at" TEXT);

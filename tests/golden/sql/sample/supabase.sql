@@ -60,6 +60,58 @@ BEGIN
 END
 $tablesync$;
 
+CREATE TABLE IF NOT EXISTS public.tablesync_replicas (
+  system_id text PRIMARY KEY,
+  replica_id text NOT NULL,
+  seen_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.tablesync_replicas ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON public.tablesync_replicas FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE ON public.tablesync_replicas TO authenticated;
+GRANT ALL ON public.tablesync_replicas TO service_role;
+DROP POLICY IF EXISTS tablesync_own ON public.tablesync_replicas;
+CREATE POLICY tablesync_own ON public.tablesync_replicas FOR ALL TO authenticated
+  USING (system_id = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id')) WITH CHECK (system_id = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
+
+CREATE OR REPLACE FUNCTION public.tablesync_claim(replica text, lease_seconds integer)
+RETURNS jsonb LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, public
+AS $tablesync$
+DECLARE
+  me text := (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id');
+  holder public.tablesync_replicas;
+  renewed boolean;
+BEGIN
+  IF me IS NULL OR replica IS NULL OR replica = '' THEN
+    RAISE EXCEPTION 'tablesync_claim: no system id in the token, or no replica id'
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO holder FROM public.tablesync_replicas WHERE system_id = me;
+  renewed := FOUND AND holder.replica_id = replica
+             AND holder.seen_at >= now() - make_interval(secs => greatest(lease_seconds, 1));
+  INSERT INTO public.tablesync_replicas AS r (system_id, replica_id, seen_at)
+  VALUES (me, replica, now())
+  ON CONFLICT (system_id) DO UPDATE SET replica_id = EXCLUDED.replica_id, seen_at = now()
+    WHERE r.replica_id = EXCLUDED.replica_id
+       OR r.seen_at < now() - make_interval(secs => greatest(lease_seconds, 1));
+  IF FOUND THEN
+    RETURN jsonb_build_object('claimed', true, 'fresh', NOT renewed);
+  END IF;
+  SELECT * INTO holder FROM public.tablesync_replicas WHERE system_id = me;
+  RETURN jsonb_build_object('claimed', false, 'holder', holder.replica_id,
+    'seen_seconds_ago', round(extract(epoch FROM now() - holder.seen_at))::bigint);
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_claim(text, integer) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.tablesync_claim(text, integer) TO authenticated, service_role;
+
+CREATE OR REPLACE FUNCTION public.tablesync_release(replica text) RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, public AS $tablesync$
+  UPDATE public.tablesync_replicas SET seen_at = '-infinity'
+   WHERE system_id = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id') AND replica_id = replica;
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_release(text) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.tablesync_release(text) TO authenticated, service_role;
+
 -- table projects (edit-wins)
 
 CREATE TABLE IF NOT EXISTS "public"."projects" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "name" TEXT NOT NULL, "description" TEXT, "created_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
@@ -122,7 +174,8 @@ BEGIN
       NEW._ts_base_hlc := 0;
       NEW._ts_base_origin := '';
     END IF;
-  ELSIF ROW(CASE WHEN NEW._ts_deleted THEN NEW._ts_base_hlc ELSE NEW._ts_hlc END, (CASE WHEN NEW._ts_deleted THEN NEW._ts_base_origin ELSE NEW._ts_origin END) COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(CASE WHEN OLD._ts_deleted THEN OLD._ts_base_hlc ELSE OLD._ts_hlc END, (CASE WHEN OLD._ts_deleted THEN OLD._ts_base_origin ELSE OLD._ts_origin END) COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C") THEN
+  ELSIF ROW(CASE WHEN NEW._ts_deleted THEN NEW._ts_base_hlc ELSE NEW._ts_hlc END, (CASE WHEN NEW._ts_deleted THEN NEW._ts_base_origin ELSE NEW._ts_origin END) COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(CASE WHEN OLD._ts_deleted THEN OLD._ts_base_hlc ELSE OLD._ts_hlc END, (CASE WHEN OLD._ts_deleted THEN OLD._ts_base_origin ELSE OLD._ts_origin END) COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
     NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
@@ -413,7 +466,8 @@ BEGIN
       NEW._ts_base_hlc := 0;
       NEW._ts_base_origin := '';
     END IF;
-  ELSIF ROW(CASE WHEN NEW._ts_deleted THEN NEW._ts_base_hlc ELSE NEW._ts_hlc END, (CASE WHEN NEW._ts_deleted THEN NEW._ts_base_origin ELSE NEW._ts_origin END) COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(CASE WHEN OLD._ts_deleted THEN OLD._ts_base_hlc ELSE OLD._ts_hlc END, (CASE WHEN OLD._ts_deleted THEN OLD._ts_base_origin ELSE OLD._ts_origin END) COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C") THEN
+  ELSIF ROW(CASE WHEN NEW._ts_deleted THEN NEW._ts_base_hlc ELSE NEW._ts_hlc END, (CASE WHEN NEW._ts_deleted THEN NEW._ts_base_origin ELSE NEW._ts_origin END) COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(CASE WHEN OLD._ts_deleted THEN OLD._ts_base_hlc ELSE OLD._ts_hlc END, (CASE WHEN OLD._ts_deleted THEN OLD._ts_base_origin ELSE OLD._ts_origin END) COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
     NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
@@ -698,7 +752,8 @@ BEGIN
       NEW._ts_base_hlc := 0;
       NEW._ts_base_origin := '';
     END IF;
-  ELSIF ROW(NEW._ts_hlc, NEW._ts_origin COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(OLD._ts_hlc, OLD._ts_origin COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C") THEN
+  ELSIF ROW(NEW._ts_hlc, NEW._ts_origin COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(OLD._ts_hlc, OLD._ts_origin COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
     NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
