@@ -81,6 +81,18 @@ class TransientRemoteError(RemoteError):
         self.retry_after = retry_after
 
 
+class ExpiredTokenError(AuthError):
+    """The access token expired (PostgREST 401 "JWT expired", PGRST301/PGRST303)."""
+
+
+class DeadSessionError(AuthError):
+    """The refresh token is dead (revoked, reused, session ended): re-auth required."""
+
+
+class ForbiddenError(RemoteError):
+    """The server refused the write or read (403 / SQLSTATE 42501, e.g. RLS)."""
+
+
 class PayloadError(RemoteError):
     """A remote payload is malformed, oversized or names unknown columns."""
 

@@ -25,7 +25,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
-from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
+from tablesync.errors import (AuthError, DeadSessionError, ExpiredTokenError,  # noqa: F401
+                              ForbiddenError, PayloadError, RemoteError,
+                              TransientRemoteError)
 from tablesync.model import ApplyOutcome, TableSpec
 from tablesync.vault import Secret, Tokens
 
@@ -45,18 +47,6 @@ SYNC_COLUMNS: dict[str, tuple[str, bool]] = {
     "_ts_base_hlc": ("int", False), "_ts_base_origin": ("text", False),
     "_ts_seq": ("int", True), "_ts_xid": ("int", True),
 }
-
-
-class ExpiredTokenError(AuthError):
-    """The access token expired (PostgREST 401 "JWT expired", PGRST301/PGRST303)."""
-
-
-class DeadSessionError(AuthError):
-    """The refresh token is dead (revoked, reused, session ended): re-auth required."""
-
-
-class ForbiddenError(RemoteError):
-    """The server refused the write or read (403 / SQLSTATE 42501, e.g. RLS)."""
 
 
 # ----------------------------------------------------------------------- data types
