@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from tablesync import clock
 from tablesync.applied import Applied
 from tablesync.errors import StoreError
+from tablesync.inbox import Inbox, _Fresh
 from tablesync.model import Op
 from tablesync.project import Project, load_project
-from tablesync.store import LocalStore, _Fresh
+from tablesync.store import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 ME = "system-a"
@@ -60,7 +61,7 @@ class _NoBulk(_Fresh):
 @contextmanager
 def per_row_only() -> Iterator[None]:
     """Every row through ``_apply_one`` (the bulk path takes nothing)."""
-    with mock.patch("tablesync.store._Fresh", _NoBulk):
+    with mock.patch("tablesync.inbox._Fresh", _NoBulk):
         yield
 
 
@@ -227,7 +228,7 @@ def test_fresh_page_goes_through_the_bulk_path_lazily(project: Project,
     try:
         hlc = clock.pack(clock.SystemClock().now_ms())
         rows = [_row(f"r{i}", hlc + i, "B", title=f"n{i}") for i in range(1234)]
-        with mock.patch.object(LocalStore, "_apply_one", side_effect=AssertionError):
+        with mock.patch.object(Inbox, "_apply_one", side_effect=AssertionError):
             applied = store.apply_remote("tasks", rows)
         assert isinstance(applied, Applied) and len(applied) == 1234
         assert all(isinstance(item, tuple) for item in applied._items)  # nothing built yet
