@@ -122,13 +122,17 @@ def devserver(
     import signal
     import threading
 
+    from tablesync.devserver.errors import DevServerError
     from tablesync.devserver.server import DevServer
 
     server = DevServer(data_dir=data, host=host, port=port, jwt_exp=jwt_exp, apply=apply)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    info = server.start()
+    try:
+        info = server.start()
+    except DevServerError as exc:  # the devserver has its own errors; one red line here too
+        raise TablesyncError(exc.args[0], hint=exc.hint) from exc
     try:
         if json_out:
             typer.echo(json.dumps({"url": info.url, "anon_key": info.anon_key,

@@ -227,11 +227,15 @@ class Demo:
         # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (harmless; noise
         # on a fresh machine's first screen)
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from tablesync.devserver.errors import DevServerError
         from tablesync.devserver.server import DevServer
 
         sql = self._generate(base)
         self._server = DevServer(data_dir=self.dir / "backend", port=self.port, apply=[sql])
-        info = self._server.start()
+        try:
+            info = self._server.start()
+        except DevServerError as exc:  # the devserver's own errors -> the library's
+            raise TablesyncError(exc.args[0], hint=exc.hint) from exc
         passwords = self._passwords()
         systems = []
         for n, system_id in enumerate(SYSTEMS):
