@@ -23,6 +23,7 @@ CONFINED = {
     "psycopg_pool": ("devserver/",),
     "jwt": ("devserver/",),
     "cryptography": ("vault.py",),
+    "prometheus_client": ("web/prometheus.py",),
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "machine.py",
         "status.py", "metrics.py")
