@@ -80,13 +80,13 @@ def generate(
     """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
     from pathlib import Path
 
-    from tablesync import generate as gen
+    from tablesync.generate import artifacts, stale as stale_files, write
     from tablesync.project import load_project
 
     project = load_project(config)
-    arts = gen.artifacts(project, Path(out))
+    arts = artifacts(project, Path(out))
     if check:
-        stale = gen.stale(arts)
+        stale = stale_files(arts)
         if stale:
             typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
                         + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
@@ -99,7 +99,7 @@ def generate(
 
         for step in migrate_database(db, project):
             typer.echo(f"migrated {db}: {step}")
-    changed = gen.write(arts)
+    changed = write(arts)
     for path in changed:
         typer.echo(f"wrote {path}")
     if not changed:

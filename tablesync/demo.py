@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tablesync import daemon, generate
+from tablesync import daemon
 from tablesync.config import SyncConfig
 from tablesync.engine import Engine
 from tablesync.errors import ConfigError, RemoteError, TablesyncError
+from tablesync.generate import artifacts, write
 from tablesync.project import Project, load_project
 from tablesync.vault import Secret
 
@@ -257,8 +258,8 @@ class Demo:
     def _generate(self, base: Project) -> Path:
         """Write the project's generated files into the demo folder; return supabase.sql."""
         out = self.dir / "generated"
-        arts = [a for a in generate.artifacts(base, out) if a.path.parent == out]
-        generate.write(arts)
+        arts = [a for a in artifacts(base, out) if a.path.parent == out]
+        write(arts)
         return out / "supabase.sql"
 
     def _passwords(self) -> dict[str, str]:
