@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tablesync.config import SyncConfig, load_config
 from tablesync.daemon import build_engine
-from tablesync.engine import Engine
+from tablesync.engine import Engine, EngineStatus
 from tablesync.errors import (
     AuthError,
     ConfigError,
@@ -57,6 +57,7 @@ __all__ = [
     "ConflictError",
     "DeletePolicy",
     "Engine",
+    "EngineStatus",
     "ForeignKey",
     "GenerateError",
     "Op",
