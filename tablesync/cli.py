@@ -80,13 +80,13 @@ def generate(
     """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
     from pathlib import Path
 
-    from tablesync import generate as gen
+    from tablesync.generate import artifacts, stale as stale_files, write
     from tablesync.project import load_project
 
     project = load_project(config)
-    arts = gen.artifacts(project, Path(out))
+    arts = artifacts(project, Path(out))
     if check:
-        stale = gen.stale(arts)
+        stale = stale_files(arts)
         if stale:
             typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
                         + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
@@ -99,7 +99,7 @@ def generate(
 
         for step in migrate_database(db, project):
             typer.echo(f"migrated {db}: {step}")
-    changed = gen.write(arts)
+    changed = write(arts)
     for path in changed:
         typer.echo(f"wrote {path}")
     if not changed:
@@ -122,13 +122,17 @@ def devserver(
     import signal
     import threading
 
+    from tablesync.devserver.errors import DevServerError
     from tablesync.devserver.server import DevServer
 
     server = DevServer(data_dir=data, host=host, port=port, jwt_exp=jwt_exp, apply=apply)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    info = server.start()
+    try:
+        info = server.start()
+    except DevServerError as exc:  # the devserver has its own errors; one red line here too
+        raise TablesyncError(exc.args[0], hint=exc.hint) from exc
     try:
         if json_out:
             typer.echo(json.dumps({"url": info.url, "anon_key": info.anon_key,

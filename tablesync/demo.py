@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tablesync import daemon, generate
+from tablesync import daemon
 from tablesync.config import SyncConfig
 from tablesync.engine import Engine
 from tablesync.errors import ConfigError, RemoteError, TablesyncError
+from tablesync.generate import artifacts, write
 from tablesync.project import Project, load_project
 from tablesync.vault import Secret
 
@@ -227,11 +228,15 @@ class Demo:
         # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset (harmless; noise
         # on a fresh machine's first screen)
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from tablesync.devserver.errors import DevServerError
         from tablesync.devserver.server import DevServer
 
         sql = self._generate(base)
         self._server = DevServer(data_dir=self.dir / "backend", port=self.port, apply=[sql])
-        info = self._server.start()
+        try:
+            info = self._server.start()
+        except DevServerError as exc:  # the devserver's own errors -> the library's
+            raise TablesyncError(exc.args[0], hint=exc.hint) from exc
         passwords = self._passwords()
         systems = []
         for n, system_id in enumerate(SYSTEMS):
@@ -253,8 +258,8 @@ class Demo:
     def _generate(self, base: Project) -> Path:
         """Write the project's generated files into the demo folder; return supabase.sql."""
         out = self.dir / "generated"
-        arts = [a for a in generate.artifacts(base, out) if a.path.parent == out]
-        generate.write(arts)
+        arts = [a for a in artifacts(base, out) if a.path.parent == out]
+        write(arts)
         return out / "supabase.sql"
 
     def _passwords(self) -> dict[str, str]:

@@ -1,5 +1,10 @@
 """``tablesync generate``: config -> artefacts (text only; no database connections).
 
+:func:`generate` writes them (what the command does, without migrating a local database);
+:func:`artifacts`, :func:`stale` and :func:`write` are its steps (``--check`` uses
+:func:`stale`). ``tablesync.generate`` is the function; reach the module's other names
+with ``from tablesync.generate import artifacts``.
+
 Artefacts: ``sqlite.sql`` and ``supabase.sql`` (per docs/generate.md), ``realtime.json``
 (one subscription per table) in the output folder, and ``schemas/sync.schema.json``
 (the JSON Schema of sync.toml) next to the schemas.
@@ -8,6 +13,7 @@ Artefacts: ``sqlite.sql`` and ``supabase.sql`` (per docs/generate.md), ``realtim
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +82,9 @@ def write(arts: list[Artifact]) -> list[Path]:
         except OSError as exc:
             raise GenerateError(f"cannot write {a.path}: {exc.strerror or exc}") from None
     return changed
+
+
+def generate(project: Project, out_dir: str | os.PathLike[str] = "generated") -> list[Path]:
+    """Write ``project``'s generated files into ``out_dir`` (plus ``schemas/sync.schema.json``
+    next to its schemas); return the paths that changed."""
+    return write(artifacts(project, Path(out_dir)))

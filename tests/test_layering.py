@@ -21,7 +21,9 @@ CONFINED = {
     "uvicorn": ("web", "devserver/"),
     "psycopg": ("devserver/",),
     "psycopg_pool": ("devserver/",),
+    "jwt": ("devserver/",),
     "cryptography": ("vault.py",),
+    "prometheus_client": ("web/prometheus.py",),
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "machine.py",
         "status.py", "metrics.py")
@@ -222,3 +224,86 @@ def test_layer_table_and_import_resolution() -> None:
         "lww", "__init__", "sql.base", "sql.sqlite", "project"}
     assert _tablesync_imports("from . import base\nfrom .. import lww\n", "sql.sqlite",
                               modules) == {"sql.base", "lww"}
+
+
+# -- the devserver is a separate program that ships in the same wheel ------------------------
+
+DEVSERVER = "devserver/"
+# the only library modules that may start a devserver, and only from inside a function
+DEVSERVER_USERS = ("cli.py", "demo.py")
+
+
+def _dotted(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolved_imports(path: Path) -> list[tuple[str, bool]]:
+    module = _dotted(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imports_in(path.read_text(), package)
+
+
+def _imports_in(source: str, package: str) -> list[tuple[str, bool]]:
+    """Every imported module (``from a import b`` gives ``a`` and ``a.b``; relative imports
+    resolved against ``package``), each with whether it runs at import time (not inside a
+    function)."""
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.Import):
+            found.extend((a.name, not in_function) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                anchor = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.append((base, not in_function))
+            found.extend((f"{base}.{a.name}", not in_function) for a in node.names)
+        inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                 ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def _is_devserver(name: str) -> bool:
+    return name == "tablesync.devserver" or name.startswith("tablesync.devserver.")
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _rel(p).startswith(DEVSERVER)], ids=_rel)
+def test_devserver_imports_nothing_from_the_library(path: Path) -> None:
+    """Only ``tablesync.devserver.*``, the stdlib and third-party libraries: no client errors,
+    config, SQL generation or model (the caller passes in what the devserver needs)."""
+    for name, _ in _resolved_imports(path):
+        if name == "tablesync" or name.startswith("tablesync."):
+            assert _is_devserver(name), f"{_rel(path)} imports {name}"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if not _rel(p).startswith(DEVSERVER)],
+                         ids=_rel)
+def test_library_never_imports_the_devserver_at_module_level(path: Path) -> None:
+    """The core, the web page and ``__init__`` never import the devserver; ``cli`` and
+    ``demo`` only inside the functions that start one."""
+    rel = _rel(path)
+    for name, at_import_time in _resolved_imports(path):
+        if not _is_devserver(name):
+            continue
+        assert rel in DEVSERVER_USERS, f"{rel} imports {name}"
+        assert not at_import_time, f"{rel} imports {name} at module level (import it lazily)"
+
+
+def test_layering_checks_see_relative_and_lazy_imports() -> None:
+    """The two checks above are not rubber stamps."""
+    source = ("from ..errors import TablesyncError\n"
+              "from tablesync import devserver\n\n"
+              "def f():\n    import tablesync.devserver.jwt\n")
+    names = _imports_in(source, "tablesync.devserver")
+    assert ("tablesync.errors", True) in names
+    assert ("tablesync.errors.TablesyncError", True) in names
+    assert ("tablesync.devserver", True) in names
+    assert ("tablesync.devserver.jwt", False) in names
+    assert not _is_devserver("tablesync.devserverx")

@@ -1,4 +1,4 @@
-"""tablesync.metrics: histograms, counters, and the Prometheus text they render to."""
+"""tablesync.metrics (histograms, counters) and tablesync.web.prometheus (what /metrics serves)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 from promtext import ExpositionError, parse
-from tablesync.metrics import (
-    CONTENT_TYPE,
-    Counter,
-    Histogram,
-    Metrics,
-    format_value,
-    render_prometheus,
-    unix_seconds,
-)
+from tablesync.metrics import Counter, Histogram, Metrics, unix_seconds
 from tablesync.status import QUEUE_ALERT_DEPTH, StatusSnapshot
+from tablesync.web.prometheus import CONTENT_TYPE, engine_registry, exposition, render_prometheus
 
 BASE = StatusSnapshot(
     system_id="sys-a", state="Connected", engine_alive=True, queue_depth=0,
@@ -105,7 +98,7 @@ def test_render_is_valid_exposition_with_all_required_families() -> None:
     assert _value(fams, "tablesync_push_latency_seconds_count") == 2
     assert _value(fams, "tablesync_push_latency_seconds_sum") == pytest.approx(3.02)
     assert _value(fams, "tablesync_push_latency_seconds_bucket", le="0.025") == 1
-    assert _value(fams, "tablesync_push_latency_seconds_bucket", le="5") == 2
+    assert _value(fams, "tablesync_push_latency_seconds_bucket", le="5.0") == 2
     assert _value(fams, "tablesync_pull_latency_seconds_bucket", le="+Inf") == 1
     # red (parked) -> exactly one colour set
     assert _value(fams, "tablesync_status_indicator", color="red") == 1
@@ -143,14 +136,6 @@ def test_content_type_is_0_0_4() -> None:
     assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (1.0, "1"), (0.005, "0.005"), (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
-    (2.5, "2.5"), (1e20, "1e+20"),
-])
-def test_format_value(value: float, text: str) -> None:
-    assert format_value(value) == text
-
-
 def test_unix_seconds_naive_is_utc() -> None:
     assert unix_seconds("1970-01-01T00:01:00") == 60.0
     assert unix_seconds("1970-01-01T01:01:00+01:00") == 60.0
@@ -174,11 +159,11 @@ def test_parser_rejects_malformed_exposition(bad: str) -> None:
 
 
 def test_docs_list_exactly_the_rendered_metric_families() -> None:
-    """docs/operations.md's metrics table stays true to render_prometheus."""
+    """docs/operations.md's metrics table stays true to what /metrics serves."""
     doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(tablesync_[a-z0-9_]+)", doc, flags=re.M))
-    rendered = set(parse(render_prometheus(BASE, Metrics())))
-    assert documented == rendered
+    served = parse(exposition(engine_registry(lambda: BASE, Metrics)))
+    assert documented == {name for name in served if name.startswith("tablesync_")}
 
 
 def test_histogram_time_observes_the_block_even_when_it_raises() -> None:
@@ -190,3 +175,52 @@ def test_histogram_time_observes_the_block_even_when_it_raises() -> None:
     s = h.sample()
     assert s.count == 2 and s.cumulative[0] == 2
     assert 0 <= s.sum < 0.5
+
+
+def _served(snapshot: StatusSnapshot = BASE, metrics: Metrics | None = None) -> str:
+    m = metrics or Metrics()
+    return exposition(engine_registry(lambda: snapshot, lambda: m))
+
+
+def test_metrics_parse_with_prometheus_clients_own_parser() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = Metrics()
+    m.pull_latency.observe(0.3)
+    m.sync_errors.inc(2)
+    families = {f.name: f for f in text_string_to_metric_families(_served(BASE, m))}
+    assert families["tablesync_pull_latency_seconds"].type == "histogram"
+    assert families["tablesync_sync_errors"].type == "counter"  # the parser drops _total
+    (errors,) = families["tablesync_sync_errors"].samples
+    assert errors.name == "tablesync_sync_errors_total" and errors.value == 2
+    assert errors.labels == {"system_id": "sys-a"}
+
+
+def test_metrics_include_process_platform_and_build_info() -> None:
+    from importlib import metadata
+
+    fams = parse(_served())  # also our strict parser: one exposition, no clashes
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_start_time_seconds", "process_open_fds", "python_info"):
+        assert name in fams, name
+    assert fams["process_resident_memory_bytes"].samples[0][2] > 0
+    (sample,) = fams["tablesync_build_info"].samples
+    name, labels, value = sample
+    assert value == 1
+    assert labels["version"] == metadata.version("tablesync")
+    assert labels["python"] == ".".join(map(str, __import__("sys").version_info[:3]))
+
+
+def test_each_engine_has_its_own_registry() -> None:
+    """Two engines in one process (the demo) each get their families; nothing global."""
+    from prometheus_client import REGISTRY
+
+    a, b = Metrics(), Metrics()
+    a.changes_pushed.inc(3)
+    b.changes_pushed.inc(5)
+    snap_b = replace(BASE, system_id="sys-b")
+    text_a, text_b = _served(BASE, a), _served(snap_b, b)
+    assert 'tablesync_changes_pushed_total{system_id="sys-a"} 3.0' in text_a
+    assert 'tablesync_changes_pushed_total{system_id="sys-b"} 5.0' in text_b
+    assert "sys-b" not in text_a
+    assert REGISTRY.get_sample_value("tablesync_build_info") is None

@@ -1,4 +1,16 @@
-"""HTTP error shapes of the three Supabase services the devserver imitates.
+"""The devserver's own errors, and the HTTP error shapes of the services it imitates.
+
+The devserver is a separate program that happens to ship in the same wheel: it imports
+nothing from the rest of ``tablesync`` (``tests/test_layering.py``), so it has its own
+exception tree::
+
+    DevServerError           starting, stopping, applying SQL, change capture
+    ├── TokenError           a JWT the server refuses (``status``, ``code``)
+    └── PayloadError         a malformed client frame / subscription / captured change
+
+``cli.py`` and ``demo.py`` turn a ``DevServerError`` into the CLI's one red line.
+
+Error response shapes:
 
 * Gateway (Kong): ``{"message", "hint"}`` (no ``code``), protocol doc section 2.1.
 * PostgREST: ``{"code", "details", "hint", "message"}`` with the SQLSTATE -> HTTP map.
@@ -8,11 +20,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 API_VERSION = "2024-01-01"
+
+
+class DevServerError(Exception):
+    """Base of every error the devserver raises on purpose (one line, optional ``hint``)."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} ({self.hint})" if self.hint else base
+
+
+class TokenError(DevServerError):
+    """A token the server refuses; ``status`` and ``code`` as the service answers."""
+
+    def __init__(self, message: str, *, status: int = 401, code: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+
+
+class PayloadError(DevServerError):
+    """A client frame, subscription or captured change the server cannot use."""
 
 
 class HTTPFailure(Exception):
@@ -26,6 +67,8 @@ class HTTPFailure(Exception):
         self.headers = headers or {}
 
     def response(self) -> JSONResponse:
+        from starlette.responses import JSONResponse
+
         return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 

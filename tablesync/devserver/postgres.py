@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tablesync.errors import TablesyncError
+from tablesync.devserver.errors import DevServerError
 
 BOOTSTRAP_SQL = "bootstrap.sql"
 
@@ -74,7 +74,7 @@ def start(data_dir: str | os.PathLike[str] | None = None) -> PostgresServer:
     try:
         import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise TablesyncError(
+        raise DevServerError(
             "PostgreSQL support is not installed", hint="pip install 'tablesync[server]'"
         ) from exc
     owns = data_dir is None
@@ -83,7 +83,7 @@ def start(data_dir: str | os.PathLike[str] | None = None) -> PostgresServer:
     try:
         server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:
-        raise TablesyncError(f"could not start PostgreSQL in {path}: {exc}") from exc
+        raise DevServerError(f"could not start PostgreSQL in {path}: {exc}") from exc
     return PostgresServer(data_dir=path, _server=server, _owns_dir=owns)
 
 

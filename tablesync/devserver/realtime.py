@@ -27,7 +27,7 @@ from tablesync.devserver.realtime_changes import (
 from tablesync.devserver.realtime_filters import (
     SubscriptionParamsError, SubscriptionSpec, evaluate, parse_params)
 from tablesync.devserver.realtime_session import Binding, Channel, Session
-from tablesync.errors import PayloadError, TablesyncError
+from tablesync.devserver.errors import DevServerError, PayloadError
 
 __all__ = ["RealtimeService"]
 
@@ -75,7 +75,7 @@ class RealtimeService:
             await self._start()
         except psycopg.Error as exc:
             await self.stop()
-            raise TablesyncError(f"realtime could not prepare change capture: {exc}".strip(),
+            raise DevServerError(f"realtime could not prepare change capture: {exc}".strip(),
                                  hint="is PostgreSQL running and the DSN right?") from None
 
     async def _start(self) -> None:
@@ -93,7 +93,7 @@ class RealtimeService:
             await asyncio.wait_for(self._listening.wait(), timeout=10)
         except asyncio.TimeoutError:
             await self.stop()
-            raise TablesyncError("realtime could not LISTEN on PostgreSQL within 10 s") from None
+            raise DevServerError("realtime could not LISTEN on PostgreSQL within 10 s") from None
 
     async def stop(self) -> None:
         """Close every socket (1001), stop the background tasks, close connections."""

@@ -8,15 +8,15 @@ with the project secret, ``exp`` strictly in the future, ``iat`` numeric if pres
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
 
-from tablesync.errors import AuthError
+import jwt as pyjwt
 
-_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+from tablesync.devserver.errors import TokenError
+
+_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 # reason -> (join error code, message, HTTP status at the handshake, handshake message)
 _REASONS: dict[str, tuple[str, str, int, str]] = {
@@ -38,7 +38,7 @@ _REASONS: dict[str, tuple[str, str, int, str]] = {
 }
 
 
-class TokenRefused(AuthError):
+class TokenRefused(TokenError):
     """A token Realtime refuses; ``reason`` is Supabase's atom, ``message`` its text."""
 
     def __init__(self, reason: str, message: str | None = None) -> None:
@@ -73,18 +73,32 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, unverified (Realtime calls a token it cannot read malformed)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenRefused("token_malformed")
     try:
         header, claims = json.loads(_b64d(parts[0])), json.loads(_b64d(parts[1]))
-        sig = _b64d(parts[2])
+        _b64d(parts[2])
     except (ValueError, UnicodeDecodeError):
         raise TokenRefused("token_malformed") from None
     if not isinstance(claims, dict) or not isinstance(header, dict):
         raise TokenRefused("token_malformed")
-    return header, claims, sig
+    return header, claims
+
+
+def _check_signature(token: str, secret: str, alg: str) -> None:
+    """The HMAC signature only (PyJWT); the claims are Realtime's checks, below."""
+    try:
+        pyjwt.decode(token, secret, algorithms=[alg], options={"verify_signature": True,
+                     "verify_exp": False, "verify_aud": False, "verify_iss": False,
+                     "verify_iat": False, "verify_nbf": False, "verify_sub": False,
+                     "verify_jti": False, "require": []})
+    except pyjwt.InvalidSignatureError:
+        raise TokenRefused("signature_error") from None
+    except pyjwt.PyJWTError:
+        raise TokenRefused("token_malformed") from None
 
 
 def verify(token: Any, secret: str, *, now: float | None = None) -> dict[str, Any]:
@@ -92,14 +106,11 @@ def verify(token: Any, secret: str, *, now: float | None = None) -> dict[str, An
     if not isinstance(token, str):
         raise TokenRefused("missing_api_key")
     token = "".join(token.split())
-    header, claims, sig = _peek(token)
-    digest = _HASHES.get(str(header.get("alg")))
-    if digest is None:
+    header, claims = _peek(token)
+    alg = str(header.get("alg"))
+    if alg not in _ALGORITHMS:
         raise TokenRefused("error_generating_signer")
-    head, body, _ = token.split(".")
-    expected = hmac.new(secret.encode(), f"{head}.{body}".encode("ascii"), digest).digest()
-    if not hmac.compare_digest(sig, expected):
-        raise TokenRefused("signature_error")
+    _check_signature(token, secret, alg)
     current = int(time.time() if now is None else now)
     exp = claims.get("exp")
     if exp is not None:

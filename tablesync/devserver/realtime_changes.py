@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tablesync.devserver.realtime_capture import TableInfo
-from tablesync.errors import PayloadError
+from tablesync.devserver.errors import PayloadError
 
 MAX_RECORD_BYTES = 1024 * 1024  # Supabase's default max_record_bytes
 SMALL_VALUE_BYTES = 64  # what survives in a record over MAX_RECORD_BYTES

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tablesync.errors import PayloadError
+from tablesync.devserver.errors import PayloadError
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match",
              "imatch", "isdistinct")

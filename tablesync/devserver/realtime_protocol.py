@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tablesync.errors import PayloadError
+from tablesync.devserver.errors import PayloadError
 
 VSN_1 = "1.0.0"
 VSN_2 = "2.0.0"

@@ -22,7 +22,7 @@ from tablesync.devserver import postgres
 from tablesync.devserver.faults import Faults
 from tablesync.devserver.settings import (DEFAULT_HOST, DEFAULT_JWT_EXP, Settings,
                                           load_or_create_secret)
-from tablesync.errors import TablesyncError
+from tablesync.devserver.errors import DevServerError
 
 DATABASE = "postgres"
 START_TIMEOUT = 30.0
@@ -59,12 +59,12 @@ def apply_sql_file(dsn: str, path: str | os.PathLike[str]) -> None:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise TablesyncError(f"cannot read {file}: {exc.strerror}") from None
+        raise DevServerError(f"cannot read {file}: {exc.strerror}") from None
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(text.encode())
     except psycopg.Error as exc:
-        raise TablesyncError(f"{file}: PostgreSQL refused it: {exc}".strip()) from None
+        raise DevServerError(f"{file}: PostgreSQL refused it: {exc}".strip()) from None
 
 
 class DevServer:
@@ -97,7 +97,7 @@ class DevServer:
     def start(self) -> DevServerInfo:
         """Start PostgreSQL (if needed) and the HTTP server; return once it accepts requests."""
         if self._thread is not None:
-            raise TablesyncError("devserver is already running")
+            raise DevServerError("devserver is already running")
         dsn = self._start_postgres()
         if not self.port:
             self.port = free_port(self.host)
@@ -114,7 +114,7 @@ class DevServer:
     @property
     def info(self) -> DevServerInfo:
         if self.settings is None:
-            raise TablesyncError("devserver is not running")
+            raise DevServerError("devserver is not running")
         s = self.settings
         return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn)
 
@@ -194,7 +194,7 @@ class DevServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self._stop_http()
-                raise TablesyncError(f"devserver could not start on {self.host}:{self.port}",
+                raise DevServerError(f"devserver could not start on {self.host}:{self.port}",
                                      hint="port in use (try --port) or a startup error "
                                      "logged above")
             time.sleep(0.02)

@@ -27,8 +27,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tablesync.errors import TablesyncError
-from tablesync.metrics import CONTENT_TYPE, render_prometheus
 from tablesync.status import health
+from tablesync.web.prometheus import CONTENT_TYPE, engine_registry, exposition
 from tablesync.web.provider import StatusProvider
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -109,6 +109,8 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
                     exception_handlers={_ProviderFailure: _provider_failed})
     app.state.provider = provider
     app.state.options = opts
+    # one registry per app (= per engine); looked up per scrape, as every other route does
+    app.state.registry = engine_registry(lambda: provider.snapshot(), lambda: provider.metrics())
     app.state.sse_clients = 0
     return app
 
@@ -282,10 +284,9 @@ async def _reset(request: Request) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    provider = _provider(request)
-    try:
-        snap = await run_in_threadpool(provider.snapshot)
-        text = render_prometheus(snap, provider.metrics())
+    registry = request.app.state.registry
+    try:  # the collector reads the provider's status: off the event loop
+        text = await run_in_threadpool(exposition, registry)
     except Exception as exc:  # a scrape error, not a page
         message = redact(f"# status unavailable: {type(exc).__name__}: {exc}\n")
         return Response(message, status_code=503, media_type=CONTENT_TYPE)

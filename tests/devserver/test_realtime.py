@@ -650,13 +650,13 @@ def test_policy_error_for_one_subscriber_does_not_starve_others(server: Realtime
 
 def test_start_on_a_missing_database_says_so(pg_server: Any) -> None:
     from tablesync.devserver.realtime import RealtimeService
-    from tablesync.errors import TablesyncError
+    from tablesync.devserver.errors import DevServerError
 
     async def main() -> None:
         before = asyncio.all_tasks()
         service = RealtimeService(dsn=pg_server.dsn("no_such_database"), jwt_secret="s",
                                   anon_key="", service_key="")
-        with pytest.raises(TablesyncError, match="realtime could not prepare change capture"):
+        with pytest.raises(DevServerError, match="realtime could not prepare change capture"):
             await service.start()
         assert asyncio.all_tasks() - before == set()
 

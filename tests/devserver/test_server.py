@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tablesync.devserver.errors import DevServerError
 from tablesync.devserver.server import DevServer
 from tablesync.devserver.settings import SECRET_FILE
-from tablesync.errors import TablesyncError
 
 from .helpers import anon_headers, create_user, service_headers, sign_in
 
@@ -59,7 +59,7 @@ def test_restart_on_same_port_and_data_dir_keeps_keys_users_and_rows(tmp_path: P
 def test_apply_file_errors_name_the_file(tmp_path: Path, pg_dsn: str) -> None:
     bad = tmp_path / "bad.sql"
     bad.write_text("CREATE TABLE broken (;")
-    with pytest.raises(TablesyncError, match="bad.sql"):
+    with pytest.raises(DevServerError, match="bad.sql"):
         DevServer(dsn=pg_dsn, apply=[bad], auto_realtime=False).start()
 
 
@@ -101,7 +101,7 @@ def test_port_in_use_is_one_clear_error(pg_dsn: str) -> None:
     info = first.start()
     try:
         port = int(info.url.rsplit(":", 1)[1])
-        with pytest.raises(TablesyncError, match=f"could not start on 127.0.0.1:{port}"):
+        with pytest.raises(DevServerError, match=f"could not start on 127.0.0.1:{port}"):
             DevServer(dsn=pg_dsn, auto_realtime=False, port=port).start()
     finally:
         first.stop()
