@@ -36,6 +36,7 @@ from tablesync.errors import (
 )
 from tablesync.generate import generate
 from tablesync.lww import resolve, sort_key
+from tablesync.machine import State
 from tablesync.model import (
     ApplyOutcome,
     Change,
@@ -44,6 +45,7 @@ from tablesync.model import (
     DeletePolicy,
     ForeignKey,
     Op,
+    Outcome,
     RowState,
     TableSpec,
     Version,
@@ -69,11 +71,13 @@ __all__ = [
     "ForeignKey",
     "GenerateError",
     "Op",
+    "Outcome",
     "PayloadError",
     "Project",
     "RemoteError",
     "RowState",
     "Secret",
+    "State",
     "StoreError",
     "SyncConfig",
     "TableSpec",

@@ -241,15 +241,15 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> SyncConfig:
     source = str(p)
     try:
         text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigError("file not found", location=source,
-                          hint="pass --config or create sync.toml") from None
+                          hint="pass --config or create sync.toml") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", location=source) from None
+        raise ConfigError(f"cannot read: {exc}", location=source) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"TOML syntax error: {exc}", location=source) from None
+        raise ConfigError(f"TOML syntax error: {exc}", location=source) from exc
     _check_no_file_secrets(source, data)
     try:
         return SyncConfig(**data, source=source)
@@ -262,7 +262,7 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> SyncConfig:
         elif err.get("type") == "missing":
             msg = "required key is missing"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(msg + more, location=_location(source, loc)) from None
+        raise ConfigError(msg + more, location=_location(source, loc)) from exc
 
 
 def json_schema() -> dict[str, Any]:

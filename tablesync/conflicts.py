@@ -44,7 +44,7 @@ def write_conflict_log(path: Path | None, entries: list[dict[str, Any]]) -> None
             for e in entries:
                 fh.write(json.dumps(e, default=str, sort_keys=True) + "\n")
     except OSError as exc:
-        raise StoreError(f"{path}: cannot write the conflict log: {exc}") from None
+        raise StoreError(f"{path}: cannot write the conflict log: {exc}") from exc
 
 
 def recent_conflicts(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:

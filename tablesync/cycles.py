@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
-from tablesync.machine import PullResult, PushResult
+from tablesync.machine import PullResult, PushResult, RunOutcome
 from tablesync.metrics import Metrics
-from tablesync.model import EXITS_TABLE, Change, TableSpec
+from tablesync.model import EXITS_TABLE, Change, Outcome, TableSpec
 from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
                                    encoded_rows)
@@ -103,7 +103,7 @@ class Cycles:
         """
         self._refill()
         if not self.backlog:
-            return PushResult("ok", backlog=self._has_backlog())
+            return PushResult(RunOutcome.OK, backlog=self._has_backlog())
         deadline = time.monotonic() + RUN_SECONDS
         sender = _Sender(self.remote)
         queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]] = deque()
@@ -112,7 +112,7 @@ class Cycles:
                 while True:
                     self._fill(queued, pool, sender, deadline)
                     if not queued:
-                        return PushResult("ok", backlog=self._has_backlog())
+                        return PushResult(RunOutcome.OK, backlog=self._has_backlog())
                     batch, answer = queued[0]
                     try:
                         outcomes = answer.result()
@@ -184,10 +184,10 @@ class Cycles:
                      summary: SyncSummary | None) -> None:
         winners = self.store.ack(batch, outcomes)
         self._note(summary, pushed=len(batch),
-                   parked=sum(o.outcome == "forbidden" for o in outcomes))
+                   parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
-                            if o.outcome == "error")
+                            if o.outcome == Outcome.ERROR)
         self._notify(winners)
 
     def _batch_failed(self, batch: list[Change], exc: BaseException,
@@ -196,7 +196,7 @@ class Cycles:
         if isinstance(exc, ForbiddenError):
             parked = self.store.park_changes(batch, str(exc))
             self._note(summary, parked=parked, error=str(exc))
-            return PushResult("forbidden", backlog=self._has_backlog())
+            return PushResult(RunOutcome.FORBIDDEN, backlog=self._has_backlog())
         if isinstance(exc, RemoteError) and not isinstance(
                 exc, (AuthError, TransientRemoteError, PayloadError)):
             return self._batch_refused(batch, exc, summary)   # refused as a whole (4xx)
@@ -205,11 +205,11 @@ class Cycles:
             raise exc                           # a bug or an interrupt: the caller logs it
         self._error(str(exc))
         if isinstance(exc, AuthError):
-            return PushResult("auth")
+            return PushResult(RunOutcome.AUTH)
         if isinstance(exc, TransientRemoteError):
-            return PushResult("transient", retry_after=exc.retry_after,
+            return PushResult(RunOutcome.TRANSIENT, retry_after=exc.retry_after,
                               unreachable=exc.status is None)
-        return PushResult("payload")
+        return PushResult(RunOutcome.PAYLOAD)
 
     def _refill(self) -> None:
         """Read the next chunk of pending changes (skipping records that failed in this
@@ -244,11 +244,11 @@ class Cycles:
         if len(batch) > 1:                      # isolate the bad record: one per request
             self.backlog.extendleft(reversed(batch))
             self._solo = len(batch)
-            return PushResult("ok", backlog=True)
+            return PushResult(RunOutcome.OK, backlog=True)
         self.store.ack(batch, [{"outcome": "error", "row": None, "message": str(exc)}])
         self._failed.add((batch[0].table, batch[0].record_id))
         self._note(summary, error=str(exc))
-        return PushResult("ok", backlog=self._has_backlog())
+        return PushResult(RunOutcome.OK, backlog=self._has_backlog())
 
     def catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""
@@ -266,14 +266,14 @@ class Cycles:
             self._catch_up_exits(mark, summary)
         except AuthError as exc:
             self._error(str(exc))
-            return PullResult("auth")
+            return PullResult(RunOutcome.AUTH)
         except TransientRemoteError as exc:
             self._error(str(exc))
-            return PullResult("transient", exc.retry_after, unreachable=exc.status is None)
+            return PullResult(RunOutcome.TRANSIENT, exc.retry_after, unreachable=exc.status is None)
         except RemoteError as exc:              # PayloadError, 4xx
             self._error(str(exc))
-            return PullResult("payload")
-        return PullResult("ok")
+            return PullResult(RunOutcome.PAYLOAD)
+        return PullResult(RunOutcome.OK)
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
         """Page through ``spec``'s changes (see :meth:`_page_through`)."""

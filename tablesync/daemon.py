@@ -113,7 +113,7 @@ def request_reset(engine: dict[str, Any], discard_pending: bool) -> dict[str, An
                                timeout=120))
     except OSError as exc:
         raise StoreError(f"the running engine at {engine['url']} refused the reset: "
-                         f"{exc}") from None
+                         f"{exc}") from exc
 
 
 def _http_json(method: str, url: str, headers: dict[str, str] | None = None,
@@ -126,9 +126,9 @@ def _http_json(method: str, url: str, headers: dict[str, str] | None = None,
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
             return json.loads(resp.read(1_000_000) or b"null")
     except urllib.error.HTTPError as exc:
-        raise OSError(f"engine answered HTTP {exc.code}: {_error_text(exc)}") from None
+        raise OSError(f"engine answered HTTP {exc.code}: {_error_text(exc)}") from exc
     except (urllib.error.URLError, ValueError) as exc:
-        raise OSError(str(exc)) from None
+        raise OSError(str(exc)) from exc
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

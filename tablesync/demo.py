@@ -308,9 +308,9 @@ class Demo:
             engine.on_state(lambda st: callback(system_id, str(st.state)))
         try:
             status.start()
-        except ConfigError:
+        except ConfigError as exc:
             raise TablesyncError(f"{system_id}'s status page port {status.port} is in use",
-                                 hint="pass --status-port (0 = free ports)") from None
+                                 hint="pass --status-port (0 = free ports)") from exc
         daemon.write_control(project, status.url, status.csrf_token)
         engine.start()
         return run

@@ -37,7 +37,7 @@ from tablesync.machine import (
     AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
     Instruction, LocalChange, MachineSettings, Probe, ProbeResult, PullResult, PushResult,
-    ReportState,
+    ReportState, RunOutcome,
     ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncMachine,
     SyncRequested, Tick, UpdateToken, WsDown, WsUp,
 )
@@ -60,9 +60,6 @@ StateCallback = Callable[["EngineStatus"], None]
 
 __all__ = ["Engine", "EngineStatus", "SyncSummary", "store_snapshot"]
 
-STATE_NAMES = {State.LOCAL_ONLY.value: "LocalOnly", State.DISCONNECTED.value: "Disconnected",
-               State.CONNECTING.value: "Connecting", State.CONNECTED.value: "Connected",
-               State.SYNCING.value: "Syncing", State.FAILED.value: "Failed"}
 SNAPSHOT_TTL = 0.2
 PRUNE_EVERY = 600.0  # seconds between prunes of long-synced queue entries
 CLAIM_LEASE = 120    # seconds a replica's hold on its system id lasts without renewal
@@ -200,7 +197,7 @@ class Engine:
             self._ws_down_since = None
         snap = store_snapshot(
             self.store, self.project.config.system.id,
-            state=STATE_NAMES.get(st.state, st.state) if alive else "Stopped",
+            state=State(st.state).label if alive else State.STOPPED.label,
             engine_alive=alive, websocket=websocket,
             websocket_down_s=now - self._ws_down_since if self._ws_down_since else 0.0,
             reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
@@ -277,13 +274,13 @@ class Engine:
         cycles = self._cycles()
         while True:
             result = cycles.push_batch(summary)
-            if result.outcome not in ("ok", "forbidden"):
+            if result.outcome not in (RunOutcome.OK, RunOutcome.FORBIDDEN):
                 raise TransientRemoteError(f"push stopped: {result.outcome}: "
                                            f"{self.status.last_error}")
             if not result.backlog:
                 break
         pull = cycles.catch_up(summary)
-        if pull.outcome != "ok":
+        if pull.outcome is not RunOutcome.OK:
             raise TransientRemoteError(f"catch-up stopped: {self.status.last_error}")
         return summary
 
@@ -345,11 +342,11 @@ class Engine:
         elif isinstance(ins, StartPush):
             self._in_io(lambda: self._timed(self._metrics.push_latency,
                                             lambda: self._cycles().push_batch(None)),
-                        PushResult("transient"))
+                        PushResult(RunOutcome.TRANSIENT))
         elif isinstance(ins, StartCatchUp):
             self._in_io(lambda: self._timed(self._metrics.pull_latency,
                                             lambda: self._cycles().catch_up(None)),
-                        PullResult("transient"))
+                        PullResult(RunOutcome.TRANSIENT))
         elif isinstance(ins, Probe):
             self._in_io(self._probe, ProbeResult(False))
         elif isinstance(ins, Authenticate):
@@ -384,15 +381,15 @@ class Engine:
         t0 = time.perf_counter()
         result = work()
         histogram.observe(time.perf_counter() - t0)
-        outcome = getattr(result, "outcome", "ok")
-        if (outcome in ("ok", "forbidden") and self._claimed_at is not None
+        outcome = getattr(result, "outcome", RunOutcome.OK)
+        if (outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN) and self._claimed_at is not None
                 and time.monotonic() - self._claimed_at > CLAIM_RENEW):
             try:
                 self._claim(renew=True)
             except DuplicateReplicaError as exc:  # taken over while this one was away
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
-        if outcome in ("ok", "forbidden"):
+        if outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN):
             self._errors_in_row = 0
             if self.status.last_error:
                 self._set_error("")  # recovered: the page must not keep showing old errors

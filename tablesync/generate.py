@@ -80,7 +80,7 @@ def write(arts: list[Artifact]) -> list[Path]:
             tmp.write_text(a.text, encoding="utf-8")
             tmp.replace(a.path)
         except OSError as exc:
-            raise GenerateError(f"cannot write {a.path}: {exc.strerror or exc}") from None
+            raise GenerateError(f"cannot write {a.path}: {exc.strerror or exc}") from exc
     return changed
 
 

@@ -38,10 +38,10 @@ from typing import Any, ClassVar
 from tablesync.backoff import Backoff
 
 __all__ = [
-    "AuthFailed", "AuthOk", "Authenticate", "CancelTimer", "ConfigAbsent", "ConfigPresent",
+    "AuthFailed", "AuthFailure", "AuthOk", "Authenticate", "CancelTimer", "ConfigAbsent", "ConfigPresent",
     "ConnectRealtime", "DisconnectRealtime", "Event", "GoOffline", "Instruction",
     "LocalChange", "MachineSettings", "Probe", "ProbeResult", "PullResult", "PushResult",
-    "ReportState",
+    "ReportState", "RunKind", "RunOutcome",
     "ScheduleTimer", "Shutdown", "StartCatchUp", "StartPush", "State", "Stop",
     "SyncMachine", "SyncRequested", "Tick", "UpdateToken", "WsDown", "WsUp",
     "event_from_dict",
@@ -49,7 +49,8 @@ __all__ = [
 
 
 class State(str, Enum):
-    """Engine states shown by ``sync status``."""
+    """Engine states: the value in transcripts and ``EngineStatus``; :attr:`label` is the
+    name users see (``sync status``, the status page, the design's LocalOnly ... Failed)."""
 
     LOCAL_ONLY = "local_only"
     DISCONNECTED = "disconnected"
@@ -57,6 +58,37 @@ class State(str, Enum):
     CONNECTED = "connected"
     SYNCING = "syncing"
     FAILED = "failed"
+    STOPPED = "stopped"              # the engine thread is not running (never a machine state)
+
+    @property
+    def label(self) -> str:
+        return "".join(part.capitalize() for part in self.value.split("_"))
+
+
+class RunKind(str, Enum):
+    """The cycle that is running: one at a time."""
+
+    PUSH = "push"
+    PULL = "pull"
+
+
+class RunOutcome(str, Enum):
+    """How a push batch or a catch-up pull ended (:class:`PushResult`, :class:`PullResult`)."""
+
+    OK = "ok"
+    TRANSIENT = "transient"          # network, 5xx, 429: retry with backoff
+    AUTH = "auth"                    # a 401 the REST client's own refresh did not cure
+    FORBIDDEN = "forbidden"          # a whole batch refused (403): its records are parked
+    PAYLOAD = "payload"              # a malformed answer: retried like a transient failure
+
+
+class AuthFailure(str, Enum):
+    """Why a sign-in or refresh failed (:class:`AuthFailed`)."""
+
+    TRANSIENT = "transient"          # network, 5xx, 429
+    REJECTED = "rejected"            # bad credentials
+    DEAD = "dead"                    # refresh token revoked or reused
+    DUPLICATE = "duplicate"          # another replica holds this system id (``detail``)
 
 
 # Timer names (the engine keeps one pending timer per name).
@@ -70,10 +102,11 @@ TIMERS = (PUSH_TIMER, DEBOUNCE_TIMER, RETRY_TIMER, POLL_TIMER, REFRESH_TIMER)
 # (PROBE_TIMER is armed only while probing, and cancelled with that flag)
 
 # Outcomes of a push or pull as reported by the engine.
-OK, TRANSIENT, AUTH, FORBIDDEN, PAYLOAD = "ok", "transient", "auth", "forbidden", "payload"
+OK, TRANSIENT, AUTH, FORBIDDEN, PAYLOAD = (RunOutcome.OK, RunOutcome.TRANSIENT, RunOutcome.AUTH,
+                                          RunOutcome.FORBIDDEN, RunOutcome.PAYLOAD)
 # Kinds of auth failure.
-AUTH_TRANSIENT, AUTH_REJECTED, AUTH_DEAD = "transient", "rejected", "dead"
-AUTH_DUPLICATE = "duplicate"   # another replica runs with this system id (``detail`` says which)
+AUTH_TRANSIENT, AUTH_REJECTED, AUTH_DEAD, AUTH_DUPLICATE = (
+    AuthFailure.TRANSIENT, AuthFailure.REJECTED, AuthFailure.DEAD, AuthFailure.DUPLICATE)
 
 
 # --------------------------------------------------------------------------- events
@@ -123,7 +156,7 @@ class AuthFailed(Event):
     replica holds this system id; ``detail`` is the message)."""
 
     kind: ClassVar[str] = "auth_failed"
-    reason: str = AUTH_TRANSIENT
+    reason: AuthFailure = AUTH_TRANSIENT
     retry_after: float | None = None
     unreachable: bool = False
     detail: str = ""
@@ -170,7 +203,7 @@ class PushResult(Event):
     """A push batch finished with ``outcome``; ``backlog`` says more entries wait."""
 
     kind: ClassVar[str] = "push_result"
-    outcome: str = OK
+    outcome: RunOutcome = OK
     backlog: bool = False
     retry_after: float | None = None
     unreachable: bool = False           # transient: no answer at all (not a 5xx or 429)
@@ -181,7 +214,7 @@ class PullResult(Event):
     """A catch-up pull finished with ``outcome``."""
 
     kind: ClassVar[str] = "pull_result"
-    outcome: str = OK
+    outcome: RunOutcome = OK
     retry_after: float | None = None
     unreachable: bool = False
 
@@ -212,6 +245,10 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"event {kind!r}: unknown field(s) {sorted(unknown)}")
+    if "outcome" in data and cls in (PushResult, PullResult):
+        data["outcome"] = RunOutcome(data["outcome"])
+    if "reason" in data and cls is AuthFailed:
+        data["reason"] = AuthFailure(data["reason"])
     return cls(**data)
 
 
@@ -344,7 +381,7 @@ class MachineSettings:
 
 @dataclass
 class _Flags:
-    running: str | None = None          # "push" | "pull" | None
+    running: RunKind | None = None
     push_pending: bool = False
     pull_pending: bool = False
     debounce_armed: bool = False
@@ -353,6 +390,7 @@ class _Flags:
     reauth_required: bool = False
     auth_retried: bool = False          # an auth error already caused one refresh
     probing: bool = False               # disconnected without an answer: probe timer armed
+    auth_down: bool = False             # the last failure was signing in: retry signs in
     stopped: bool = False
     reason: str = ""
 
@@ -413,6 +451,7 @@ class SyncMachine:
 
     def _begin_auth(self, out: list[Instruction], *, refresh: bool) -> None:
         self.flags.reauth_required = False
+        self.flags.auth_down = False
         self._set(State.CONNECTING, "refreshing token" if refresh else "signing in")
         out.append(Authenticate(refresh=refresh))
 
@@ -436,14 +475,15 @@ class SyncMachine:
 
     def _on_auth_failed(self, ev: AuthFailed, out: list[Instruction]) -> None:
         if ev.reason == AUTH_TRANSIENT:
+            self.flags.auth_down = True
             self._fail_transient(out, ev.retry_after, "auth server unreachable",
                                  unreachable=ev.unreachable)
             return
         self._cancel_all(out)
         out.append(DisconnectRealtime())
         f = self.flags
-        f.push_pending |= f.running == "push"
-        f.pull_pending |= f.running == "pull"
+        f.push_pending |= f.running is RunKind.PUSH
+        f.pull_pending |= f.running is RunKind.PULL
         if ev.reason == AUTH_DUPLICATE:
             f.running, f.realtime_live = None, False
             self._set(State.FAILED, ev.detail or "another replica runs with this system id")
@@ -529,10 +569,10 @@ class SyncMachine:
         if f.running is not None:
             return
         if f.push_pending:
-            f.push_pending, f.running = False, "push"
+            f.push_pending, f.running = False, RunKind.PUSH
             out.append(StartPush())
         elif f.pull_pending:
-            f.pull_pending, f.running = False, "pull"
+            f.pull_pending, f.running = False, RunKind.PULL
             out.append(StartCatchUp())
         else:
             self._set(State.CONNECTED)
@@ -542,13 +582,13 @@ class SyncMachine:
     # -- results
 
     def _on_push_result(self, ev: PushResult, out: list[Instruction]) -> None:
-        if self.flags.running != "push":
+        if self.flags.running is not RunKind.PUSH:
             return
         self._finish(ev.outcome, ev.retry_after, out, push=True, backlog=ev.backlog,
                      unreachable=ev.unreachable)
 
     def _on_pull_result(self, ev: PullResult, out: list[Instruction]) -> None:
-        if self.flags.running != "pull":
+        if self.flags.running is not RunKind.PULL:
             return
         self._finish(ev.outcome, ev.retry_after, out, push=False, backlog=False,
                      unreachable=ev.unreachable)
@@ -568,7 +608,7 @@ class SyncMachine:
         out.append(CancelTimer(PROBE_TIMER))
         self._on_retry(out)
 
-    def _finish(self, outcome: str, retry_after: float | None, out: list[Instruction],
+    def _finish(self, outcome: RunOutcome, retry_after: float | None, out: list[Instruction],
                 *, push: bool, backlog: bool, unreachable: bool = False) -> None:
         f = self.flags
         f.running = None
@@ -621,7 +661,7 @@ class SyncMachine:
 
     def _on_retry(self, out: list[Instruction]) -> None:
         if self.state is State.DISCONNECTED:
-            if self.flags.reason == "auth server unreachable":
+            if self.flags.auth_down:
                 self._begin_auth(out, refresh=False)
                 return
             self._set(State.CONNECTED)

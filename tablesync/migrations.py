@@ -73,12 +73,12 @@ def migrate_database(path: str | Path, project: Project) -> list[str]:
     try:
         conn = sqlite3.connect(str(path), isolation_level=None)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open SQLite database: {exc}") from None
+        raise StoreError(f"{path}: cannot open SQLite database: {exc}") from exc
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         return migrate(conn, project)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: migration failed: {exc}") from None
+        raise StoreError(f"{path}: migration failed: {exc}") from exc
     finally:
         conn.close()
 

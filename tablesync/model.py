@@ -113,13 +113,26 @@ class Change:
     queue_ids: tuple[int, ...] = ()
 
 
+class Outcome(str, Enum):
+    """The per-row result of the apply function (the server's and the memory model's)."""
+
+    APPLIED = "applied"                 # stored
+    DUPLICATE = "duplicate"             # this exact version was stored already
+    SUPERSEDED = "superseded"           # a version above it is stored (returned as ``row``)
+    FORBIDDEN = "forbidden"             # not visible/writable for this system (RLS)
+    ERROR = "error"                     # refused for its content (``message``)
+
+
+SETTLED = frozenset({Outcome.APPLIED, Outcome.DUPLICATE, Outcome.SUPERSEDED})
+
+
 class ApplyOutcome(NamedTuple):
     """One element of the apply RPC's answer (same order as the pushed rows). A named
     tuple: a push builds one per row, and this is about 3x cheaper than a frozen
     dataclass."""
 
     id: str
-    outcome: str
+    outcome: Outcome
     row: dict[str, Any] | None = None
     message: str | None = None
 

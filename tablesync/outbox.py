@@ -24,12 +24,13 @@ from typing import Any
 from tablesync import lww
 from tablesync.conflicts import record_conflict
 from tablesync.localdb import CHUNK, META_UPSERT, images, insert_rows, metas, park, utcnow
-from tablesync.model import ZERO, ApplyOutcome, Change, Op, RowState, TableSpec, Version
+from tablesync.model import (SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
+                             TableSpec, Version)
 from tablesync.rows import state_from_row
 
 _DELETE, _INSERT, _UPDATE = Op.DELETE, Op.INSERT, Op.UPDATE   # enum lookups off hot loops
 DEFAULT_MAX_RETRIES = 5
-_SETTLED = ("applied", "duplicate", "superseded")
+_SETTLED = SETTLED
 
 
 @dataclass
@@ -54,7 +55,11 @@ class Pending(list):  # type: ignore[type-arg]
 def outcome_of(out: Mapping[str, Any]) -> ApplyOutcome:
     """An outcome given as a mapping (``{"outcome": ..., "row": ..., "message": ...}``)."""
     row = out.get("row")
-    return ApplyOutcome(str(out.get("id") or ""), str(out.get("outcome")),
+    try:
+        kind = Outcome(out.get("outcome"))
+    except ValueError:                  # unknown: retried like an error
+        kind = Outcome.ERROR
+    return ApplyOutcome(str(out.get("id") or ""), kind,
                         dict(row) if isinstance(row, Mapping) else None, out.get("message"))
 
 
@@ -262,11 +267,11 @@ class Outbox:
                 # settled meanwhile (the record left the scope, or a remote version
                 # superseded it, while this push was in flight): nothing to park
                 continue
-            if kind in ("applied", "duplicate"):
+            if kind == Outcome.APPLIED or kind == Outcome.DUPLICATE:
                 synced += ch.queue_ids
                 versions.append(ch)
                 acked = True
-            elif kind == "superseded":
+            elif kind == Outcome.SUPERSEDED:
                 synced += ch.queue_ids
                 row = out.row
                 if isinstance(row, Mapping):
@@ -275,10 +280,10 @@ class Outbox:
                     if lww.is_concurrent(won, ch.state):
                         conflicts.append((ch.table, ch.record_id, won, ch.state))
                 acked = True
-            elif kind == "forbidden":
-                park(conn, ch.table, ch.record_id, str(out.message or kind))
+            elif kind == Outcome.FORBIDDEN:
+                park(conn, ch.table, ch.record_id, str(out.message or Outcome(kind).value))
             else:
-                self._retry(conn, ch, str(out.message or kind), max_retries)
+                self._retry(conn, ch, str(out.message or Outcome(kind).value), max_retries)
         if synced:
             mark_synced(conn, synced, now)
         self._set_metas_if_newer(conn, versions)

@@ -37,12 +37,12 @@ def _read_schema(cfg: SyncConfig, name: str, file: str, where: str) -> ParsedTab
     path = cfg.schemas_dir / file
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigError(f"schema file not found: {path}", location=f"{where} schema",
-                          hint=f"create it or fix paths.schemas ({cfg.paths.schemas})") from None
+                          hint=f"create it or fix paths.schemas ({cfg.paths.schemas})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read schema file {path}: {exc}",
-                          location=f"{where} schema") from None
+                          location=f"{where} schema") from exc
     parsed = parse_schema(text, str(path))
     if parsed.name != name:
         raise ConfigError(f"{path.name} creates table {parsed.name!r}, not {name!r}",

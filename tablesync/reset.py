@@ -107,7 +107,7 @@ def _write_backup(conn: sqlite3.Connection, entries: list[dict[str, Any]],
             os.fsync(fh.fileno())
     except OSError as exc:
         raise StoreError(f"{path}: cannot write the reset backup: {exc}; nothing was "
-                         f"cleared") from None
+                         f"cleared") from exc
     return path
 
 

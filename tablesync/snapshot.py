@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from tablesync.machine import State
 from tablesync.status import StatusSnapshot
 from tablesync.store import LocalStore, QueueStats
 
 __all__ = ["store_snapshot"]
 
 
-def store_snapshot(store: LocalStore, system_id: str, *, state: str = "Stopped",
+def store_snapshot(store: LocalStore, system_id: str, *, state: str = State.STOPPED.label,
                    engine_alive: bool = False, **live: Any) -> StatusSnapshot:
     """A status snapshot from the local store (plus live engine fields when given)."""
     stats: QueueStats = store.stats()

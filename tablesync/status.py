@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tablesync.machine import State
+
 GREEN, YELLOW, RED = "green", "yellow", "red"
 
 # Health thresholds (design section 6).
@@ -58,12 +60,13 @@ def indicator(s: StatusSnapshot) -> str:
     """The traffic light for a snapshot (see :class:`StatusSnapshot`)."""
     # Failed cycles while Disconnected are the engine retrying an unreachable backend:
     # that is "offline and queueing" (yellow), not a fault a human must look at.
-    repeated = s.consecutive_errors >= REPEATED_ERRORS and s.state != "Disconnected"
+    repeated = (s.consecutive_errors >= REPEATED_ERRORS
+                and s.state != State.DISCONNECTED.label)
     if s.reauth_required or s.parked > 0 or repeated:
         return RED
-    if s.state == "Failed" or (not s.engine_alive and s.state != "Stopped"):
+    if s.state == State.FAILED.label or (not s.engine_alive and s.state != State.STOPPED.label):
         return RED
-    if s.state == "Connected" and s.queue_depth == 0:
+    if s.state == State.CONNECTED.label and s.queue_depth == 0:
         return GREEN
     return YELLOW
 

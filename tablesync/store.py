@@ -92,7 +92,7 @@ class LocalStore:
             conn.execute("PRAGMA busy_timeout = 30000")
             migrate(conn, project)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{db}: cannot open the local database: {exc}") from None
+            raise StoreError(f"{db}: cannot open the local database: {exc}") from exc
         return cls(conn, project, conflict_log=log_path,
                    max_retries=cfg.sync.max_retries)
 
@@ -108,7 +108,7 @@ class LocalStore:
             try:
                 self._conn.execute(f"BEGIN {mode}")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot start a transaction: {exc}") from None
+                raise StoreError(f"cannot start a transaction: {exc}") from exc
             try:
                 yield self._conn
             except BaseException:
@@ -200,10 +200,10 @@ class LocalStore:
                 applied, logged = self._inbox.apply_rows(conn, spec, rows, rids)
         except (sqlite3.Error, OverflowError) as exc:  # rolled back: nothing applied
             raise StoreError(f"apply_remote {table}: the local database refused the rows: "
-                             f"{exc}") from None
+                             f"{exc}") from exc
         except (TypeError, ValueError) as exc:
             raise StoreError(f"apply_remote {table}: malformed version columns: "
-                             f"{exc}") from None
+                             f"{exc}") from exc
         self._write_conflict_log(logged)
         return applied
 
@@ -235,7 +235,7 @@ class LocalStore:
                 removed, logged = self._inbox.apply_exits(conn, valid)
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(f"apply_exits: the local database refused the removals: "
-                             f"{exc}") from None
+                             f"{exc}") from exc
         self._write_conflict_log(logged)
         return removed, rejected
 

@@ -137,19 +137,19 @@ class Vault:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise VaultError(f"{self.path}: cannot read the token store: {exc.strerror}") from None
+            raise VaultError(f"{self.path}: cannot read the token store: {exc.strerror}") from exc
         _check_private(self.path)
         doc = self._parse(raw)
         fernet = self._fernet_for(doc)
         try:
             clear = fernet.decrypt(str(doc["data"]).encode("ascii"))
-        except (InvalidToken, UnicodeEncodeError):
-            raise VaultError(self._wrong_key_message(doc)) from None
+        except (InvalidToken, UnicodeEncodeError) as exc:
+            raise VaultError(self._wrong_key_message(doc)) from exc
         try:
             return Tokens.from_json(json.loads(clear))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             raise VaultError(f"{self.path}: decrypted token store is malformed",
-                             hint="run `tablesync login`") from None
+                             hint="run `tablesync login`") from exc
 
     def save(self, tokens: Tokens) -> None:
         """Encrypt and write ``tokens`` atomically (file 0600, new directories 0700)."""
@@ -200,9 +200,9 @@ class Vault:
         try:
             salt = base64.b64decode(str(doc["salt"]), validate=True)
             n, r, p = int(doc["n"]), int(doc["r"]), int(doc["p"])
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError) as exc:
             raise VaultError(f"{self.path}: corrupt scrypt parameters",
-                             hint="delete it and run `tablesync login`") from None
+                             hint="delete it and run `tablesync login`") from exc
         return Fernet(self._derive(salt, n, r, p))
 
     def _derive(self, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -213,28 +213,28 @@ class Vault:
             key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(
                 self._passphrase.reveal().encode("utf-8"))
         except (InvalidKey, ValueError, MemoryError) as exc:
-            raise VaultError(f"{self.path}: key derivation failed: {exc}") from None
+            raise VaultError(f"{self.path}: key derivation failed: {exc}") from exc
         return base64.urlsafe_b64encode(key)
 
     def _keyfile_key(self, *, create: bool) -> bytes:
         kp = self.key_path
         try:
             data = kp.read_bytes().strip()
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if not create:
                 raise VaultError(f"{kp}: key file is missing, the token store cannot be read",
-                                 hint="run `tablesync login` to sign in again") from None
+                                 hint="run `tablesync login` to sign in again") from exc
             data = Fernet.generate_key()
             _atomic_write(kp, data + b"\n", exclusive=True)
             return data
         except OSError as exc:
-            raise VaultError(f"{kp}: cannot read the key file: {exc.strerror}") from None
+            raise VaultError(f"{kp}: cannot read the key file: {exc.strerror}") from exc
         _check_private(kp)
         try:
             Fernet(data)
-        except ValueError:
+        except ValueError as exc:
             raise VaultError(f"{kp}: key file is corrupt",
-                             hint="delete it and the token file, then `tablesync login`") from None
+                             hint="delete it and the token file, then `tablesync login`") from exc
         return data
 
     def _wrong_key_message(self, doc: dict[str, Any]) -> str:
@@ -281,12 +281,12 @@ def _atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> None:
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except FileExistsError:
+    except FileExistsError as exc:
         tmp.unlink(missing_ok=True)
-        raise VaultError(f"{path}: created concurrently by another process; retry") from None
+        raise VaultError(f"{path}: created concurrently by another process; retry") from exc
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise VaultError(f"{path}: cannot write: {exc.strerror}") from None
+        raise VaultError(f"{path}: cannot write: {exc.strerror}") from exc
 
 
 def _fsync_dir(path: Path) -> None:

@@ -146,7 +146,7 @@ class AuthService:
             return jwt.decode(token, self.settings.jwt_secret)
         except jwt.JWTError as exc:
             raise self._fail(request, 403, "bad_jwt", "invalid JWT: unable to parse or verify "
-                             f"signature, {_jwt_detail(exc)}") from None
+                             f"signature, {_jwt_detail(exc)}") from exc
 
     async def _session_user(self, request: Request,
                             conn: store.Conn) -> tuple[dict[str, Any], dict[str, Any]]:

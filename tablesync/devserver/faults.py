@@ -156,7 +156,7 @@ def admin_endpoint(settings: Settings, faults: Faults) -> Any:
                        retry_after=body.get("retry_after"), path_prefix=body.get("path_prefix", ""),
                        delay=float(body.get("delay", 0)), after=bool(body.get("after", False)))
         except (KeyError, ValueError, TypeError) as exc:
-            raise HTTPFailure(400, {"message": f"bad fault: {exc}"}) from None
+            raise HTTPFailure(400, {"message": f"bad fault: {exc}"}) from exc
         return JSONResponse({"ok": True}, 201)
 
     return endpoint

@@ -51,7 +51,7 @@ def caller(conn: HTTPConnection, settings: Settings) -> Caller:
         claims = jwt.decode(token, settings.jwt_secret)
     except jwt.JWTError as exc:
         raise jwt_failure(str(exc), expired=exc.expired,
-                          expired_code=settings.jwt_expired_code) from None
+                          expired_code=settings.jwt_expired_code) from exc
     role = claims.get("role") if isinstance(claims.get("role"), str) else None
     role = role or ANON_ROLE
     return Caller(role=role, claims={**claims, "role": role}, token=token)

@@ -41,10 +41,10 @@ def decode(token: str, secret: str, *, leeway: float = 0) -> dict[str, Any]:
     try:
         claims = pyjwt.decode(token, secret, algorithms=[ALGORITHM], leeway=leeway,
                               options=_CLAIMS_ONLY)  # type: ignore[arg-type]
-    except pyjwt.ExpiredSignatureError:
-        raise JWTError("JWT expired", expired=True) from None
-    except pyjwt.PyJWTError:
-        raise JWTError(_FAILED) from None
+    except pyjwt.ExpiredSignatureError as exc:
+        raise JWTError("JWT expired", expired=True) from exc
+    except pyjwt.PyJWTError as exc:
+        raise JWTError(_FAILED) from exc
     if not isinstance(claims, dict):
         raise JWTError(_FAILED)
     return claims

@@ -76,7 +76,7 @@ class RealtimeService:
         except psycopg.Error as exc:
             await self.stop()
             raise DevServerError(f"realtime could not prepare change capture: {exc}".strip(),
-                                 hint="is PostgreSQL running and the DSN right?") from None
+                                 hint="is PostgreSQL running and the DSN right?") from exc
 
     async def _start(self) -> None:
         self._control = await self._connect()
@@ -91,9 +91,9 @@ class RealtimeService:
                        asyncio.create_task(self._refresh_loop(), name="realtime-refresh")]
         try:
             await asyncio.wait_for(self._listening.wait(), timeout=10)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as exc:
             await self.stop()
-            raise DevServerError("realtime could not LISTEN on PostgreSQL within 10 s") from None
+            raise DevServerError("realtime could not LISTEN on PostgreSQL within 10 s") from exc
 
     async def stop(self) -> None:
         """Close every socket (1001), stop the background tasks, close connections."""

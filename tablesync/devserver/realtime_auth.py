@@ -81,8 +81,8 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         header, claims = json.loads(_b64d(parts[0])), json.loads(_b64d(parts[1]))
         _b64d(parts[2])
-    except (ValueError, UnicodeDecodeError):
-        raise TokenRefused("token_malformed") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TokenRefused("token_malformed") from exc
     if not isinstance(claims, dict) or not isinstance(header, dict):
         raise TokenRefused("token_malformed")
     return header, claims
@@ -95,10 +95,10 @@ def _check_signature(token: str, secret: str, alg: str) -> None:
                      "verify_exp": False, "verify_aud": False, "verify_iss": False,
                      "verify_iat": False, "verify_nbf": False, "verify_sub": False,
                      "verify_jti": False, "require": []})
-    except pyjwt.InvalidSignatureError:
-        raise TokenRefused("signature_error") from None
-    except pyjwt.PyJWTError:
-        raise TokenRefused("token_malformed") from None
+    except pyjwt.InvalidSignatureError as exc:
+        raise TokenRefused("signature_error") from exc
+    except pyjwt.PyJWTError as exc:
+        raise TokenRefused("token_malformed") from exc
 
 
 def verify(token: Any, secret: str, *, now: float | None = None) -> dict[str, Any]:

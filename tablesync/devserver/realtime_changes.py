@@ -40,7 +40,7 @@ def parse_change(text: str) -> Change:
                       str(raw["commit_timestamp"]), raw.get("record"), raw.get("old"),
                       len(text.encode()))
     except (ValueError, KeyError, TypeError) as exc:
-        raise PayloadError(f"captured change is not valid JSON from the trigger: {exc}") from None
+        raise PayloadError(f"captured change is not valid JSON from the trigger: {exc}") from exc
 
 
 def identity_values(change: Change, info: TableInfo) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def parse_filter(text: str) -> tuple[Filter, ...]:
     try:
         return tuple(_parse_segment(seg) for seg in _split_top_level(trimmed))
     except ValueError as exc:
-        raise SubscriptionParamsError(f"Error parsing `filter` params: {exc}") from None
+        raise SubscriptionParamsError(f"Error parsing `filter` params: {exc}") from exc
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -56,7 +56,7 @@ def decode(text: str, vsn: str) -> Frame:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise FrameError(f"frame is not JSON: {exc}") from None
+        raise FrameError(f"frame is not JSON: {exc}") from exc
     if vsn == VSN_2:
         if not isinstance(data, list) or len(data) != 5:
             raise FrameError("vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]")

@@ -84,11 +84,11 @@ class RestService:
                         who.role, json.dumps(who.claims), request.method,
                         request.url.path.removeprefix("/rest/v1"), headers))
                     return await work(conn)
-        except PoolTimeout:
+        except PoolTimeout as exc:
             raise pgrst(504, "PGRST003",
-                        "Timed out acquiring connection from connection pool.") from None
+                        "Timed out acquiring connection from connection pool.") from exc
         except psycopg.Error as exc:
-            raise _db_failure(exc, who.role) from None
+            raise _db_failure(exc, who.role) from exc
 
     async def _reload(self) -> None:
         try:
@@ -96,7 +96,7 @@ class RestService:
                 await self.catalog.reload(conn)
         except (psycopg.Error, PoolTimeout) as exc:
             raise pgrst(503, "PGRST002", "Could not query the database for the schema cache. "
-                        "Retrying.", str(exc), headers={"Retry-After": "1"}) from None
+                        "Retrying.", str(exc), headers={"Retry-After": "1"}) from exc
 
     async def _table(self, name: str) -> Table:
         table = self.catalog.tables.get(name)
@@ -143,7 +143,7 @@ class RestService:
         try:
             q = parse_query(request.query_params.multi_items())
         except QueryError as exc:
-            raise bad_query(str(exc), exc.details) from None
+            raise bad_query(str(exc), exc.details) from exc
         prefer = parse_prefer(request.headers.getlist("prefer"))
         table = await self._table(request.path_params["table"])
         table = await self._check_columns(table, q.column_names())
@@ -251,7 +251,7 @@ class RestService:
         try:
             q = parse_query(filter_params)
         except QueryError as exc:
-            raise bad_query(str(exc), exc.details) from None
+            raise bad_query(str(exc), exc.details) from exc
         table = await self._rpc_result_table(fn, q)
         limit, offset = self._limits(request, q)
         q.offset = offset
@@ -389,8 +389,8 @@ async def _json_body(request: Request, *, allow_empty: bool = False) -> Any:
         raise pgrst(400, "PGRST102", "Empty or invalid json")
     try:
         return json.loads(raw)
-    except ValueError:
-        raise pgrst(400, "PGRST102", "Empty or invalid json") from None
+    except ValueError as exc:
+        raise pgrst(400, "PGRST102", "Empty or invalid json") from exc
 
 
 async def _json_rows(request: Request) -> list[dict[str, Any]]:

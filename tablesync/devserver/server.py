@@ -59,12 +59,12 @@ def apply_sql_file(dsn: str, path: str | os.PathLike[str]) -> None:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise DevServerError(f"cannot read {file}: {exc.strerror}") from None
+        raise DevServerError(f"cannot read {file}: {exc.strerror}") from exc
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(text.encode())
     except psycopg.Error as exc:
-        raise DevServerError(f"{file}: PostgreSQL refused it: {exc}".strip()) from None
+        raise DevServerError(f"{file}: PostgreSQL refused it: {exc}".strip()) from exc
 
 
 class DevServer:

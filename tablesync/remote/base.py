@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 from tablesync.errors import (AuthError, DeadSessionError, ExpiredTokenError,  # noqa: F401
                               ForbiddenError, PayloadError, RemoteError,
                               TransientRemoteError)
-from tablesync.model import ApplyOutcome, TableSpec
+from tablesync.model import ApplyOutcome, Outcome, TableSpec
 from tablesync.vault import Secret, Tokens
 
 __all__ = [
@@ -215,7 +215,8 @@ def parse_outcomes(table: str, sent: Sequence[Mapping[str, Any]], body: Any,
         srow, msg = item.get("row"), item.get("message")
         if srow is not None and not isinstance(srow, dict):
             raise PayloadError(f"apply {table} row {i}: 'row' is not an object")
-        out.append(ApplyOutcome(rid, item["outcome"], srow, None if msg is None else str(msg)))
+        out.append(ApplyOutcome(rid, Outcome(item["outcome"]), srow,
+                                None if msg is None else str(msg)))
     return out
 
 

@@ -34,7 +34,8 @@ from typing import Any
 from tablesync import clock, lww
 from tablesync.clock import SystemClock, WallClock
 from tablesync.errors import AuthError, TablesyncError
-from tablesync.model import EXITS_TABLE, ZERO, Conflict, DeletePolicy, RowState, TableSpec, Version
+from tablesync.model import (EXITS_TABLE, ZERO, Conflict, DeletePolicy, Outcome, RowState,
+                             TableSpec, Version)
 
 VERSION_COLUMNS = ("_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
 SERVER_ORIGIN = "server"
@@ -43,16 +44,6 @@ FIRST_XID = 700  # like a fresh Postgres cluster: ids start well above 0
 
 Row = dict[str, Any]
 Listener = Callable[[str, Row], None]
-
-
-class Outcome(str, Enum):
-    """The per-row result of the apply function."""
-
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    SUPERSEDED = "superseded"
-    FORBIDDEN = "forbidden"
-    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -327,8 +318,8 @@ class MemoryServer:
     def _table(self, name: str) -> ServerTable:
         try:
             return self.tables[name]
-        except KeyError:
-            raise MemoryServerError(f"unknown table {name!r} (known: {sorted(self.tables)})") from None
+        except KeyError as exc:
+            raise MemoryServerError(f"unknown table {name!r} (known: {sorted(self.tables)})") from exc
 
     def _conflict(self, table: str, rid: str, winner: RowState, loser: RowState) -> Conflict:
         when = clock.to_iso(clock.pack(self._wall.now_ms()))
@@ -356,7 +347,7 @@ class MemoryRemote:
         """``rpc/tablesync_apply_<table>``: one ApplyOutcome per row, in order."""
         from tablesync.remote.base import ApplyOutcome  # the engine's type (same layer)
 
-        return [ApplyOutcome(r.id, r.outcome.value, r.row, r.message)
+        return [ApplyOutcome(r.id, r.outcome, r.row, r.message)
                 for r in self.server.apply(table, rows, system_id=self.system_id)]
 
     def watermark(self) -> int:

@@ -107,7 +107,7 @@ class RestRemote:
             if isinstance(exc, DeadSessionError):
                 raise
             raise DeadSessionError(str(exc), status=exc.status, code=exc.code,
-                                   hint="run `tablesync login`") from None
+                                   hint="run `tablesync login`") from exc
         return self._tokens(body, "refresh")
 
     def admin_create_user(self, service_key: Secret, email: str, password: Secret,
@@ -135,10 +135,10 @@ class RestRemote:
                 raise
             if what == "refresh" and (exc.code in DEAD_SESSION_CODES or exc.status == 400):
                 raise DeadSessionError(str(exc), status=exc.status, code=exc.code,
-                                       hint="run `tablesync login`") from None
+                                       hint="run `tablesync login`") from exc
             if exc.status in (400, 401, 403, 422):
                 raise AuthError(str(exc), status=exc.status, code=exc.code,
-                                hint="check the email/password, then `tablesync login`") from None
+                                hint="check the email/password, then `tablesync login`") from exc
             raise
 
     @staticmethod
@@ -152,8 +152,8 @@ class RestRemote:
                 expires_at = time.time() + float(body["expires_in"])
             if not (isinstance(access, str) and isinstance(refresh, str) and access and refresh):
                 raise TypeError
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise PayloadError(f"{what}: malformed token response") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PayloadError(f"{what}: malformed token response") from exc
         return Tokens(Secret(access), Secret(refresh), expires_at, str(user_id))
 
     # ------------------------------------------------------------ data (PostgREST)
@@ -279,10 +279,10 @@ class RestRemote:
                 raw = self._read_capped(resp, what)
                 status, retry = resp.status_code, resp.headers.get("Retry-After")
         except httpx.TimeoutException as exc:
-            raise TransientRemoteError(f"{what}: timed out ({type(exc).__name__})") from None
+            raise TransientRemoteError(f"{what}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientRemoteError(f"{what}: network error: {type(exc).__name__}: "
-                                       f"{_short(exc)}") from None
+                                       f"{_short(exc)}") from exc
         body = _parse_json(raw, what) if raw else None
         if status >= 400:
             if status in (429, 503) and isinstance(body, PayloadError):

@@ -83,7 +83,7 @@ def parse_schema(sql: str, location: str) -> ParsedTable:
         statements = [s for s in sqlglot.parse(sql) if s is not None]
     except SqlglotError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise ConfigError(f"SQL syntax error: {first}", location=location) from None
+        raise ConfigError(f"SQL syntax error: {first}", location=location) from exc
     if len(statements) != 1 or not _is_create_table(statements[0]):
         raise ConfigError(f"expected exactly one CREATE TABLE statement, found "
                           f"{_describe(statements)}", location=location)
