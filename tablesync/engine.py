@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,8 @@ from tablesync.errors import (AuthError, DuplicateReplicaError, PayloadError, Re
                               StoreError,
                               TablesyncError, TransientRemoteError)
 from tablesync.cycles import Cycles, SyncSummary
+from tablesync.replica import ReplicaClaim
+from tablesync.watch import watch_queue
 from tablesync.machine import (
     AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
@@ -62,8 +63,6 @@ __all__ = ["Engine", "EngineStatus", "SyncSummary", "store_snapshot"]
 
 SNAPSHOT_TTL = 0.2
 PRUNE_EVERY = 600.0  # seconds between prunes of long-synced queue entries
-CLAIM_LEASE = 120    # seconds a replica's hold on its system id lasts without renewal
-CLAIM_RENEW = 30.0   # renewed after a successful cycle at most this often
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,7 @@ class Engine:
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
         self._pruned_at: float | None = None
-        self._claimed_at: float | None = None   # this replica holds its system id since
-        self._no_claim = False                  # the server has no tablesync_claim (404)
+        self.claim = ReplicaClaim(remote, self.store, cfg.system.id)
 
     # ------------------------------------------------------------------ public API
 
@@ -242,7 +240,7 @@ class Engine:
         self._io.shutdown(wait=True)
         self._rt_io.shutdown(wait=True)
         if self.remote is not None:
-            self._release()
+            self.claim.release()
         if self._own_remote and self.remote is not None:
             self.remote.close()
         self.store.close()
@@ -263,12 +261,12 @@ class Engine:
                                  hint="add [supabase] url/anon_key/email to sync.toml")
         if self.session is not None:
             self.session.ensure()
-        fresh = self._claim()
+        fresh = self.claim.claim()
         try:
             return self._sync_once(summary)
         finally:
             if fresh:                           # not held by a running engine of this file
-                self._release()
+                self.claim.release()
 
     def _sync_once(self, summary: SyncSummary) -> SyncSummary:
         cycles = self._cycles()
@@ -382,10 +380,9 @@ class Engine:
         result = work()
         histogram.observe(time.perf_counter() - t0)
         outcome = getattr(result, "outcome", RunOutcome.OK)
-        if (outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN) and self._claimed_at is not None
-                and time.monotonic() - self._claimed_at > CLAIM_RENEW):
+        if outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN) and self.claim.due():
             try:
-                self._claim(renew=True)
+                self.claim.claim(renew=True)
             except DuplicateReplicaError as exc:  # taken over while this one was away
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
@@ -436,18 +433,8 @@ class Engine:
 
     async def _watch(self) -> None:
         """Feed LocalChange whenever new sync_queue entries appear."""
-        path = self.project.config.database_path
-        conn = await asyncio.get_running_loop().run_in_executor(None, _reader, str(path))
-        try:
-            last = _max_queue_id(conn)
-            while True:
-                await asyncio.sleep(self.watch_interval)
-                now = _max_queue_id(conn)
-                if now != last:
-                    last = now
-                    self._feed(LocalChange())
-        finally:
-            conn.close()
+        await watch_queue(self.project.config.database_path, self.watch_interval,
+                          lambda: self._feed(LocalChange()))
 
     # ----------------------------------------------------------------- actions
 
@@ -469,7 +456,7 @@ class Engine:
             return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
         if not refresh:
             try:
-                self._claim()
+                self.claim.claim()
             except DuplicateReplicaError as exc:
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
@@ -481,49 +468,6 @@ class Engine:
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_TRANSIENT)
         return AuthOk(max(1.0, tokens.expires_in()))
-
-    def _claim(self, *, renew: bool = False) -> bool:
-        """Claim (or renew) this replica's hold on its system id on the server; True when
-        the claim is new (nobody held it, or a lapsed holder). Raises
-        :class:`DuplicateReplicaError` while another replica holds it. A server without
-        ``tablesync_claim`` (an older supabase.sql) is warned about once, then trusted."""
-        claim = getattr(self.remote, "claim", None)
-        if claim is None or self._no_claim:
-            return False
-        try:
-            res = claim(self.store.replica_id, CLAIM_LEASE)
-        except RemoteError as exc:
-            if exc.status == 404:
-                self._no_claim = True
-                log.warning("engine: the server has no tablesync_claim (%s): apply the "
-                            "current supabase.sql, or two replicas with one system id go "
-                            "unnoticed", exc)
-                return False
-            if renew:
-                return False                    # tried again after the next cycle
-            raise
-        if not res.get("claimed"):
-            sid = self.project.config.system.id
-            raise DuplicateReplicaError(
-                f"system id {sid!r} is held by another replica (replica "
-                f"{str(res.get('holder'))[:8]}, last seen {res.get('seen_seconds_ago')} s "
-                f"ago): two SQLite files cannot sync as one system. Stop the other engine, "
-                f"or give this database its own [system] id (docs/quickstart.md). A replica "
-                f"that is gone for good releases it {CLAIM_LEASE} s after it was last seen.")
-        self._claimed_at = time.monotonic()
-        return bool(res.get("fresh"))
-
-    def _release(self) -> None:
-        """Give the system id up at once (best effort: it lapses anyway)."""
-        release = getattr(self.remote, "release", None)
-        if self._claimed_at is None or release is None:
-            return
-        self._claimed_at = None
-        try:
-            release(self.store.replica_id)
-        except Exception as exc:  # noqa: BLE001 - shutting down; the claim lapses
-            log.info("engine: could not release the system id (%s); it lapses in %d s",
-                     exc, CLAIM_LEASE)
 
     def _probe(self) -> Event:
         """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""
@@ -650,17 +594,3 @@ class Engine:
         s = self.status
         self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
                                    s.realtime, message[:500])
-
-def _reader(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA query_only = 1")
-    return conn
-
-
-def _max_queue_id(conn: sqlite3.Connection) -> int:
-    try:
-        (value,) = conn.execute("SELECT coalesce(max(id), 0) FROM sync_queue").fetchone()
-    except sqlite3.Error:
-        return -1
-    return int(value)
-

@@ -25,7 +25,7 @@ CONFINED = {
     "cryptography": ("vault.py",),
     "prometheus_client": ("web/prometheus.py",),
 }
-PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "machine.py",
+PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "events.py", "machine.py",
         "status.py", "metrics.py")
 EDGES = ("cli", "web", "devserver", "demo")
 
