@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tablesync.devserver.server import DevServer, DevServerInfo
-from tablesync.engine import SNAPSHOT_TTL, Engine
+from tablesync.engine import Engine
 from tablesync.model import Change
 from tablesync.remote.rest import RestRemote
 
@@ -68,7 +68,10 @@ def test_two_systems_end_to_end(backend: DevServer, tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 1.0
         wait_for(lambda: arrived, what="callback")
         assert arrived[0].table == "tasks" and arrived[0].record_id == "tb"
-        time.sleep(0.2)
+        # a later write for A arrives in A: had 'tb' been delivered to A, it would be there
+        _pg(info, "INSERT INTO tasks (id, system_id, title) VALUES ('ta', 'system-a', 'for a')")
+        wait_for(lambda: app_a.execute("SELECT 1 FROM tasks WHERE id = 'ta'").fetchone(),
+                 what="a later write for A delivered")
         assert app_a.execute("SELECT count(*) FROM tasks WHERE id = 'tb'").fetchone() == (0,)
         # nothing B applied was queued again (echo guard)
         assert app_b.execute("SELECT count(*) FROM sync_queue").fetchone() == (0,)
@@ -177,8 +180,8 @@ def test_local_only_mode_queues_and_serves_status(tmp_path: Path) -> None:
         wait_for(lambda: e.status.state == "local_only", what="local-only")
         app = _app(tmp_path, "system-a")
         app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('q', 'system-a', 'x')")
-        time.sleep(0.3)
-        assert e.status.state == "local_only" and e.store.stats().depth == 1
+        wait_for(lambda: e.store.stats().depth == 1, what="the write queued")
+        assert e.status.state == "local_only"
         snap = e.snapshot()
         assert (snap.state, snap.queue_depth, snap.websocket) == ("LocalOnly", 1, "off")
         assert snap.oldest_queued_at is not None and snap.oldest_queued_at.endswith("Z")
@@ -292,8 +295,8 @@ def test_errors_park_records_without_blocking_and_faults_are_retried(
             assert set(parked) == {"alien", "orphan"}
             assert a.store.stats().depth == 0
             assert a.status.state in ("connected", "syncing")
-            time.sleep(SNAPSHOT_TTL)
-            snap = a.snapshot()
+            snap = wait_for(lambda: (s := a.snapshot()).parked == 2 and s,
+                            what="the cached snapshot refreshed")
             assert snap.parked == 2 and snap.indicator == "red" and snap.queue_depth == 0
             assert a.metrics().changes_pushed.value >= 2 and a.metrics().sync_errors.value >= 3
         finally:
