@@ -182,7 +182,8 @@ def test_local_only_mode_queues_and_serves_status(tmp_path: Path) -> None:
         app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('q', 'system-a', 'x')")
         wait_for(lambda: e.store.stats().depth == 1, what="the write queued")
         assert e.status.state == "local_only"
-        snap = e.snapshot()
+        snap = wait_for(lambda: (s := e.snapshot()).queue_depth == 1 and s,
+                        what="the cached snapshot refreshed")
         assert (snap.state, snap.queue_depth, snap.websocket) == ("LocalOnly", 1, "off")
         assert snap.oldest_queued_at is not None and snap.oldest_queued_at.endswith("Z")
         assert snap.oldest_queued_age_s is not None and 0 <= snap.oldest_queued_age_s < 60
