@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tablesync import generate
+from tablesync.generate import artifacts
 from tablesync.project import load_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def render(project: str) -> dict[str, str]:
     """``{file name: text}`` of the golden files of ``project``, generated now."""
     with _without_env_overrides():
         loaded = load_project(PROJECTS[project])
-    arts = generate.artifacts(loaded, Path("out"))
+    arts = artifacts(loaded, Path("out"))
     return {a.path.name: a.text for a in arts if a.path.name in FILES}
 
 
