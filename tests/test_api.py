@@ -58,3 +58,17 @@ def test_import_tablesync_stays_cheap() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60)
     assert out.stdout.split() == []
+
+
+def test_nothing_imports_the_generate_module_through_the_package() -> None:
+    """``tablesync.generate`` is the function, so ``from tablesync import generate`` (or
+    ``import tablesync.generate as g``) gives the function, not the module: use
+    ``from tablesync.generate import artifacts, write``."""
+    import re
+
+    bad = re.compile(r"^\s*(from tablesync import [^\n]*\bgenerate\b|import tablesync\.generate\b)",
+                     re.M)
+    offenders = [str(p.relative_to(ROOT)) for folder in ("tablesync", "tests", "bench")
+                 for p in sorted((ROOT / folder).rglob("*.py"))
+                 if p.name != "test_api.py" and bad.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
