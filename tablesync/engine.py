@@ -38,7 +38,7 @@ from tablesync.machine import (
     AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
     Instruction, LocalChange, MachineSettings, Probe, ProbeResult, PullResult, PushResult,
-    ReportState, RunOutcome,
+    ReportState, Resubscribed, RunOutcome,
     ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncMachine,
     SyncRequested, Tick, UpdateToken, WsDown, WsUp,
 )
@@ -506,6 +506,9 @@ class Engine:
     def _on_realtime_status(self, table: str, live: bool) -> None:
         tables = {t.name for t in self.project.tables}
         before = self._live >= tables
+        if live and table in self._live:
+            self._feed(Resubscribed())          # "Subscribed" again on a live channel
+            return
         if not table:
             self._live.clear()
         elif live:

@@ -41,6 +41,7 @@ __all__ = [
     "REFRESH_TIMER",
     "RETRY_TIMER",
     "ReportState",
+    "Resubscribed",
     "RunKind",
     "RunOutcome",
     "ScheduleTimer",
@@ -179,6 +180,14 @@ class WsUp(Event):
     """Every table's Realtime subscription is live ("Subscribed to PostgreSQL")."""
 
     kind: ClassVar[str] = "ws_up"
+
+
+@dataclass(frozen=True)
+class Resubscribed(Event):
+    """A live subscription was confirmed again ("Subscribed to PostgreSQL" a second time,
+    without the channel closing): the server's change capture restarted."""
+
+    kind: ClassVar[str] = "resubscribed"
 
 
 @dataclass(frozen=True)

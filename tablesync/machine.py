@@ -40,8 +40,8 @@ from tablesync.events import (  # the vocabulary, re-exported: tablesync.machine
     OK, PAYLOAD, POLL_TIMER, PROBE_TIMER, PUSH_TIMER, REFRESH_TIMER, RETRY_TIMER, TIMERS,
     TRANSIENT, AuthFailed, AuthFailure, AuthOk, Authenticate, CancelTimer, ConfigAbsent,
     ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline, Instruction,
-    LocalChange, Probe, ProbeResult, PullResult, PushResult, ReportState, RunKind, RunOutcome,
-    ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncRequested, Tick,
+    LocalChange, Probe, ProbeResult, PullResult, PushResult, ReportState, Resubscribed,
+    RunKind, RunOutcome, ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncRequested, Tick,
     UpdateToken, WsDown, WsUp, event_from_dict,
 )
 
@@ -79,6 +79,7 @@ __all__ = [
     "REFRESH_TIMER",
     "RETRY_TIMER",
     "ReportState",
+    "Resubscribed",
     "RunKind",
     "RunOutcome",
     "ScheduleTimer",
@@ -212,8 +213,9 @@ class SyncMachine:
         if self.settings.realtime and not self.flags.realtime_live:
             out.append(ConnectRealtime())
         out.append(ScheduleTimer(PUSH_TIMER, self.settings.interval))
-        if not self.flags.realtime_live:    # poll until a subscription is live (or always)
-            out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+        # catch up every poll_interval, Realtime live or not: Realtime delivers at most
+        # once and drops changes above the project's rate limit, so it is only a hint
+        out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
         if not self.settings.realtime:
             self.flags.pull_pending = True
         self.flags.push_pending = True     # drain whatever queued while we were away
@@ -243,12 +245,20 @@ class SyncMachine:
         if not self.settings.realtime or self.state in (State.LOCAL_ONLY, State.FAILED):
             return
         self.flags.realtime_live = True
-        out.append(CancelTimer(POLL_TIMER))
-        self.flags.pull_pending = True     # realtime is a hint: catch up after every join
+        # realtime is a hint: catch up after every join, then every poll_interval
+        out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
+        self.flags.pull_pending = True
         if self._online:
             self._start_next(out)
         elif self.state is State.DISCONNECTED and self.flags.probing:
             self._reachable(out)           # the backend answers again: retry now
+
+    def _on_resubscribed(self, _: Event, out: list[Instruction]) -> None:
+        """A live channel got "Subscribed to PostgreSQL" again (the server's change capture
+        restarted): changes in between may be lost, so catch up."""
+        if self.state in (State.LOCAL_ONLY, State.FAILED):
+            return
+        self._want(out, pull=True)
 
     def _on_ws_down(self, _: Event, out: list[Instruction]) -> None:
         if not self.flags.realtime_live:
@@ -278,7 +288,7 @@ class SyncMachine:
         elif name == DEBOUNCE_TIMER:
             self.flags.debounce_armed = False
             self._want(out, push=True)
-        elif name == POLL_TIMER and not self.flags.realtime_live:
+        elif name == POLL_TIMER:
             out.append(ScheduleTimer(POLL_TIMER, self.settings.poll_interval))
             self._want(out, pull=True)
 

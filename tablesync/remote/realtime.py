@@ -91,7 +91,9 @@ class RealtimeClient:
         channels: one per table.
         on_change: called with every :class:`ChangeEvent` (sync or async).
         on_status: ``(table, live)`` when a table's subscription goes live or drops;
-            table ``""`` with ``False`` when the whole socket dropped.
+            table ``""`` with ``False`` when the whole socket dropped; ``(table, True)``
+            again when a live subscription is confirmed a second time (the server's change
+            capture restarted: changes may have been lost meanwhile).
         access_token: the user's JWT for joins (None: the anon key's role).
         vsn: ``2.0.0`` (arrays) or ``1.0.0`` (objects).
         heartbeat: seconds between heartbeats (Supabase needs <= 25 s).
@@ -366,7 +368,9 @@ class RealtimeClient:
             if not ch.live:
                 ch.live, ch.rejoin_tries = True, 0
                 self.backoff.reset()
-                await self._status(ch.spec.table, True)
+            # reported again when already live: the server's change capture restarted
+            # (changes in between may be lost), so the engine catches up
+            await self._status(ch.spec.table, True)
             return
         if status == "error":
             self._error(f"realtime {ch.spec.table}: {ext}: {message[:200]}")

@@ -1,0 +1,82 @@
+"""Realtime is a hint (issue 14 item 2): a change Realtime never delivers still arrives
+within one ``poll_interval`` while the channel stays live, and a second "Subscribed to
+PostgreSQL" on a live channel starts a catch-up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from tablesync.devserver.server import DevServer
+
+from .stack import app_db, create_schema, create_users, engine_for, wait_for
+
+pytestmark = pytest.mark.postgres
+A = "system-a"
+
+
+@pytest.fixture
+def backend(pg_dsn: str) -> Iterator[DevServer]:
+    create_schema(pg_dsn)
+    srv = DevServer(dsn=pg_dsn)
+    srv.start()
+    create_users(srv.info, (A,))
+    yield srv
+    srv.stop()
+
+
+def _insert_unseen_by_realtime(dsn: str, rid: str) -> None:
+    """A server write Realtime does not deliver (as when it drops a change above the
+    project's rate limit): with ``session_replication_role = replica`` no ordinary trigger
+    fires, so the devserver's change capture never sees it; the sync columns are set by
+    hand exactly as the stamp trigger would set them."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO tasks (id, system_id, title, _ts_hlc, _ts_origin, _ts_seq, _ts_xid) "
+            "VALUES (%s, %s, 'missed by realtime', "
+            "(extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16, 'server', "
+            "nextval('public.tablesync_change_seq'), pg_current_xact_id()::text::bigint)",
+            (rid, A))
+
+
+def test_a_change_realtime_never_delivers_arrives_within_one_poll_interval(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    e = engine_for(tmp_path, info, A, poll_interval=1.0)
+    e.start()
+    try:
+        wait_for(lambda: e.status.state == "connected" and e.status.realtime,
+                 what="connected with Realtime live")
+        app = app_db(tmp_path, A)
+        _insert_unseen_by_realtime(info.dsn, "missed")
+        t0 = time.monotonic()
+        wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'missed'").fetchone(),
+                 timeout=10, what="the missed change caught up while live")
+        assert time.monotonic() - t0 < 3.0         # one poll interval, plus the catch-up
+        assert e.status.realtime                     # it never left Realtime
+    finally:
+        e.close()
+
+
+def test_a_second_subscribed_on_a_live_channel_starts_a_catch_up(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    e = engine_for(tmp_path, info, A, poll_interval=3600.0)
+    e.start()
+    try:
+        wait_for(lambda: e.status.state == "connected" and e.status.realtime,
+                 what="connected with Realtime live")
+        app = app_db(tmp_path, A)
+        _insert_unseen_by_realtime(info.dsn, "missed")
+        # what the Realtime client reports when the server confirms a live channel again
+        # (its change capture restarted); the devserver's own restart hook is separate work
+        e._on_realtime_status("tasks", True)
+        wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'missed'").fetchone(),
+                 timeout=10, what="the catch-up after the second Subscribed")
+    finally:
+        e.close()
