@@ -133,6 +133,12 @@ class RestRemote:
         except RemoteError as exc:
             if exc.is_transient or exc.status is None or exc.status >= 500:
                 raise
+            if what == "refresh" and exc.status == 409:
+                # GoTrue's refresh-token lock is held by a concurrent refresh of the same
+                # token: not a dead session; retried with backoff (the same token is valid
+                # again once the other refresh finished)
+                raise TransientRemoteError(str(exc), status=409, code=exc.code,
+                                           retry_after=1.0) from exc
             if what == "refresh" and (exc.code in DEAD_SESSION_CODES or exc.status == 400):
                 raise DeadSessionError(str(exc), status=exc.status, code=exc.code,
                                        hint="run `tablesync login`") from exc

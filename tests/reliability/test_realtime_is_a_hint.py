@@ -80,3 +80,29 @@ def test_a_second_subscribed_on_a_live_channel_starts_a_catch_up(
                  timeout=10, what="the catch-up after the second Subscribed")
     finally:
         e.close()
+
+
+def test_a_409_from_a_contended_token_refresh_is_retried_not_a_dead_session(
+        pg_dsn: str, tmp_path: Path) -> None:
+    create_schema(pg_dsn)
+    srv = DevServer(dsn=pg_dsn, jwt_exp=4, enable_faults=True)   # refresh after ~2 s
+    srv.start()
+    try:
+        create_users(srv.info, (A,))
+        e = engine_for(tmp_path, srv.info, A)
+        e.start()
+        try:
+            wait_for(lambda: e.status.state == "connected", what="connected")
+            # hosted Auth under refresh-token lock contention: 409 for the next refreshes
+            srv.faults.add("auth", 409, count=2, path_prefix="/auth/v1/token")
+            wait_for(lambda: srv.faults.pending == 0, timeout=15, what="the 409s answered")
+            app = app_db(tmp_path, A)
+            app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('after', ?, 'x')",
+                        (A,))
+            wait_for(lambda: e.status.state == "connected" and e.store.stats().depth == 0,
+                     timeout=20, what=f"syncing again ({e.status})")
+            assert not e.status.reauth_required
+        finally:
+            e.close()
+    finally:
+        srv.stop()

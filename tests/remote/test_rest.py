@@ -96,6 +96,16 @@ def test_refresh_network_failure_is_transient(app: Scripted, remote: RestRemote)
         remote.refresh(Secret("refresh-1"))
 
 
+def test_refresh_conflict_is_transient_not_a_dead_session(app: Scripted,
+                                                           remote: RestRemote) -> None:
+    # GoTrue under refresh-token lock contention (hosted Supabase): 409 "conflict"
+    app.handler = lambda s: (409, {"code": 409, "error_code": "conflict",
+                                   "msg": "Conflict: the refresh token is being refreshed"})
+    with pytest.raises(TransientRemoteError) as info:
+        remote.refresh(Secret("refresh-1"))
+    assert not isinstance(info.value, DeadSessionError) and info.value.status == 409
+
+
 def test_malformed_token_response(app: Scripted, remote: RestRemote) -> None:
     app.handler = lambda s: (200, {"access_token": "x"})
     with pytest.raises(PayloadError, match="malformed token response"):
