@@ -32,6 +32,7 @@ from tablesync.store import LocalStore
 
 log = logging.getLogger("tablesync.engine")
 
+STATEMENT_TIMEOUT = "57014"                     # query_canceled (statement_timeout)
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
 PIPELINE_DEPTH = 4                              # batches queued ahead for the sender thread
@@ -76,6 +77,9 @@ class Cycles:
         self._more = False                      # the store holds more than the cached chunk
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
         self._solo = 0
+        # a statement timeout (SQLSTATE 57014: hosted Supabase stops `authenticated`
+        # statements after 8 s) halves the batch size for the rest of the drain
+        self._cap: int | None = None
         self._no_exits = False                  # the server has no tablesync_exits (404)
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
@@ -206,10 +210,31 @@ class Cycles:
         self._error(str(exc))
         if isinstance(exc, AuthError):
             return PushResult(RunOutcome.AUTH)
+        if isinstance(exc, TransientRemoteError) and exc.code == STATEMENT_TIMEOUT:
+            return self._timed_out(batch, exc, summary)
         if isinstance(exc, TransientRemoteError):
             return PushResult(RunOutcome.TRANSIENT, retry_after=exc.retry_after,
                               unreachable=exc.status is None)
         return PushResult(RunOutcome.PAYLOAD)
+
+    def _timed_out(self, batch: list[Change], exc: TransientRemoteError,
+                   summary: SyncSummary | None) -> PushResult:
+        """The server cancelled the batch's statement (timeout): resend it in halves, down
+        to one record; a single record that still times out is parked with the reason
+        (resending it unchanged would fail the same way for ever)."""
+        if len(batch) > 1:
+            self._cap = max(1, len(batch) // 2)
+            log.warning("engine: the server cancelled a %d-row %s batch (statement "
+                        "timeout); resending in batches of %d", len(batch), batch[0].table,
+                        self._cap)
+            return PushResult(RunOutcome.OK, backlog=True)   # the batch is back in front
+        reason = (f"the server cancelled applying this record (statement timeout, "
+                  f"SQLSTATE {STATEMENT_TIMEOUT}) even alone: {exc}")
+        self.backlog.popleft()                  # parked: not resent in this drain
+        parked = self.store.park_changes(batch, reason)
+        self._error(reason)
+        self._note(summary, parked=parked, error=reason)
+        return PushResult(RunOutcome.OK, backlog=self._has_backlog())
 
     def _refill(self) -> None:
         """Read the next chunk of pending changes (skipping records that failed in this
@@ -227,10 +252,11 @@ class Cycles:
         more = bool(self.backlog) or self._more
         if not more:
             self._failed.clear()                # the drain is over
+            self._cap = None
         return more
 
     def _take_batch(self) -> list[Change]:
-        size = 1 if self._solo > 0 else self.batch_size
+        size = 1 if self._solo > 0 else min(self.batch_size, self._cap or self.batch_size)
         first = self.backlog.popleft()
         batch = [first]
         while self.backlog and len(batch) < size and self.backlog[0].table == first.table:
