@@ -344,7 +344,9 @@ class Cycles:
             for _ in range(10**7):              # bounded: a page always advances `after`
                 page = ahead.result()
                 last = page.last_seq
-                nxt = last if (last is not None and page.size >= MAX_PAGE
+                # only an empty page is the last: PostgREST cuts every response to the
+                # project's max_rows (often below MAX_PAGE), so a short page proves nothing
+                nxt = last if (last is not None and page.size > 0
                                and last > after) else None   # None: the last page
                 if nxt is not None:
                     ahead = pool.submit(fetch, nxt)
