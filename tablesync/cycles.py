@@ -33,6 +33,7 @@ from tablesync.store import LocalStore
 log = logging.getLogger("tablesync.engine")
 
 STATEMENT_TIMEOUT = "57014"                     # query_canceled (statement_timeout)
+PRUNE_EVERY = 600.0                             # seconds between prunes of synced entries
 PENDING_CHUNK = 5000                            # coalesced changes read per queue scan
 RUN_SECONDS = 1.0                               # back-to-back batches per push_batch call
 PIPELINE_DEPTH = 4                              # batches queued ahead for the sender thread
@@ -84,6 +85,17 @@ class Cycles:
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
         self._returned: dict[tuple[str, str], int] = {}
+        self._pruned_at: float | None = None
+
+    def prune_if_due(self) -> None:
+        """Drop long-synced queue entries, at most once per ``PRUNE_EVERY`` seconds."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        removed = self.store.prune(self.project.config.sync.keep_synced)
+        if removed:
+            log.info("engine: pruned %d synced queue entries", removed)
 
     def reset(self) -> None:
         """Forget the cached chunk (re-read the queue next time)."""
@@ -355,6 +367,25 @@ class Cycles:
                     break
                 after = nxt
         self.store.set_cursor(table, mark, 0)
+
+    def complete(self, spec: TableSpec, row: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The current server row of a partial Realtime record (fetched by primary key:
+        hosted Realtime leaves unchanged TOASTed values out of UPDATE records); [] when
+        this system cannot see it any more; None when it cannot be fetched (the caller
+        falls back to a catch-up). Touches no cycle state (called from the Realtime
+        thread)."""
+        fetch = getattr(self.remote, "fetch", None)
+        rid = row.get(spec.primary_key)
+        if fetch is None or rid is None:
+            return None
+        try:
+            page = fetch(spec.name, spec.scope, self.project.config.system.id,
+                         spec.primary_key, [str(rid)])
+        except RemoteError as exc:
+            log.warning("engine: cannot complete a partial realtime %s record: %s",
+                        spec.name, exc)
+            return None
+        return list(page.rows)
 
     def apply_exits(self, rows: list[dict[str, Any]], rejected: Iterable[PayloadError] = (),
                     summary: SyncSummary | None = None,

@@ -62,7 +62,6 @@ StateCallback = Callable[["EngineStatus"], None]
 __all__ = ["Engine", "EngineStatus", "SyncSummary", "store_snapshot"]
 
 SNAPSHOT_TTL = 0.2
-PRUNE_EVERY = 600.0  # seconds between prunes of long-synced queue entries
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,6 @@ class Engine:
         self._errors_in_row = 0
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
-        self._pruned_at: float | None = None
         self.claim = ReplicaClaim(remote, self.store, cfg.system.id)
 
     # ------------------------------------------------------------------ public API
@@ -393,21 +391,11 @@ class Engine:
             if not getattr(result, "backlog", False):
                 self._metrics.sync_cycles.inc()
                 self.store.note_synced()
-                self._maybe_prune()
+                self._cycles().prune_if_due()
         else:
             self._errors_in_row += 1
             self._metrics.sync_errors.inc()
         return result
-
-    def _maybe_prune(self) -> None:
-        """Drop long-synced queue entries, at most once per PRUNE_EVERY seconds."""
-        now = time.monotonic()
-        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
-            return
-        self._pruned_at = now
-        removed = self.store.prune(self.project.config.sync.keep_synced)
-        if removed:
-            log.info("engine: pruned %d synced queue entries", removed)
 
     def _in_io(self, work: Callable[[], Event], on_crash: Event) -> None:
         """Run blocking ``work`` in the I/O thread; feed the event it returns (``on_crash``
@@ -541,15 +529,20 @@ class Engine:
                 raise PayloadError(f"realtime {event.table}: {', '.join(event.errors)}")
             row = validate_row(spec, event.record, partial=True,
                                where=f"realtime {event.table}")
-            missing = [c for c in spec.column_names if c not in row]
-            if missing or "_ts_hlc" not in row:
-                raise PayloadError(f"realtime {event.table}: partial record, catching up")
         except PayloadError as exc:
             log.warning("engine: %s", exc)
             self._feed(SyncRequested())         # fall back to the REST catch-up
             return
+        rows: list[dict[str, Any]] | None = [row]
+        if any(c not in row for c in spec.column_names) or "_ts_hlc" not in row:
+            # hosted Realtime leaves unchanged TOASTed values (> ~2 KB) out of UPDATE
+            # records: fetch just this record instead of a whole catch-up
+            rows = self.cycles.complete(spec, row) if self.cycles is not None else None
+            if rows is None:
+                self._feed(SyncRequested())
+                return
         try:
-            applied = self.store.apply_remote(spec.name, [row])
+            applied = self.store.apply_remote(spec.name, rows) if rows else []
         except StoreError as exc:
             log.error("engine: cannot apply a realtime change: %s", exc)
             return

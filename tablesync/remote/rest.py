@@ -219,6 +219,22 @@ class RestRemote:
             raise PayloadError(f"pull {table}: {len(body)} rows for limit {limit}")
         return self._page(table, body)
 
+    def fetch(self, table: str, scope: str, system_id: str, key: str,
+              ids: Sequence[str]) -> Page:
+        """The current rows of ``table`` with primary key ``key`` in ``ids`` (this
+        system's scope only), e.g. to complete a Realtime record whose unchanged large
+        values were left out (TOAST)."""
+        ids = list(ids)[:MAX_PAGE]
+        values = ",".join('"' + str(i).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for i in ids)
+        params = {"select": "*", scope: f"eq.{system_id}", key: f"in.({values})"}
+        body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params,
+                          what=f"fetch {table}")
+        if not isinstance(body, list):
+            raise PayloadError(f"fetch {table}: expected a JSON array, got "
+                               f"{type(body).__name__}")
+        return self._page(table, body)
+
     def _page(self, table: str, body: list[Any]) -> Page:
         spec = self.tables.get(table)
         ok = self._checker(spec) if spec is not None else None

@@ -106,3 +106,43 @@ def test_a_409_from_a_contended_token_refresh_is_retried_not_a_dead_session(
             e.close()
     finally:
         srv.stop()
+
+
+def test_a_partial_realtime_record_is_completed_by_fetching_that_record_only(
+        backend: DevServer, tmp_path: Path) -> None:
+    """Hosted Realtime leaves unchanged TOASTed values (> ~2 KB) out of UPDATE records.
+    The record here is the server's real row with its large ``payload`` left out, handed
+    to the engine's Realtime path; it must fetch that one record, not run a catch-up."""
+    from tablesync.remote.base import ChangeEvent
+
+    info = backend.info
+    big = "x" * 5000
+    with psycopg.connect(info.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO tasks (id, system_id, title, payload) VALUES "
+                     "('t1', %s, 'before', %s)", (A, big))
+    e = engine_for(tmp_path, info, A, realtime=False, poll_interval=3600.0)
+    try:
+        e.sync_once()
+        with psycopg.connect(info.dsn, autocommit=True) as conn:
+            conn.execute("UPDATE tasks SET title = 'after' WHERE id = 't1'")
+            cur = conn.execute("SELECT to_jsonb(t) - 'payload' FROM tasks t WHERE id = 't1'")
+            (record,) = cur.fetchone()  # type: ignore[misc]
+        requests: list[str] = []
+        remote = e.remote
+        assert remote is not None
+        original = remote.fetch  # type: ignore[attr-defined]
+
+        def counting(*args: object, **kw: object) -> object:
+            requests.append(str(args[0]))
+            return original(*args, **kw)
+
+        remote.fetch = counting  # type: ignore[attr-defined]  # observe, not replace
+        cursor_before = e.store.get_cursor("tasks")
+        e._apply_change(ChangeEvent("tasks", "UPDATE", record))
+        app = app_db(tmp_path, A)
+        assert app.execute("SELECT title, length(payload) FROM tasks WHERE id = 't1'"
+                           ).fetchone() == ("after", 5000)
+        assert requests == ["tasks"]                       # one fetch of that record
+        assert e.store.get_cursor("tasks") == cursor_before   # no catch-up ran
+    finally:
+        e.close()
