@@ -483,7 +483,7 @@ class Engine:
             except RemoteError as exc:
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_TRANSIENT)
-        return AuthOk(max(1.0, tokens.expires_in()))
+        return AuthOk(max(1.0, tokens.expires_in(self.session.clock())))
 
     def _claim(self, *, renew: bool = False) -> bool:
         """Claim (or renew) this replica's hold on its system id on the server; True when
