@@ -1,19 +1,28 @@
-"""Hybrid logical clocks.
+"""Hybrid logical clocks, and the time sources that token expiry is measured with.
 
 An HLC value is one integer: ``physical_ms << 16 | logical``. It compares like a wall
 clock when clocks agree and never goes backwards: after seeing version ``T`` a node stamps
 its next write above ``T``, however far behind its wall clock is. The same packing is
 computed by the generated SQLite triggers, so pure and SQL clocks agree.
+
+Token expiry (``Session``, ``Tokens.expires_in``) reads a :data:`TimeSource`: any callable
+returning Unix seconds, ``time.time`` by default. Tests pass a :class:`ManualClock` instead
+(to the session and to the devserver alike) and advance it rather than sleeping until a
+token expires.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
+
+TimeSource = Callable[[], float]
+"""Unix seconds (UTC) as a float, like ``time.time``: what token lifetimes are measured in."""
 
 
 def pack(physical_ms: int, logical: int = 0) -> int:
@@ -81,3 +90,43 @@ class HLC:
         """Record a version seen from elsewhere, so later local writes order after it."""
         with self._lock:
             self._last = max(self._last, remote_hlc)
+
+
+class ManualClock:
+    """A time source for tests that moves only when told to.
+
+    Call it (or :meth:`time`) for Unix seconds; :meth:`now_ms` makes it a
+    :class:`WallClock` too. It starts at the real time (so tokens it stamps look current)
+    and then stands still until :meth:`advance`; with ``follow_real_time`` it runs with
+    the machine's clock and :meth:`advance` adds a jump on top (for tests whose tokens must
+    also expire on their own). Thread-safe: the devserver reads it from its own thread.
+    """
+
+    def __init__(self, start: float | None = None, *, follow_real_time: bool = False) -> None:
+        self._base = time.time() if start is None else float(start)
+        self._offset = 0.0
+        self._follow = follow_real_time
+        self._origin = time.monotonic()
+        self._lock = threading.Lock()
+
+    def time(self) -> float:
+        with self._lock:
+            now = self._base + self._offset
+            if self._follow:
+                now += time.monotonic() - self._origin
+            return now
+
+    __call__ = time
+
+    def now_ms(self) -> int:
+        return int(self.time() * 1000)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (never backwards: expiry only goes one way)."""
+        if seconds < 0:
+            raise ValueError("a ManualClock does not go backwards")
+        with self._lock:
+            self._offset += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock({self.time():.3f})"

@@ -455,7 +455,7 @@ class Engine:
             except RemoteError as exc:
                 self._set_error(str(exc))
                 return AuthFailed(AUTH_TRANSIENT)
-        return AuthOk(max(1.0, tokens.expires_in()))
+        return AuthOk(max(1.0, tokens.expires_in(self.session.clock())))
 
     def _probe(self) -> Event:
         """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""

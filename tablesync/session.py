@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
+from tablesync.clock import TimeSource
 from tablesync.config import SupabaseConfig, SyncConfig
 from tablesync.errors import AuthError, ConfigError
 from tablesync.remote.base import DeadSessionError
@@ -40,7 +41,9 @@ class Session:
         project: the project URL (stored tokens of another project are ignored).
         email, password: for password sign-in (password from env/prompt only).
         refresh_margin: refresh when the token expires within this many seconds.
-        clock: ``time.time`` (injectable).
+        clock: where "now" comes from when deciding a token is (nearly) expired: a
+            :data:`~tablesync.clock.TimeSource`, ``time.time`` by default (tests share a
+            :class:`~tablesync.clock.ManualClock` with the devserver).
         on_refresh: called with the new access token after every sign-in/refresh
             (the engine hands it to Realtime).
     """
@@ -48,7 +51,7 @@ class Session:
     def __init__(self, auth: AuthClient, vault: Vault, *, project: str, email: str = "",
                  password: Secret | None = None,
                  refresh_margin: float = DEFAULT_REFRESH_MARGIN,
-                 clock: Callable[[], float] = time.time,
+                 clock: TimeSource = time.time,
                  on_refresh: Callable[[Secret], None] | None = None) -> None:
         self.auth, self.vault, self.project = auth, vault, project.rstrip("/")
         self.email, self.password = email, password

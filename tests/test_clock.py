@@ -122,3 +122,32 @@ def test_system_clock_reads_the_current_time() -> None:
     after = time.time_ns() // 1_000_000
     assert before <= now <= after
     assert HLC().tick() >= clock.pack(before)
+
+
+def test_manual_clock_stands_still_until_advanced() -> None:
+    import time
+
+    c = clock.ManualClock(1_000.0)
+    assert c() == c.time() == 1_000.0 and c.now_ms() == 1_000_000
+    time.sleep(0.01)
+    assert c() == 1_000.0
+    c.advance(2.5)
+    assert c() == 1_002.5
+    try:
+        c.advance(-1)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a ManualClock went backwards")
+    assert abs(clock.ManualClock()() - time.time()) < 5       # starts at the real time
+
+
+def test_manual_clock_following_real_time_adds_the_jumps() -> None:
+    import time
+
+    c = clock.ManualClock(follow_real_time=True)
+    t0 = c()
+    c.advance(100)
+    assert 100 <= c() - t0 < 105
+    assert HLC(c).tick() >> clock.LOGICAL_BITS >= int(t0 * 1000)   # a WallClock too
+

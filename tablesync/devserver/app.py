@@ -42,7 +42,7 @@ def _default_realtime(settings: Settings) -> RealtimeLike | None:
         return None
     service: RealtimeLike = RealtimeService(
         dsn=settings.dsn, jwt_secret=settings.jwt_secret, anon_key=settings.anon_key,
-        service_key=settings.service_key)
+        service_key=settings.service_key, clock=settings.clock)
     return service
 
 

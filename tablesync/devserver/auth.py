@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -143,7 +142,7 @@ class AuthService:
             raise self._fail(request, 401, "no_authorization",
                              "This endpoint requires a valid Bearer token")
         try:
-            return jwt.decode(token, self.settings.jwt_secret)
+            return jwt.decode(token, self.settings.jwt_secret, now=self.settings.clock())
         except jwt.JWTError as exc:
             raise self._fail(request, 403, "bad_jwt", "invalid JWT: unable to parse or verify "
                              f"signature, {_jwt_detail(exc)}") from exc
@@ -176,7 +175,7 @@ class AuthService:
                               refresh_token: str) -> dict[str, Any]:
         sess = await store.session(conn, session_id)
         amr = sess["amr"] if sess else []
-        now = int(time.time())
+        now = int(self.settings.clock())
         exp = now + self.settings.jwt_exp
         claims = {
             "iss": f"{self.settings.url}/auth/v1", "sub": str(user["id"]), "aud": user["aud"],
@@ -194,7 +193,7 @@ class AuthService:
                            method: str = "password") -> dict[str, Any]:
         uid = str(user["id"])
         sid = await store.create_session(conn, uid, [{"method": method,
-                                                     "timestamp": int(time.time())}])
+                                                     "timestamp": int(self.settings.clock())}])
         token = await store.issue_refresh_token(conn, uid, sid)
         await store.touch_sign_in(conn, uid)
         fresh = await store.user_by_id(conn, uid)
@@ -269,7 +268,8 @@ class AuthService:
         issued: str | None = None
         if row["revoked"]:
             active = await store.active_refresh_token(conn, sid)
-            in_window = float(row["age"]) <= self.settings.refresh_reuse_interval
+            age = self.settings.clock() - float(row["revoked_at"])
+            in_window = age <= self.settings.refresh_reuse_interval
             if active is not None and active["parent"] == row["token"] and (
                     in_window or self.settings.parent_reuse_any_age):
                 issued = active["token"]
@@ -278,7 +278,7 @@ class AuthService:
                 return self._fail(request, 400, "refresh_token_already_used",
                                   "Invalid Refresh Token: Already Used")
         if issued is None:
-            await store.revoke(conn, row["id"])
+            await store.revoke(conn, row["id"], at=self.settings.clock())
             issued = await store.issue_refresh_token(conn, row["user_id"], sid, row["token"])
         return await self._token_response(conn, user, sid, issued)
 

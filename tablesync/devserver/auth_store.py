@@ -128,10 +128,10 @@ async def issue_refresh_token(conn: Conn, user_id: str, session_id: str,
 
 
 async def refresh_token_for_update(conn: Conn, token: str) -> Row | None:
-    """The token row, locked, with the age (seconds) of its last update."""
+    """The token row, locked, with its last update (``revoked_at``, Unix seconds)."""
     return await _one(conn, """
         SELECT id, token, user_id, revoked, parent, session_id::text,
-               extract(epoch FROM now() - updated_at) AS age
+               extract(epoch FROM updated_at)::float8 AS revoked_at
         FROM auth.refresh_tokens WHERE token = %s FOR UPDATE""", (token,))
 
 
@@ -140,6 +140,8 @@ async def active_refresh_token(conn: Conn, session_id: str) -> Row | None:
                       "%s::uuid AND NOT revoked ORDER BY id DESC LIMIT 1", (session_id,))
 
 
-async def revoke(conn: Conn, token_id: int) -> None:
-    await conn.execute("UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() "
-                       "WHERE id = %s", (token_id,))
+async def revoke(conn: Conn, token_id: int, *, at: float) -> None:
+    """Revoke a refresh token at ``at`` (Unix seconds: the devserver's clock, from which
+    the reuse window is measured)."""
+    await conn.execute("UPDATE auth.refresh_tokens SET revoked = true, "
+                       "updated_at = to_timestamp(%s) WHERE id = %s", (at, token_id))

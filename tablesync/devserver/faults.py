@@ -142,7 +142,7 @@ def admin_endpoint(settings: Settings, faults: Faults) -> Any:
             return JSONResponse({"message": "fault injection is disabled"}, 404)
         token = bearer(request) or ""
         try:
-            role = jwt.decode(token, settings.jwt_secret).get("role")
+            role = jwt.decode(token, settings.jwt_secret, now=settings.clock()).get("role")
         except jwt.JWTError:
             role = None
         if role != "service_role":

@@ -48,7 +48,7 @@ def caller(conn: HTTPConnection, settings: Settings) -> Caller:
     key = require_apikey(conn, settings)
     token = bearer(conn) or key
     try:
-        claims = jwt.decode(token, settings.jwt_secret)
+        claims = jwt.decode(token, settings.jwt_secret, now=settings.clock())
     except jwt.JWTError as exc:
         raise jwt_failure(str(exc), expired=exc.expired,
                           expired_code=settings.jwt_expired_code) from exc

@@ -2,11 +2,13 @@
 
 Only the signature, the algorithm and ``exp`` are checked, as PostgREST and GoTrue do for
 the devserver's purposes: ``aud``, ``iss``, ``iat``, ``nbf``, ``sub`` and ``jti`` are
-claims, not checks. The messages are PostgREST's.
+claims, not checks. The messages are PostgREST's. ``exp`` is checked here, against the
+caller's clock (PyJWT's own check would read the machine's), the way PyJWT does it.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jwt as pyjwt
@@ -15,7 +17,7 @@ from tablesync.devserver.errors import TokenError
 
 ALGORITHM = "HS256"
 _FAILED = "JWT cryptographic operation failed"
-_CLAIMS_ONLY = {"verify_aud": False, "verify_iss": False, "verify_iat": False,
+_CLAIMS_ONLY = {"verify_exp": False, "verify_aud": False, "verify_iss": False, "verify_iat": False,
                 "verify_nbf": False, "verify_sub": False, "verify_jti": False,
                 "require": []}
 
@@ -33,8 +35,12 @@ def encode(claims: dict[str, Any], secret: str) -> str:
     return pyjwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode(token: str, secret: str, *, leeway: float = 0) -> dict[str, Any]:
-    """Verify an HS256 token and return its claims; raise :class:`JWTError` otherwise."""
+def decode(token: str, secret: str, *, leeway: float = 0,
+           now: float | None = None) -> dict[str, Any]:
+    """Verify an HS256 token and return its claims; raise :class:`JWTError` otherwise.
+
+    ``now`` (Unix seconds, default the machine's time) is what ``exp`` is compared with.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         raise JWTError(f"Expected 3 parts in JWT; got {len(parts)}")
@@ -47,4 +53,16 @@ def decode(token: str, secret: str, *, leeway: float = 0) -> dict[str, Any]:
         raise JWTError(_FAILED) from exc
     if not isinstance(claims, dict):
         raise JWTError(_FAILED)
+    if "exp" in claims:
+        _check_exp(claims["exp"], time.time() if now is None else now, leeway)
     return claims
+
+
+def _check_exp(value: Any, now: float, leeway: float) -> None:
+    """PyJWT's ``exp`` rule: an integer (``int()`` of it), expired once ``exp <= now``."""
+    try:
+        exp = int(value)
+    except (ValueError, TypeError, OverflowError):
+        raise JWTError(_FAILED) from None
+    if exp <= now - leeway:
+        raise JWTError("JWT expired", expired=True)

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -46,8 +47,10 @@ class RealtimeService:
 
     def __init__(self, *, dsn: str, jwt_secret: str, anon_key: str, service_key: str,
                  join_error_backoff: float = 0.0, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 refresh_interval: float = DEFAULT_REFRESH_INTERVAL) -> None:
+                 refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+                 clock: Callable[[], float] = time.time) -> None:
         self._dsn = dsn
+        self.clock = clock  # token expiry is measured on it (Unix seconds)
         self.jwt_secret = jwt_secret
         self.anon_key = anon_key
         self.service_key = service_key
@@ -138,7 +141,7 @@ class RealtimeService:
             await _deny(websocket, 401, "API key is missing")
             return
         try:
-            auth.verify(token, self.jwt_secret)
+            auth.verify(token, self.jwt_secret, now=self.clock())
         except auth.TokenRefused as exc:
             await _deny(websocket, exc.handshake_status, exc.handshake_message)
             return

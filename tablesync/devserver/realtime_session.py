@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -25,6 +25,7 @@ OUTBOX_LIMIT = 10_000  # frames queued for one slow client before it is disconne
 MAX_CHANNELS = 100  # Supabase's max_channels_per_client default
 CONFIRM_TOKEN_S = 300.0  # Supabase re-checks a channel's token every 5 minutes (or at exp)
 CLOSE_GRACE_S = 5.0  # how long a closing socket may take to flush what is queued
+CLOCK_POLL_S = 1.0  # a waiting token check re-reads the hub's clock this often (tests move it)
 
 
 class Hub(Protocol):
@@ -32,6 +33,7 @@ class Hub(Protocol):
 
     jwt_secret: str
     join_error_backoff: float
+    clock: Callable[[], float]
 
     async def subscribe(self, channel: Channel) -> str | None: ...
 
@@ -241,7 +243,7 @@ class Session:
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         token = self._channel_token(payload)
         try:
-            claims = auth.verify(token, self.hub.jwt_secret)
+            claims = auth.verify(token, self.hub.jwt_secret, now=self.hub.clock())
         except auth.TokenRefused as exc:
             await self._join_error(frame, exc.join_reason)
             return
@@ -283,7 +285,7 @@ class Session:
         if not isinstance(token, str) or token.startswith("sb_") or token == channel.access_token:
             return
         try:
-            claims = auth.verify(token, self.hub.jwt_secret)
+            claims = auth.verify(token, self.hub.jwt_secret, now=self.hub.clock())
         except auth.TokenRefused as exc:
             self.shutdown(channel, exc.shutdown_message)
             return
@@ -294,12 +296,19 @@ class Session:
         self._start(channel, self._confirm_token_loop(channel))
 
     async def _confirm_token_loop(self, channel: Channel) -> None:
-        """Close the channel once its token expires (checked at exp, or every 5 min)."""
+        """Close the channel once its token expires (checked at exp, or every 5 min).
+
+        Time is the hub's clock, re-read at least every ``CLOCK_POLL_S``: a test that moves
+        an injected clock past ``exp`` sees the channel close within that.
+        """
         while not channel.closed:
-            left = auth.seconds_left(channel.claims)
-            await asyncio.sleep(max(0.0, min(CONFIRM_TOKEN_S, left)))
+            due = self.hub.clock() + min(CONFIRM_TOKEN_S, auth.seconds_left(
+                channel.claims, now=self.hub.clock()))
+            while (left := due - self.hub.clock()) > 0:
+                await asyncio.sleep(min(left, CLOCK_POLL_S))
             try:
-                channel.claims = auth.verify(channel.access_token, self.hub.jwt_secret)
+                channel.claims = auth.verify(channel.access_token, self.hub.jwt_secret,
+                                             now=self.hub.clock())
             except auth.TokenRefused as exc:
                 self.shutdown(channel, exc.shutdown_message)
                 return

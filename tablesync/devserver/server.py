@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from tablesync.devserver import postgres
 from tablesync.devserver.faults import Faults
-from tablesync.devserver.settings import (DEFAULT_HOST, DEFAULT_JWT_EXP, Settings,
+from tablesync.devserver.settings import (DEFAULT_HOST, DEFAULT_JWT_EXP, Clock, Settings,
                                           load_or_create_secret)
 from tablesync.devserver.errors import DevServerError
 
@@ -68,13 +68,20 @@ def apply_sql_file(dsn: str, path: str | os.PathLike[str]) -> None:
 
 
 class DevServer:
-    """The local Supabase-compatible backend, started and stopped from Python."""
+    """The local Supabase-compatible backend, started and stopped from Python.
+
+    ``clock`` (Unix seconds, default ``time.time``) is the time auth lives on: the ``iat``
+    and ``exp`` it stamps, the ``exp`` checks of REST, auth and Realtime, the refresh-token
+    reuse window. Tests share a manual clock with the client and advance it instead of
+    sleeping until a token expires. (PostgreSQL's ``now()`` still stamps rows and bans.)
+    """
 
     def __init__(self, *, data_dir: str | os.PathLike[str] | None = None, dsn: str | None = None,
                  host: str = DEFAULT_HOST, port: int = 0, jwt_exp: int = DEFAULT_JWT_EXP,
                  jwt_secret: str | None = None, apply: Sequence[str | os.PathLike[str]] = (),
                  enable_faults: bool = False, realtime: Any = None,
-                 auto_realtime: bool = True, **settings: Any) -> None:
+                 auto_realtime: bool = True, clock: Clock = time.time,
+                 **settings: Any) -> None:
         self._owns_data = data_dir is None and dsn is None
         if self._owns_data:
             data_dir = tempfile.mkdtemp(prefix="tablesync-devserver-")
@@ -86,6 +93,7 @@ class DevServer:
         self._enable_faults = enable_faults
         self._realtime, self._auto_realtime = realtime, auto_realtime
         self._extra = settings
+        self.clock = clock
         self.faults = Faults()
         self._applied = False
         self._pg: postgres.PostgresServer | None = None
@@ -103,7 +111,7 @@ class DevServer:
             self.port = free_port(self.host)
         self.settings = Settings.create(
             dsn, self._jwt_secret(), host=self.host, port=self.port, jwt_exp=self.jwt_exp,
-            enable_faults=self._enable_faults, **self._extra)
+            enable_faults=self._enable_faults, clock=self.clock, **self._extra)
         try:
             self._serve()
         except BaseException:

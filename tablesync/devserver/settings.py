@@ -2,12 +2,17 @@
 
 The JWT secret is random per data directory and persisted (mode 0600) next to the
 PostgreSQL cluster, so a restarted devserver keeps issuing/accepting the same keys.
+
+``clock`` is where auth reads the time (token ``iat``/``exp``, their checks in the gateway,
+auth and Realtime, the refresh-token reuse window): ``time.time`` unless a test injects one.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,9 @@ DEFAULT_MAX_ROWS = 1000
 SECRET_FILE = "jwt_secret"
 KEY_IAT = 1641769200      # fixed, so a data dir's keys stay the same across restarts
 KEY_EXP = 4102444800      # 2100-01-01
+
+Clock = Callable[[], float]
+"""Unix seconds, like ``time.time`` (the devserver's own type: it imports no tablesync)."""
 
 
 def api_key(role: str, secret: str) -> str:
@@ -61,6 +69,7 @@ class Settings:
     jwt_expired_code: str = "PGRST303"
     enable_faults: bool = False
     pool_max: int = 8
+    clock: Clock = field(default=time.time, compare=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

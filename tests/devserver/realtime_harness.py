@@ -23,9 +23,11 @@ SECRET = "realtime-test-secret-with-at-least-32-characters"
 
 
 def token(*, role: str = "authenticated", system_id: str | None = None, exp_in: float = 3600,
-          sub: str | None = None, secret: str = SECRET, **extra: Any) -> str:
-    """An HS256 access token shaped like Supabase's (role, sub, app_metadata.system_id, exp)."""
-    now = int(time.time())
+          sub: str | None = None, secret: str = SECRET, now: float | None = None,
+          **extra: Any) -> str:
+    """An HS256 access token shaped like Supabase's (role, sub, app_metadata.system_id, exp),
+    issued at ``now`` (default: the machine's time)."""
+    now = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "aud": "authenticated", "role": role, "sub": sub or str(uuid.uuid4()),
         "email": "", "phone": "", "iat": now, "exp": int(now + exp_in),

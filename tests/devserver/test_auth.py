@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from tablesync.clock import ManualClock
 from tablesync.devserver import jwt
 from tablesync.devserver.server import DevServer, DevServerInfo
 
@@ -123,7 +124,8 @@ def test_refresh_rotates_and_parent_reuse_returns_active_token(http: httpx.Clien
 
 
 def test_refresh_reuse_outside_interval_revokes_the_session(pg_dsn: str) -> None:
-    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0)
+    clock = ManualClock()
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0, clock=clock)
     info = srv.start()
     try:
         with httpx.Client(base_url=info.url) as http:
@@ -132,7 +134,7 @@ def test_refresh_reuse_outside_interval_revokes_the_session(pg_dsn: str) -> None
             first = tok["refresh_token"]
             second = _refresh(http, info, first).json()["refresh_token"]
             third = _refresh(http, info, second).json()["refresh_token"]
-            time.sleep(1.1)
+            clock.advance(1.1)
             reuse = _refresh(http, info, first)  # grandparent: not the active one's parent
             assert reuse.status_code == 400
             assert reuse.json()["error_code"] == "refresh_token_already_used"
@@ -191,14 +193,17 @@ def test_user_endpoint_refuses_missing_expired_and_forged_tokens(
 
 
 def test_short_token_lifetime_is_configurable(pg_dsn: str) -> None:
-    srv = DevServer(dsn=pg_dsn, auto_realtime=False, jwt_exp=1)
+    clock = ManualClock()
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, jwt_exp=1, clock=clock)
     info = srv.start()
     try:
         with httpx.Client(base_url=info.url) as http:
             create_user(http, info, "t@example.com", "s")
             tok = sign_in(http, info, "t@example.com")
             assert tok["expires_in"] == 1
-            time.sleep(1.2)
+            resp = http.get("/rest/v1/", headers=user_headers(info, tok["access_token"]))
+            assert resp.status_code == 200               # the clock stood still: still valid
+            clock.advance(1.0)                           # exp <= now: expired (PyJWT's rule)
             resp = http.get("/rest/v1/", headers=user_headers(info, tok["access_token"]))
             assert resp.status_code == 401
             assert resp.json() == {"code": "PGRST303", "details": None, "hint": None,
@@ -239,15 +244,16 @@ def test_concurrent_refreshes_with_one_token_agree(http: httpx.Client, info: Dev
 
 
 def test_stricter_parent_rule_revokes_a_late_parent_reuse(pg_dsn: str) -> None:
+    clock = ManualClock()
     srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0,
-                    parent_reuse_any_age=False)
+                    parent_reuse_any_age=False, clock=clock)
     info = srv.start()
     try:
         with httpx.Client(base_url=info.url) as http:
             create_user(http, info, "late@example.com", "s")
             first = sign_in(http, info, "late@example.com")["refresh_token"]
             second = _refresh(http, info, first).json()["refresh_token"]
-            time.sleep(1.1)
+            clock.advance(1.1)
             late = _refresh(http, info, first)
             assert late.status_code == 400
             assert late.json()["error_code"] == "refresh_token_already_used"
@@ -257,15 +263,72 @@ def test_stricter_parent_rule_revokes_a_late_parent_reuse(pg_dsn: str) -> None:
 
 
 def test_gotrue_parent_rule_returns_the_active_token_at_any_age(pg_dsn: str) -> None:
-    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0)
+    clock = ManualClock()
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=0, clock=clock)
     info = srv.start()
     try:
         with httpx.Client(base_url=info.url) as http:
             create_user(http, info, "old@example.com", "s")
             first = sign_in(http, info, "old@example.com")["refresh_token"]
             second = _refresh(http, info, first).json()["refresh_token"]
-            time.sleep(1.1)
+            clock.advance(3600)
             again = _refresh(http, info, first)
             assert again.status_code == 200 and again.json()["refresh_token"] == second
     finally:
         srv.stop()
+
+
+def test_reuse_window_is_measured_on_the_devserver_clock(pg_dsn: str) -> None:
+    clock = ManualClock()
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, refresh_reuse_interval=10,
+                    parent_reuse_any_age=False, clock=clock)
+    info = srv.start()
+    try:
+        with httpx.Client(base_url=info.url) as http:
+            create_user(http, info, "win@example.com", "s")
+            first = sign_in(http, info, "win@example.com")["refresh_token"]
+            second = _refresh(http, info, first).json()["refresh_token"]
+            third = _refresh(http, info, second).json()["refresh_token"]
+            clock.advance(9.5)                   # second was revoked 9.5 s ago: inside
+            inside = _refresh(http, info, second)
+            assert inside.status_code == 200 and inside.json()["refresh_token"] == third
+            clock.advance(1.0)                   # 10.5 s: outside, the session is revoked
+            outside = _refresh(http, info, second)
+            assert outside.status_code == 400
+            assert outside.json()["error_code"] == "refresh_token_already_used"
+    finally:
+        srv.stop()
+
+
+def test_every_exp_check_reads_the_devserver_clock(pg_dsn: str) -> None:
+    clock = ManualClock()
+    srv = DevServer(dsn=pg_dsn, auto_realtime=False, clock=clock)
+    info = srv.start()
+    try:
+        with httpx.Client(base_url=info.url) as http:
+            create_user(http, info, "clk@example.com", "s")
+            tok = sign_in(http, info, "clk@example.com")
+            assert tok["expires_at"] == int(clock()) + 3600
+            assert server_claims(srv, tok["access_token"])["iat"] == int(clock())
+            headers = user_headers(info, tok["access_token"])
+            assert http.get("/rest/v1/", headers=headers).status_code == 200
+            assert http.get("/auth/v1/user", headers=headers).status_code == 200
+            clock.advance(3599)
+            assert http.get("/rest/v1/", headers=headers).status_code == 200
+            clock.advance(1)                     # now == exp: expired
+            resp = http.get("/rest/v1/", headers=headers)
+            assert resp.status_code == 401 and resp.json()["code"] == "PGRST303"
+            resp = http.get("/auth/v1/user", headers=headers)
+            assert resp.status_code == 403
+            assert resp.json()["msg"].endswith("token has invalid claims: token is expired")
+            fresh = _refresh(http, info, tok["refresh_token"]).json()
+            assert fresh["expires_at"] == int(clock()) + 3600
+            assert http.get("/rest/v1/", headers=user_headers(
+                info, fresh["access_token"])).status_code == 200
+    finally:
+        srv.stop()
+
+
+def server_claims(srv: DevServer, token: str) -> dict[str, object]:
+    assert srv.settings is not None
+    return jwt.decode(token, srv.settings.jwt_secret, now=srv.clock())

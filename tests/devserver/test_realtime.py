@@ -9,6 +9,9 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 import websockets
+
+from tablesync.clock import ManualClock
+
 from .realtime_harness import Phoenix, RealtimeServer, token
 
 pytestmark = pytest.mark.postgres
@@ -400,6 +403,33 @@ def test_leave_replies_then_closes(server: RealtimeServer, db: str) -> None:
             await ph.recv(timeout=0.4)
 
     run(main())
+
+
+def test_channel_tokens_expire_on_the_injected_clock(db: str) -> None:
+    clock = ManualClock()
+    srv = RealtimeServer(db, clock=clock).start()
+
+    async def main() -> None:
+        ph = await connect(srv)
+        t0 = clock()
+        await ph.join_live("realtime:m", CHANGES_A, token(system_id="A", exp_in=1, now=t0))
+        with pytest.raises(TimeoutError):       # past exp in real time; the clock stood still
+            await ph.recv(timeout=1.5)
+        clock.advance(2)
+        system = await ph.recv_until(lambda m: m["event"] == "system", timeout=5)
+        assert system["payload"]["message"] == "Token has expired 1 seconds ago"
+        assert (await ph.recv())["event"] == "phx_close"
+        clock.advance(3600)                     # valid by the machine's time, not the clock's
+        _, reply = await ph.join("realtime:n", CHANGES_A, token(system_id="A", exp_in=60,
+                                                                now=t0))
+        assert reply["payload"]["status"] == "error"
+        assert reply["payload"]["response"]["reason"].startswith(
+            "InvalidJWTToken: Token has expired")
+
+    try:
+        run(main())
+    finally:
+        srv.stop()
 
 
 def test_token_renewal_keeps_channel_and_expiry_closes_it(server: RealtimeServer,

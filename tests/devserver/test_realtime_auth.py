@@ -1,4 +1,4 @@
-"""Realtime's token checks and messages (pure)."""
+"""Realtime's token checks and messages, and the gateway's ``exp`` rule (pure)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def test_whitespace_is_ignored_and_non_strings_are_missing_keys() -> None:
     with pytest.raises(TokenRefused) as info:
         verify(None, SECRET, now=NOW)
     assert info.value.handshake_message == "API key is missing"
+
+
+def test_gateway_jwt_checks_exp_against_the_given_time() -> None:
+    tok = jwt.encode({"role": "a", "exp": NOW}, SECRET)
+    assert jwt.decode(tok, SECRET, now=NOW - 0.5)["exp"] == NOW
+    for now in (NOW, NOW + 300):                    # PyJWT's rule: expired once exp <= now
+        with pytest.raises(jwt.JWTError) as info:
+            jwt.decode(tok, SECRET, now=now)
+        assert info.value.expired and info.value.code == "PGRST303"
+    assert jwt.decode(tok, SECRET, now=NOW, leeway=1)["role"] == "a"
+    with pytest.raises(jwt.JWTError) as info:
+        jwt.decode(jwt.encode({"role": "a", "exp": "soon"}, SECRET), SECRET, now=0)
+    assert not info.value.expired and str(info.value) == "JWT cryptographic operation failed"

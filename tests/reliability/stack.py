@@ -7,11 +7,13 @@ per-system ``sync.toml`` files, engines wired like ``tests/test_engine.py``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import psycopg
 
+from tablesync.clock import TimeSource
 from tablesync.daemon import realtime_factory
 from tablesync.devserver.server import DevServer, DevServerInfo
 from tablesync.engine import Engine
@@ -82,12 +84,14 @@ def project_for(tmp: Path, info: DevServerInfo | None, system: str, **sync: Any)
     return load_project(write_config(tmp, info, system, **sync))
 
 
-def engine_for(tmp: Path, info: DevServerInfo, system: str, **sync: Any) -> Engine:
-    """An engine with the real REST + Realtime clients and an encrypted vault."""
+def engine_for(tmp: Path, info: DevServerInfo, system: str, *, clock: TimeSource = time.time,
+               **sync: Any) -> Engine:
+    """An engine with the real REST + Realtime clients and an encrypted vault (its session
+    on ``clock``: pass the devserver's when a test moves time)."""
     project = project_for(tmp, info, system, **sync)
     remote = RestRemote(info.url, info.anon_key, tables={t.name: t for t in project.tables})
     session = Session(remote, Vault(tmp / f"{system}-auth.json"), project=info.url,
-                      email=email(system), password=Secret(password(system)))
+                      email=email(system), password=Secret(password(system)), clock=clock)
     remote.tokens = session
     return Engine(project, remote=remote, session=session, realtime_factory=realtime_factory,
                   own_remote=True)

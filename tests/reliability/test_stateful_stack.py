@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
+from tablesync.clock import ManualClock
 from tablesync.devserver.server import DevServer, DevServerInfo
 from tablesync.engine import Engine
 
@@ -62,7 +63,9 @@ class Stack:
 
     def __init__(self, dsn: str) -> None:
         create_schema(dsn)
-        self.server = DevServer(dsn=dsn, jwt_exp=JWT_EXP, enable_faults=True)
+        # tokens expire in real time too; restart_engine jumps the clock past an expiry
+        self.clock = ManualClock(follow_real_time=True)
+        self.server = DevServer(dsn=dsn, jwt_exp=JWT_EXP, enable_faults=True, clock=self.clock)
         self.info = self.server.start()
         self.up = True
         self.proxies = {s: FaultProxy("127.0.0.1", self.server.port) for s in SIDES}
@@ -133,7 +136,8 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
         # -- helpers
         def _start(self, side: str) -> None:
-            e = engine_for(self.tmp, stack.via(side), self.system[side], max_retries=100)
+            e = engine_for(self.tmp, stack.via(side), self.system[side], max_retries=100,
+                           clock=stack.clock)
             e.start()
             self.engines[side] = e
 
@@ -327,7 +331,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.steps.append(f"restart_engine {side}")
             self.engines.pop(side).close()
             if token_expires:                     # the stored access token dies meanwhile
-                time.sleep(JWT_EXP + 0.3)
+                stack.clock.advance(JWT_EXP + 0.3)
             self._start(side)
 
         @rule(seconds=st.sampled_from([0.0, 0.3, 1.0]))

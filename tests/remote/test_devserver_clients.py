@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 
+from tablesync.clock import ManualClock, TimeSource
 from tablesync.devserver.server import DevServer, DevServerInfo
 from tablesync.errors import AuthError
 from tablesync.project import Project, load_project
@@ -60,10 +61,10 @@ def _provision(info: DevServerInfo, project: Project, system: str) -> str:
 
 
 def _session(info: DevServerInfo, project: Project, remote: RestRemote, tmp: Path,
-             system: str) -> Session:
+             system: str, clock: TimeSource = time.time) -> Session:
     email = _provision(info, project, system)
     s = Session(remote, Vault(tmp / f"{system}.json"), project=info.url, email=email,
-                password=Secret("pw-" + system))
+                password=Secret("pw-" + system), clock=clock)
     remote.tokens = s
     s.ensure()
     return s
@@ -141,13 +142,14 @@ def test_wrong_password_and_dead_refresh(server: DevServerInfo, project: Project
 
 def test_expired_token_refreshes_and_retries(pg_dsn: str, project: Project,
                                              tmp_path: Path) -> None:
-    srv = _start(pg_dsn, project, jwt_exp=3)
+    clock = ManualClock()                     # shared: the devserver's and the session's time
+    srv = _start(pg_dsn, project, jwt_exp=3, clock=clock)
     try:
         info = srv.info
         with _remote(info, project) as a:
-            s = _session(info, project, a, tmp_path, "system-a")
+            s = _session(info, project, a, tmp_path, "system-a", clock)
             before = s.access_token()
-            time.sleep(3.5)
+            clock.advance(3.5)                # the access token is expired now
             hlc = int(time.time() * 1000) << 16
             out = a.apply("tasks", [_task("x1", hlc)])
             assert out[0].outcome == "applied"
