@@ -26,7 +26,7 @@ from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change, Outcome, TableSpec
 from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
-                                   encoded_rows)
+                                   encoded_rows, unencodable)
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
@@ -76,6 +76,7 @@ class Cycles:
         self._more = False                      # the store holds more than the cached chunk
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
         self._solo = 0
+        self._unsendable = 0                    # records parked by _next_batch, not noted yet
         self._no_exits = False                  # the server has no tablesync_exits (404)
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
@@ -101,6 +102,14 @@ class Cycles:
         the failed batch and every batch queued after it go back to the front of the
         backlog, in order, with nothing acknowledged for them.
         """
+        try:
+            return self._push_run(summary)
+        finally:
+            if self._unsendable:
+                self._note(summary, parked=self._unsendable)
+                self._unsendable = 0
+
+    def _push_run(self, summary: SyncSummary | None) -> PushResult:
         self._refill()
         if not self.backlog:
             return PushResult(RunOutcome.OK, backlog=self._has_backlog())
@@ -147,7 +156,10 @@ class Cycles:
                 self._prefetch([c for batch, _ in queued for c in batch])
                 read = True
                 continue
-            batch, rows = self._next_batch()
+            prepared = self._next_batch()
+            if prepared is None:
+                continue                        # every record of it was parked
+            batch, rows = prepared
             queued.append((batch, pool.submit(sender.send, batch[0].table, rows)))
 
     def _unsend(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
@@ -175,10 +187,31 @@ class Cycles:
         self._more = (raw.more and bool(raw)) or bool(keys)
         self.backlog.extend(raw)
 
-    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
-        """The next batch and its request rows (JSON-encoded here, off the send path)."""
+    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]] | None:
+        """The next batch and its request rows (JSON-encoded here, off the send path).
+
+        A record whose row cannot be encoded (NaN/Infinity, a BLOB, text that is not valid
+        UTF-8: :func:`~tablesync.remote.base.unencodable`) is parked on its own with the
+        reason and left out; the others go. None when the whole batch was parked."""
         batch = self._take_batch()
-        return batch, encoded_rows([row_from_state(c.state) for c in batch])
+        rows = [row_from_state(c.state) for c in batch]
+        encoded = encoded_rows(rows)
+        if encoded.body:
+            return batch, encoded
+        bad = unencodable(rows)
+        if not bad:
+            return batch, encoded               # refused by the remote at its turn
+        for i, why in bad.items():
+            ch = batch[i]
+            reason = f"{ch.table} {ch.record_id!r} {why}; fix the row locally, then unpark it"
+            self.store.park_changes([ch], reason)
+            self._unsendable += 1
+            log.error("engine: parked %s", reason)
+            self._error(f"parked {reason}")
+        kept = [i for i in range(len(batch)) if i not in bad]
+        if not kept:
+            return None
+        return [batch[i] for i in kept], encoded_rows([rows[i] for i in kept])
 
     def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
                      summary: SyncSummary | None) -> None:

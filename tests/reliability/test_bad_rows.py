@@ -1,0 +1,90 @@
+"""Issue 13 items 3-5 on the real stack (devserver + PostgreSQL): one bad row never stops
+anything, catch-up pages are bounded by bytes, versions are bounded."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tablesync.devserver.server import DevServer
+
+from .stack import app_db, create_schema, create_users, engine_for, pg
+
+pytestmark = pytest.mark.postgres
+
+A, B = "system-a", "system-b"
+
+
+@pytest.fixture
+def backend(pg_dsn: str) -> Iterator[DevServer]:
+    create_schema(pg_dsn)
+    srv = DevServer(dsn=pg_dsn)
+    srv.start()
+    create_users(srv.info, (A, B))
+    yield srv
+    srv.stop()
+
+
+def _replica(tmp: Path, backend: DevServer, system: str) -> sqlite3.Connection:
+    engine_for(tmp, backend.info, system).close()
+    return app_db(tmp, system)
+
+
+def _parked(app: sqlite3.Connection) -> dict[str, str]:
+    return dict(app.execute("SELECT record_id, reason FROM _tablesync_parked"))
+
+
+# ------------------------------------------------------------------ item 3: push side
+
+
+def test_rows_that_cannot_be_encoded_are_parked_alone_and_the_rest_is_pushed(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    ins = "INSERT INTO tasks (id, system_id, title, priority) VALUES (?, ?, ?, ?)"
+    app.execute(ins, ("before", A, "ok", 1))
+    app.execute("INSERT INTO tasks (id, system_id, title, priority) "
+                "VALUES ('inf', ?, 'x', 9e999)", (A,))
+    app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('blob', ?, X'00ff')", (A,))
+    app.execute("INSERT INTO tasks (id, system_id, title) "
+                "VALUES ('utf8', ?, CAST(X'61ff62' AS TEXT))", (A,))
+    app.execute(ins, ("after", A, "ok", 2))
+    with engine_for(tmp_path, info, A) as e:
+        summary = e.sync_once()
+        assert summary.parked == 3
+    assert sorted(r for (r,) in pg(info.dsn, "SELECT id FROM tasks")) == ["after", "before"]
+    parked = _parked(app)
+    assert sorted(parked) == ["blob", "inf", "utf8"]
+    assert "priority" in parked["inf"] and "Infinity" in parked["inf"]
+    assert "title" in parked["blob"] and "BLOB" in parked["blob"]
+    assert "title" in parked["utf8"] and "UTF-8" in parked["utf8"]
+    # nothing else is stuck: a later write is pushed by the next cycle
+    app.execute(ins, ("later", A, "ok", 3))
+    with engine_for(tmp_path, info, A) as e:
+        e.sync_once()
+    assert pg(info.dsn, "SELECT id FROM tasks WHERE id = 'later'") == [("later",)]
+
+
+def test_the_running_engine_names_the_bad_row_not_server_unreachable(
+        backend: DevServer, tmp_path: Path) -> None:
+    from .stack import wait_for
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    e = engine_for(tmp_path, info, A)
+    e.start()
+    try:
+        wait_for(lambda: e.status.state == "connected", what="connected")
+        app.execute("INSERT INTO tasks (id, system_id, title, priority) "
+                    "VALUES ('inf', ?, 'x', 9e999)", (A,))
+        app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('good', ?, 'g')", (A,))
+        wait_for(lambda: pg(info.dsn, "SELECT 1 FROM tasks WHERE id = 'good'"),
+                 what="the good row pushed")
+        assert "inf" in _parked(app)
+        snap = e.snapshot()
+        assert snap.parked == 1
+        assert e.status.state == "connected", e.status
+    finally:
+        e.close()
