@@ -20,13 +20,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
+from tablesync.clock import SystemClock, WallClock, too_far_ahead
+from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
+                              TransientRemoteError)
 from tablesync.machine import PullResult, PushResult, RunOutcome
 from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change, Outcome, TableSpec
 from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
-                                   encoded_rows, unencodable)
+                                   ResponseTooLarge, encoded_rows, unencodable)
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
@@ -81,6 +83,9 @@ class Cycles:
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
         self._returned: dict[tuple[str, str], int] = {}
+        self.wall: WallClock = SystemClock()    # the bound on pulled versions is against it
+        self.max_skew_ms = int(project.config.sync.max_clock_skew * 1000)
+        self._refused = True                    # _tablesync_refused may hold rows
 
     def reset(self) -> None:
         """Forget the cached chunk (re-read the queue next time)."""
@@ -294,6 +299,7 @@ class Cycles:
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
             mark = self.remote.watermark()
+            self._retry_refused(summary)
             for spec in self.project.tables:
                 self._catch_up_table(spec, mark, summary)
             self._catch_up_exits(mark, summary)
@@ -342,19 +348,31 @@ class Cycles:
         cursor, _ = self.store.get_cursor(table)
         system = self.project.config.system.id
 
-        def fetch(after: int) -> Page:
-            return self.remote.pull_page(table, scope, system, cursor, after, MAX_PAGE)
+        def fetch(after: int, limit: int) -> Page:
+            return self.remote.pull_page(table, scope, system, cursor, after, limit)
 
         with ThreadPoolExecutor(1, thread_name_prefix="tablesync-pull") as pool:
-            ahead = pool.submit(fetch, 0)
+            limit = MAX_PAGE
+            ahead = pool.submit(fetch, 0, limit)
             after = 0
-            for _ in range(10**7):              # bounded: a page always advances `after`
-                page = ahead.result()
+            # bounded: a page always advances `after`; a refused one halves `limit` (at most
+            # 10 times in a row: a single row over the cap comes back as a rejected row)
+            for _ in range(10**7):
+                try:
+                    page = ahead.result()
+                except ResponseTooLarge as exc:
+                    if limit <= 1:
+                        raise
+                    limit = max(1, limit // 2)  # bounded by bytes too: ask for fewer rows
+                    log.warning("engine: %s; asking for %d rows", exc, limit)
+                    ahead = pool.submit(fetch, after, limit)
+                    continue
                 last = page.last_seq
-                nxt = last if (last is not None and page.size >= MAX_PAGE
+                nxt = last if (last is not None and page.size >= limit
                                and last > after) else None   # None: the last page
                 if nxt is not None:
-                    ahead = pool.submit(fetch, nxt)
+                    limit = min(MAX_PAGE, limit * 2)   # back towards full pages
+                    ahead = pool.submit(fetch, nxt, limit)
                 apply(page)
                 if nxt is None:
                     break
@@ -378,11 +396,18 @@ class Cycles:
         self._notify(removed)
 
     def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:
-        for bad in page.rejected:
+        raw = page.rejected_rows if len(page.rejected_rows) == len(page.rejected) else []
+        for i, bad in enumerate(page.rejected):
             log.error("engine: rejected a remote row: %s", bad)
-        applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+            row = raw[i] if raw else None
+            if isinstance(row, dict) and row.get(spec.primary_key) is not None:
+                # recorded (not retried: the same bytes would be refused again)
+                self._refuse(spec, str(row[spec.primary_key]), str(bad), None,
+                             row.get("_ts_seq"))
+        rows = self._admit(spec, page.rows)
+        applied = self._apply_rows(spec, rows)
         seen, name, pk = self._returned, spec.name, spec.primary_key
-        for row in page.rows:
+        for row in rows:
             seq = row.get("_ts_seq")
             if type(seq) is int and seq > seen.get((name, str(row.get(pk))), -1):
                 seen[(name, str(row.get(pk)))] = seq
@@ -390,6 +415,68 @@ class Cycles:
         self._note(summary, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))
         self._notify(applied)
+
+    def _admit(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` without those whose version is beyond the clock bound (recorded as
+        refused: a replica never adopts such a version; retried by later catch-ups, so the
+        row applies once it is within the bound)."""
+        now = self.wall.now_ms()
+        skew = self.max_skew_ms
+        out = []
+        for row in rows:
+            hlc = row.get("_ts_hlc")
+            if type(hlc) is int and too_far_ahead(hlc, now, skew):
+                ahead = ((hlc >> 16) - now) / 1000 if 0 <= hlc else 0.0
+                self._refuse(spec, str(row.get(spec.primary_key)),
+                             f"version {hlc} is {ahead:.0f} s ahead of this machine's clock "
+                             f"(max_clock_skew {skew / 1000:.0f} s)", row, row.get("_ts_seq"))
+                continue
+            out.append(row)
+        return out
+
+    def _apply_rows(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[Change]:
+        """Apply ``rows``; when the local database refuses them, halves are applied apart
+        until the refused rows are alone, and those are recorded (``_tablesync_refused``)
+        while the others apply. Rows applied settle earlier refusals of their records."""
+        if not rows:
+            return []
+        try:
+            applied = list(self.store.apply_remote(spec.name, rows))
+        except StoreError as exc:
+            if len(rows) == 1:
+                row = rows[0]
+                self._refuse(spec, str(row.get(spec.primary_key)), str(exc), row,
+                             row.get("_ts_seq"))
+                return []
+            half = len(rows) // 2
+            return self._apply_rows(spec, rows[:half]) + self._apply_rows(spec, rows[half:])
+        if self._refused:
+            self.store.settle_refused(spec.name, [str(r.get(spec.primary_key)) for r in rows])
+        return applied
+
+    def _refuse(self, spec: TableSpec, rid: str, reason: str, row: dict[str, Any] | None,
+                seq: Any) -> None:
+        self.store.refuse(spec.name, rid, reason, row, seq if type(seq) is int else None)
+        self._refused = True
+        msg = f"refused remote row {spec.name} {rid!r}: {reason}"
+        log.error("engine: %s", msg)
+        self._error(msg)
+
+    def _retry_refused(self, summary: SyncSummary | None) -> None:
+        """Apply again the refused rows kept with their image (first thing in a catch-up:
+        a newer row of the record pulled later still wins by the LWW rule)."""
+        if not self._refused:
+            return
+        entries = self.store.refused()
+        self._refused = bool(entries)
+        specs = {t.name: t for t in self.project.tables}
+        for e in entries:
+            spec, row = specs.get(e["table"]), e["row"]
+            if spec is None or not isinstance(row, dict):
+                continue
+            applied = self._apply_rows(spec, self._admit(spec, [row]))
+            self._note(summary, applied=len(applied))
+            self._notify(applied)
 
     @staticmethod
     def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,

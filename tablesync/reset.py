@@ -51,7 +51,8 @@ def reset_store(conn: sqlite3.Connection, specs: Mapping[str, TableSpec], *,
     # keep the newest queue row (marked synced) so ids are never handed out again
     conn.execute("DELETE FROM sync_queue WHERE id < (SELECT max(id) FROM sync_queue)")
     conn.execute("UPDATE sync_queue SET synced_at = coalesce(synced_at, ?)", (utcnow(),))
-    for table in ("_tablesync_meta", "_tablesync_cursors", "_tablesync_parked"):
+    for table in ("_tablesync_meta", "_tablesync_cursors", "_tablesync_parked",
+                  "_tablesync_refused"):
         conn.execute(f"DELETE FROM {quote(table)}")
     return ResetResult(len(entries), backup, removed)
 

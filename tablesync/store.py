@@ -22,6 +22,7 @@ Parking, queue statistics, pruning and the catch-up cursors are small enough to 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -268,6 +269,51 @@ class LocalStore:
                          f"(table_name, record_id) IN (SELECT table_name, record_id FROM "
                          f"_tablesync_parked WHERE {where})", args)
             return conn.execute(f"DELETE FROM _tablesync_parked WHERE {where}", args).rowcount
+
+    def refuse(self, table: str, record_id: str, reason: str,
+               row: Mapping[str, Any] | None, seq: int | None = None) -> None:
+        """Record a server row this replica could not apply (``row``: its image, retried
+        by :meth:`refused`'s user; None when there is nothing to retry with)."""
+        hlc = row.get("_ts_hlc") if row is not None else None
+        image = None
+        if row is not None:
+            try:
+                image = json.dumps(dict(row), allow_nan=False, ensure_ascii=False)
+            except (TypeError, ValueError):
+                image = None
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO _tablesync_refused (table_name, record_id, seq, hlc, reason, row, "
+                "refused_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (table_name, record_id) "
+                "DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc, reason = excluded.reason, "
+                "row = coalesce(excluded.row, row), tries = tries + 1, "
+                "refused_at = excluded.refused_at",
+                (table, record_id, seq if type(seq) is int else None,
+                 hlc if type(hlc) is int and -2**63 <= hlc < 2**63 else None,
+                 reason[:1000], image, utcnow()))
+
+    def refused(self) -> list[dict[str, Any]]:
+        """Refused server rows: table, record_id, seq, reason, tries, refused_at, row (the
+        image as a dict, or None)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT table_name, record_id, seq, reason, tries, refused_at, row FROM "
+                "_tablesync_refused ORDER BY table_name, seq").fetchall()
+        return [{"table": t, "record_id": r, "seq": q, "reason": why, "tries": n,
+                 "refused_at": at, "row": json.loads(img) if img else None}
+                for t, r, q, why, n, at, img in rows]
+
+    def settle_refused(self, table: str, record_ids: Collection[str]) -> int:
+        """Forget refused rows of ``record_ids`` (applied since, or superseded)."""
+        ids = list(record_ids)
+        with self._tx() as conn:
+            n = 0
+            for i in range(0, len(ids), CHUNK):
+                part = ids[i:i + CHUNK]
+                n += conn.execute(
+                    f"DELETE FROM _tablesync_refused WHERE table_name = ? AND record_id IN "
+                    f"({','.join('?' * len(part))})", (table, *part)).rowcount
+            return n
 
     def parked(self) -> list[dict[str, str]]:
         with self._lock:

@@ -33,7 +33,7 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "EncodedRows",
-    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
+    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber",
     "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
     "row_checker", "unencodable", "validate_row",
 ]
@@ -150,6 +150,13 @@ class Page:
     rejected: list[PayloadError] = field(default_factory=list)
     size: int = 0
     last_seq: int | None = None
+    # the rejected rows as received (parallel to ``rejected`` when given), so the engine can
+    # record them by table and id in ``_tablesync_refused``
+    rejected_rows: list[Any] = field(default_factory=list)
+
+
+class ResponseTooLarge(PayloadError):
+    """A response over the client's size cap (a catch-up asks again for fewer rows)."""
 
 
 class TokenSource(Protocol):

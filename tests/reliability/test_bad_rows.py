@@ -85,6 +85,60 @@ def test_the_running_engine_names_the_bad_row_not_server_unreachable(
         assert "inf" in _parked(app)
         snap = e.snapshot()
         assert snap.parked == 1
-        assert e.status.state == "connected", e.status
+        wait_for(lambda: e.status.state == "connected", what="connected again")
+        assert "unreachable" not in e.status.last_error
     finally:
         e.close()
+
+
+# ------------------------------------------------------------------ item 3: pull side
+
+
+def test_a_server_row_the_local_database_refuses_is_recorded_and_retried(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    app.execute("CREATE TRIGGER app_refuses BEFORE INSERT ON tasks WHEN NEW.title = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'the app refuses poison'); END")
+    for rid, title in (("ok1", "fine"), ("bad", "poison"), ("ok2", "fine")):
+        pg(info.dsn, "INSERT INTO tasks (id, system_id, title) VALUES (%s, %s, %s)",
+           rid, A, title)
+    with engine_for(tmp_path, info, A) as e:
+        summary = e.sync_once()                               # no traceback, no stall
+        assert summary.applied == 2
+        (refused,) = e.store.refused()
+        assert (refused["table"], refused["record_id"]) == ("tasks", "bad")
+        assert "the app refuses poison" in refused["reason"]
+        assert "bad" in e.status.last_error
+    assert sorted(r for (r,) in app.execute("SELECT id FROM tasks")) == ["ok1", "ok2"]
+    # the cursor moved on, the row was not skipped silently: it is retried by later
+    # catch-ups and applies once the local database takes it
+    app.execute("DROP TRIGGER app_refuses")
+    with engine_for(tmp_path, info, A) as e:
+        e.sync_once()
+        assert e.store.refused() == []
+    assert app.execute("SELECT title FROM tasks WHERE id = 'bad'").fetchall() == [("poison",)]
+
+
+# ------------------------------------------------------------------ item 4: bytes
+
+
+def test_catch_up_pages_are_bounded_by_bytes_and_an_oversized_row_is_reported(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    big = "x" * 20_000
+    for i in range(7):
+        pg(info.dsn, "INSERT INTO tasks (id, system_id, title, payload) VALUES "
+           "(%s, %s, 't', %s)", f"big{i}", A, big)
+    pg(info.dsn, "INSERT INTO tasks (id, system_id, title, payload) VALUES "
+       "('huge', %s, 't', %s)", A, "y" * 80_000)
+    pg(info.dsn, "INSERT INTO tasks (id, system_id, title) VALUES ('last', %s, 't')", A)
+    with engine_for(tmp_path, info, A) as e:
+        e.remote.max_response = 50_000                        # type: ignore[union-attr]
+        summary = e.sync_once()
+        assert summary.applied == 8
+        (refused,) = e.store.refused()
+        assert refused["record_id"] == "huge" and "50000-byte" in refused["reason"]
+    got = sorted(r for (r,) in app.execute("SELECT id FROM tasks"))
+    assert got == sorted([f"big{i}" for i in range(7)] + ["last"])
