@@ -14,6 +14,7 @@ the watermark only after the whole table was read.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -220,6 +221,9 @@ class Cycles:
 
     def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
                      summary: SyncSummary | None) -> None:
+        skewed = [(c, server_hlc(o)) for c, o in zip(batch, outcomes)]
+        if any(hlc is not None for _c, hlc in skewed):
+            batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
@@ -227,6 +231,26 @@ class Cycles:
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == Outcome.ERROR)
         self._notify(winners)
+
+    def _restamp(self, batch: list[Change], outcomes: list[ApplyOutcome],
+                 skewed: list[tuple[Change, int | None]]
+                 ) -> tuple[list[Change], list[ApplyOutcome]]:
+        """Records the server refused for a version too far ahead of its clock get new
+        versions from the server's clock (``LocalStore.restamp``) and are pushed again by
+        this drain; the rest of the batch is acknowledged as usual."""
+        fixed = [(c, hlc) for c, hlc in skewed if hlc is not None]
+        done = self.store.restamp(fixed)
+        self._more = True                       # re-read: they are pending again
+        if fixed:
+            (ch, hlc), = fixed[:1]
+            ahead = ((ch.state.version.hlc >> 16) - (hlc >> 16)) / 1000
+            self._error(f"this machine's clock is about {ahead:.0f} s ahead of the server's "
+                        f"(more than its max_clock_skew): re-stamped {done} record(s) "
+                        f"against the server's clock; fix the clock")
+            log.warning("engine: clock about %.0f s ahead of the server: re-stamped %d "
+                        "record(s)", ahead, done)
+        keep = [i for i, (_c, hlc) in enumerate(skewed) if hlc is None]
+        return [batch[i] for i in keep], [outcomes[i] for i in keep]
 
     def _batch_failed(self, batch: list[Change], exc: BaseException,
                       summary: SyncSummary | None) -> PushResult:
@@ -404,7 +428,7 @@ class Cycles:
                 # recorded (not retried: the same bytes would be refused again)
                 self._refuse(spec, str(row[spec.primary_key]), str(bad), None,
                              row.get("_ts_seq"))
-        rows = self._admit(spec, page.rows)
+        rows = self.admit(spec, page.rows)
         applied = self._apply_rows(spec, rows)
         seen, name, pk = self._returned, spec.name, spec.primary_key
         for row in rows:
@@ -416,7 +440,7 @@ class Cycles:
                    rejected=len(page.rejected))
         self._notify(applied)
 
-    def _admit(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def admit(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``rows`` without those whose version is beyond the clock bound (recorded as
         refused: a replica never adopts such a version; retried by later catch-ups, so the
         row applies once it is within the bound)."""
@@ -474,7 +498,7 @@ class Cycles:
             spec, row = specs.get(e["table"]), e["row"]
             if spec is None or not isinstance(row, dict):
                 continue
-            applied = self._apply_rows(spec, self._admit(spec, [row]))
+            applied = self._apply_rows(spec, self.admit(spec, [row]))
             self._note(summary, applied=len(applied))
             self._notify(applied)
 
@@ -490,6 +514,18 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+
+
+_SKEW = re.compile(r"tablesync: clock skew: .*server_hlc=(\d+)")
+
+
+def server_hlc(outcome: ApplyOutcome) -> int | None:
+    """The server's clock (an HLC) from an ``error`` outcome refusing a version too far
+    ahead of it; None for any other outcome."""
+    if outcome.outcome != Outcome.ERROR or not outcome.message:
+        return None
+    found = _SKEW.search(outcome.message)
+    return int(found.group(1)) if found else None
 
 
 class _NotSent(Exception):

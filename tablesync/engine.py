@@ -549,10 +549,13 @@ class Engine:
             log.warning("engine: %s", exc)
             self._feed(SyncRequested())         # fall back to the REST catch-up
             return
+        if self.cycles is not None and not self.cycles.admit(spec, [row]):
+            return                              # beyond the clock bound: recorded, not adopted
         try:
             applied = self.store.apply_remote(spec.name, [row])
         except StoreError as exc:
             log.error("engine: cannot apply a realtime change: %s", exc)
+            self._feed(SyncRequested())         # the catch-up records it as refused
             return
         self._metrics.changes_pulled.inc(len(applied))
         self._notify(applied)

@@ -41,7 +41,8 @@ from tablesync.inbox import Inbox, _Fresh, rid_of
 from tablesync.localdb import CHUNK, ROWS_PER_INSERT, park, utcnow
 from tablesync.migrations import migrate
 from tablesync.model import ApplyOutcome, Change
-from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending
+from tablesync.localdb import metas
+from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
 from tablesync.reset import ResetResult, reset_store
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
@@ -172,6 +173,24 @@ class LocalStore:
         for table, rows in winners.items():
             applied += self.apply_remote(table, rows)
         return applied
+
+    def restamp(self, changes: Sequence[tuple[Change, int]]) -> int:
+        """Give the pending entries of each change new versions from ``server_hlc`` (the
+        server's clock, which refused the change's version as too far ahead of it): above
+        it and above the record's stored version, in queue order. How many records."""
+        n = 0
+        with self._tx() as conn:
+            stamp_pending(conn)
+            for ch, server in changes:
+                ids = sorted(still_pending(conn, [ch]))
+                if not ids:
+                    continue
+                meta = metas(conn, ch.table, [ch.record_id]).get(ch.record_id)
+                start = max(server, meta.version.hlc if meta else 0) + 1
+                conn.executemany("UPDATE sync_queue SET hlc = ? WHERE id = ?",
+                                 [(start + i, qid) for i, qid in enumerate(ids)])
+                n += 1
+        return n
 
     def park_changes(self, changes: Sequence[Change], reason: str) -> int:
         """Park the records of ``changes`` whose entries are still pending (a batch refused
@@ -384,6 +403,7 @@ class LocalStore:
         """
         with self._tx() as conn:
             result = reset_store(conn, self._specs, discard_pending=discard_pending,
+                                 max_clock_skew=self.project.config.sync.max_clock_skew,
                                  backup_dir=backup_dir)
         log.warning("reset: queue cleared (%d unsynced entries discarded), cursors reset",
                     result.discarded)

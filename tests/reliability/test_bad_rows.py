@@ -142,3 +142,87 @@ def test_catch_up_pages_are_bounded_by_bytes_and_an_oversized_row_is_reported(
         assert refused["record_id"] == "huge" and "50000-byte" in refused["reason"]
     got = sorted(r for (r,) in app.execute("SELECT id FROM tasks"))
     assert got == sorted([f"big{i}" for i in range(7)] + ["last"])
+
+
+# ------------------------------------------------------------------ item 5: bounded versions
+
+HOUR_AHEAD_MS = 3_600_000
+MAX = (1 << 63) - 1
+
+
+def _now_hlc() -> int:
+    import time
+    return (time.time_ns() // 1_000_000) << 16
+
+
+def test_a_version_ahead_of_the_server_clock_is_restamped_and_the_skew_shown(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t1', ?, 'x')", (A,))
+    with engine_for(tmp_path, info, A) as e:
+        e.store.stamp()
+        ahead = _now_hlc() + (HOUR_AHEAD_MS << 16)            # this machine: 1 h ahead
+        app.execute("UPDATE sync_queue SET hlc = ?", (ahead,))
+        e.sync_once()
+        assert "ahead of the server" in e.status.last_error
+    ((hlc, origin),) = pg(info.dsn, "SELECT _ts_hlc, _ts_origin FROM tasks WHERE id = 't1'")
+    assert origin == A and hlc < _now_hlc() + (60_000 << 16)   # the server's clock
+    assert app.execute("SELECT count(*) FROM _tablesync_parked").fetchone() == (0,)
+
+
+def test_the_apply_function_refuses_unbounded_versions_and_foreign_origins(
+        backend: DevServer, tmp_path: Path) -> None:
+    from tablesync.remote.rest import RestRemote
+    from tablesync.session import Session
+    from tablesync.vault import Secret, Vault
+    from .stack import email, password
+    info = backend.info
+    remote = RestRemote(info.url, info.anon_key)
+    session = Session(remote, Vault(tmp_path / "v.json"), project=info.url,
+                      email=email(A), password=Secret(password(A)))
+    remote.tokens = session
+    session.ensure()
+    row = {"id": "m", "system_id": A, "title": "t", "_ts_deleted": False,
+           "_ts_base_hlc": 0, "_ts_base_origin": ""}
+    with remote:
+        out = remote.apply("tasks", [{**row, "_ts_hlc": MAX, "_ts_origin": A},
+                                     {**row, "id": "f", "_ts_hlc": _now_hlc(),
+                                      "_ts_origin": B},
+                                     {**row, "id": "ok", "_ts_hlc": _now_hlc(),
+                                      "_ts_origin": A}])
+    assert [o.outcome.value for o in out] == ["error", "forbidden", "applied"]
+    assert "clock skew" in (out[0].message or "") and "server_hlc=" in (out[0].message or "")
+    assert B in (out[1].message or "")
+    # a row that holds the largest version anyway (an old server): edits do not overflow
+    pg(info.dsn, "INSERT INTO tasks (id, system_id, title, _ts_hlc, _ts_origin) VALUES "
+       "('top', %s, 't', %s, 'x')", A, MAX)
+    pg(info.dsn, "UPDATE tasks SET title = 'edited' WHERE id = 'top'")
+    assert pg(info.dsn, "SELECT _ts_hlc FROM tasks WHERE id = 'top'") == [(MAX,)]
+
+
+def test_a_replica_never_adopts_a_version_beyond_the_bound_and_reset_recovers_its_clock(
+        backend: DevServer, tmp_path: Path) -> None:
+    info = backend.info
+    app = _replica(tmp_path, backend, A)
+    pg(info.dsn, "INSERT INTO tasks (id, system_id, title, _ts_hlc, _ts_origin) VALUES "
+       "('far', %s, 'future', %s, 'server')", A, MAX)
+    pg(info.dsn, "INSERT INTO tasks (id, system_id, title) VALUES ('near', %s, 'now')", A)
+    with engine_for(tmp_path, info, A) as e:
+        e.sync_once()
+        (refused,) = e.store.refused()
+        assert refused["record_id"] == "far" and "ahead" in refused["reason"]
+        assert e.store.clock < _now_hlc() + (HOUR_AHEAD_MS << 16)
+    assert [r for (r,) in app.execute("SELECT id FROM tasks")] == ["near"]
+    # a replica whose clock already holds 2^63 - 1 (adopted before the bound existed)
+    app.execute("UPDATE _tablesync_state SET hlc = ?", (MAX,))
+    app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('w1', ?, 'x')", (A,))
+    with engine_for(tmp_path, info, A) as e:
+        e.sync_once()                                         # no OverflowError
+        assert pg(info.dsn, "SELECT id FROM tasks WHERE id = 'w1'") == [("w1",)]
+        e.store.reset()
+        assert e.store.clock < _now_hlc() + (HOUR_AHEAD_MS << 16)
+        app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('w2', ?, 'x')", (A,))
+        e.sync_once()
+    ((hlc,),) = pg(info.dsn, "SELECT _ts_hlc FROM tasks WHERE id = 'w2'")
+    assert hlc < _now_hlc() + (360_000 << 16)     # reset: at most now + max_clock_skew
