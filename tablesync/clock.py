@@ -25,6 +25,17 @@ TimeSource = Callable[[], float]
 """Unix seconds (UTC) as a float, like ``time.time``: what token lifetimes are measured in."""
 
 
+MAX_HLC = (1 << 63) - 1             # SQLite INTEGER / Postgres bigint
+
+
+def too_far_ahead(hlc: int, now_ms: int, max_skew_ms: int) -> bool:
+    """Is version ``hlc`` beyond the bound: its wall-clock part more than ``max_skew_ms``
+    ahead of ``now_ms`` (or not a version at all: negative, above :data:`MAX_HLC`)? A
+    version within the bound leaves 2^63 / 2^16 ms (~4 million years) of headroom, so no
+    ``+ 1`` on it can overflow."""
+    return hlc < 0 or hlc > MAX_HLC or (hlc >> LOGICAL_BITS) > now_ms + max_skew_ms
+
+
 def pack(physical_ms: int, logical: int = 0) -> int:
     """Pack milliseconds and a logical counter into one HLC integer."""
     return (physical_ms << LOGICAL_BITS) | (logical & LOGICAL_MASK)

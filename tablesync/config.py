@@ -81,6 +81,10 @@ class SyncSettings(_Section):
         probe_interval: seconds between reachability probes while the backend does not
             answer at all (sync resumes within about this long after it is back); 0 = no
             probes (plain backoff).
+        max_clock_skew: seconds a version's wall-clock part may be ahead of this machine's
+            clock; a pulled row beyond it is refused (recorded in ``_tablesync_refused``,
+            retried later), never adopted. The server's own bound is baked into
+            ``supabase.sql`` (300 s, see docs/conflicts.md); keep the two equal.
     """
 
     interval: float = Field(default=10.0, gt=0, le=86400)
@@ -91,6 +95,7 @@ class SyncSettings(_Section):
     debounce: float = Field(default=0.05, ge=0, le=60)
     keep_synced: float = Field(default=86400.0, ge=0, le=365 * 86400)
     probe_interval: float = Field(default=2.0, ge=0, le=3600)
+    max_clock_skew: float = Field(default=300.0, ge=1, le=86400)
 
 
 class PathsConfig(_Section):

@@ -14,19 +14,22 @@ the watermark only after the whole table was read.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
+from tablesync.clock import SystemClock, WallClock, too_far_ahead
+from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
+                              TransientRemoteError)
 from tablesync.machine import PullResult, PushResult, RunOutcome
 from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change, Outcome, TableSpec
 from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
-                                   encoded_rows)
+                                   ResponseTooLarge, encoded_rows, unencodable)
 from tablesync.rows import row_from_state
 from tablesync.store import LocalStore
 
@@ -81,10 +84,14 @@ class Cycles:
         # a statement timeout (SQLSTATE 57014: hosted Supabase stops `authenticated`
         # statements after 8 s) halves the batch size for the rest of the drain
         self._cap: int | None = None
+        self._unsendable = 0                    # records parked by _next_batch, not noted yet
         self._no_exits = False                  # the server has no tablesync_exits (404)
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
         self._returned: dict[tuple[str, str], int] = {}
+        self.wall: WallClock = SystemClock()    # the bound on pulled versions is against it
+        self.max_skew_ms = int(project.config.sync.max_clock_skew * 1000)
+        self._refused = True                    # _tablesync_refused may hold rows
         self._pruned_at: float | None = None
 
     def prune_if_due(self) -> None:
@@ -117,6 +124,14 @@ class Cycles:
         the failed batch and every batch queued after it go back to the front of the
         backlog, in order, with nothing acknowledged for them.
         """
+        try:
+            return self._push_run(summary)
+        finally:
+            if self._unsendable:
+                self._note(summary, parked=self._unsendable)
+                self._unsendable = 0
+
+    def _push_run(self, summary: SyncSummary | None) -> PushResult:
         self._refill()
         if not self.backlog:
             return PushResult(RunOutcome.OK, backlog=self._has_backlog())
@@ -163,7 +178,10 @@ class Cycles:
                 self._prefetch([c for batch, _ in queued for c in batch])
                 read = True
                 continue
-            batch, rows = self._next_batch()
+            prepared = self._next_batch()
+            if prepared is None:
+                continue                        # every record of it was parked
+            batch, rows = prepared
             queued.append((batch, pool.submit(sender.send, batch[0].table, rows)))
 
     def _unsend(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
@@ -191,13 +209,37 @@ class Cycles:
         self._more = (raw.more and bool(raw)) or bool(keys)
         self.backlog.extend(raw)
 
-    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]]:
-        """The next batch and its request rows (JSON-encoded here, off the send path)."""
+    def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]] | None:
+        """The next batch and its request rows (JSON-encoded here, off the send path).
+
+        A record whose row cannot be encoded (NaN/Infinity, a BLOB, text that is not valid
+        UTF-8: :func:`~tablesync.remote.base.unencodable`) is parked on its own with the
+        reason and left out; the others go. None when the whole batch was parked."""
         batch = self._take_batch()
-        return batch, encoded_rows([row_from_state(c.state) for c in batch])
+        rows = [row_from_state(c.state) for c in batch]
+        encoded = encoded_rows(rows)
+        if encoded.body:
+            return batch, encoded
+        bad = unencodable(rows)
+        if not bad:
+            return batch, encoded               # refused by the remote at its turn
+        for i, why in bad.items():
+            ch = batch[i]
+            reason = f"{ch.table} {ch.record_id!r} {why}; fix the row locally, then unpark it"
+            self.store.park_changes([ch], reason)
+            self._unsendable += 1
+            log.error("engine: parked %s", reason)
+            self._error(f"parked {reason}")
+        kept = [i for i in range(len(batch)) if i not in bad]
+        if not kept:
+            return None
+        return [batch[i] for i in kept], encoded_rows([rows[i] for i in kept])
 
     def _acknowledge(self, batch: list[Change], outcomes: list[ApplyOutcome],
                      summary: SyncSummary | None) -> None:
+        skewed = [(c, server_hlc(o)) for c, o in zip(batch, outcomes)]
+        if any(hlc is not None for _c, hlc in skewed):
+            batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
@@ -205,6 +247,26 @@ class Cycles:
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == Outcome.ERROR)
         self._notify(winners)
+
+    def _restamp(self, batch: list[Change], outcomes: list[ApplyOutcome],
+                 skewed: list[tuple[Change, int | None]]
+                 ) -> tuple[list[Change], list[ApplyOutcome]]:
+        """Records the server refused for a version too far ahead of its clock get new
+        versions from the server's clock (``LocalStore.restamp``) and are pushed again by
+        this drain; the rest of the batch is acknowledged as usual."""
+        fixed = [(c, hlc) for c, hlc in skewed if hlc is not None]
+        done = self.store.restamp(fixed)
+        self._more = True                       # re-read: they are pending again
+        if fixed:
+            (ch, hlc), = fixed[:1]
+            ahead = ((ch.state.version.hlc >> 16) - (hlc >> 16)) / 1000
+            self._error(f"this machine's clock is about {ahead:.0f} s ahead of the server's "
+                        f"(more than its max_clock_skew): re-stamped {done} record(s) "
+                        f"against the server's clock; fix the clock")
+            log.warning("engine: clock about %.0f s ahead of the server: re-stamped %d "
+                        "record(s)", ahead, done)
+        keep = [i for i, (_c, hlc) in enumerate(skewed) if hlc is None]
+        return [batch[i] for i in keep], [outcomes[i] for i in keep]
 
     def _batch_failed(self, batch: list[Change], exc: BaseException,
                       summary: SyncSummary | None) -> PushResult:
@@ -299,6 +361,7 @@ class Cycles:
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
             mark = self.remote.watermark()
+            self._retry_refused(summary)
             for spec in self.project.tables:
                 self._catch_up_table(spec, mark, summary)
             self._catch_up_exits(mark, summary)
@@ -347,21 +410,33 @@ class Cycles:
         cursor, _ = self.store.get_cursor(table)
         system = self.project.config.system.id
 
-        def fetch(after: int) -> Page:
-            return self.remote.pull_page(table, scope, system, cursor, after, MAX_PAGE)
+        def fetch(after: int, limit: int) -> Page:
+            return self.remote.pull_page(table, scope, system, cursor, after, limit)
 
         with ThreadPoolExecutor(1, thread_name_prefix="tablesync-pull") as pool:
-            ahead = pool.submit(fetch, 0)
+            limit = MAX_PAGE
+            ahead = pool.submit(fetch, 0, limit)
             after = 0
-            for _ in range(10**7):              # bounded: a page always advances `after`
-                page = ahead.result()
+            # bounded: a page always advances `after`; a refused one halves `limit` (at most
+            # 10 times in a row: a single row over the cap comes back as a rejected row)
+            for _ in range(10**7):
+                try:
+                    page = ahead.result()
+                except ResponseTooLarge as exc:
+                    if limit <= 1:
+                        raise
+                    limit = max(1, limit // 2)  # bounded by bytes too: ask for fewer rows
+                    log.warning("engine: %s; asking for %d rows", exc, limit)
+                    ahead = pool.submit(fetch, after, limit)
+                    continue
                 last = page.last_seq
                 # only an empty page is the last: PostgREST cuts every response to the
                 # project's max_rows (often below MAX_PAGE), so a short page proves nothing
                 nxt = last if (last is not None and page.size > 0
                                and last > after) else None   # None: the last page
                 if nxt is not None:
-                    ahead = pool.submit(fetch, nxt)
+                    limit = min(MAX_PAGE, limit * 2)   # back towards full pages
+                    ahead = pool.submit(fetch, nxt, limit)
                 apply(page)
                 if nxt is None:
                     break
@@ -404,11 +479,18 @@ class Cycles:
         self._notify(removed)
 
     def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:
-        for bad in page.rejected:
+        raw = page.rejected_rows if len(page.rejected_rows) == len(page.rejected) else []
+        for i, bad in enumerate(page.rejected):
             log.error("engine: rejected a remote row: %s", bad)
-        applied = self.store.apply_remote(spec.name, page.rows) if page.rows else []
+            row = raw[i] if raw else None
+            if isinstance(row, dict) and row.get(spec.primary_key) is not None:
+                # recorded (not retried: the same bytes would be refused again)
+                self._refuse(spec, str(row[spec.primary_key]), str(bad), None,
+                             row.get("_ts_seq"))
+        rows = self.admit(spec, page.rows)
+        applied = self._apply_rows(spec, rows)
         seen, name, pk = self._returned, spec.name, spec.primary_key
-        for row in page.rows:
+        for row in rows:
             seq = row.get("_ts_seq")
             if type(seq) is int and seq > seen.get((name, str(row.get(pk))), -1):
                 seen[(name, str(row.get(pk)))] = seq
@@ -416,6 +498,68 @@ class Cycles:
         self._note(summary, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))
         self._notify(applied)
+
+    def admit(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` without those whose version is beyond the clock bound (recorded as
+        refused: a replica never adopts such a version; retried by later catch-ups, so the
+        row applies once it is within the bound)."""
+        now = self.wall.now_ms()
+        skew = self.max_skew_ms
+        out = []
+        for row in rows:
+            hlc = row.get("_ts_hlc")
+            if type(hlc) is int and too_far_ahead(hlc, now, skew):
+                ahead = ((hlc >> 16) - now) / 1000 if 0 <= hlc else 0.0
+                self._refuse(spec, str(row.get(spec.primary_key)),
+                             f"version {hlc} is {ahead:.0f} s ahead of this machine's clock "
+                             f"(max_clock_skew {skew / 1000:.0f} s)", row, row.get("_ts_seq"))
+                continue
+            out.append(row)
+        return out
+
+    def _apply_rows(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[Change]:
+        """Apply ``rows``; when the local database refuses them, halves are applied apart
+        until the refused rows are alone, and those are recorded (``_tablesync_refused``)
+        while the others apply. Rows applied settle earlier refusals of their records."""
+        if not rows:
+            return []
+        try:
+            applied = list(self.store.apply_remote(spec.name, rows))
+        except StoreError as exc:
+            if len(rows) == 1:
+                row = rows[0]
+                self._refuse(spec, str(row.get(spec.primary_key)), str(exc), row,
+                             row.get("_ts_seq"))
+                return []
+            half = len(rows) // 2
+            return self._apply_rows(spec, rows[:half]) + self._apply_rows(spec, rows[half:])
+        if self._refused:
+            self.store.settle_refused(spec.name, [str(r.get(spec.primary_key)) for r in rows])
+        return applied
+
+    def _refuse(self, spec: TableSpec, rid: str, reason: str, row: dict[str, Any] | None,
+                seq: Any) -> None:
+        self.store.refuse(spec.name, rid, reason, row, seq if type(seq) is int else None)
+        self._refused = True
+        msg = f"refused remote row {spec.name} {rid!r}: {reason}"
+        log.error("engine: %s", msg)
+        self._error(msg)
+
+    def _retry_refused(self, summary: SyncSummary | None) -> None:
+        """Apply again the refused rows kept with their image (first thing in a catch-up:
+        a newer row of the record pulled later still wins by the LWW rule)."""
+        if not self._refused:
+            return
+        entries = self.store.refused()
+        self._refused = bool(entries)
+        specs = {t.name: t for t in self.project.tables}
+        for e in entries:
+            spec, row = specs.get(e["table"]), e["row"]
+            if spec is None or not isinstance(row, dict):
+                continue
+            applied = self._apply_rows(spec, self.admit(spec, [row]))
+            self._note(summary, applied=len(applied))
+            self._notify(applied)
 
     @staticmethod
     def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
@@ -429,6 +573,18 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+
+
+_SKEW = re.compile(r"tablesync: clock skew: .*server_hlc=(\d+)")
+
+
+def server_hlc(outcome: ApplyOutcome) -> int | None:
+    """The server's clock (an HLC) from an ``error`` outcome refusing a version too far
+    ahead of it; None for any other outcome."""
+    if outcome.outcome != Outcome.ERROR or not outcome.message:
+        return None
+    found = _SKEW.search(outcome.message)
+    return int(found.group(1)) if found else None
 
 
 class _NotSent(Exception):

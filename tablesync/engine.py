@@ -134,6 +134,7 @@ class Engine:
                               metrics=self._metrics, notify=self._notify,
                               on_error=self._set_error) if remote is not None else None)
         self._errors_in_row = 0
+        self._errors_noted = 0                  # messages given to _set_error so far
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
         self.claim = ReplicaClaim(remote, self.store, cfg.system.id)
@@ -375,6 +376,7 @@ class Engine:
 
     def _timed(self, histogram: Any, work: Callable[[], Event]) -> Event:
         t0 = time.perf_counter()
+        errors = self._errors_noted
         result = work()
         histogram.observe(time.perf_counter() - t0)
         outcome = getattr(result, "outcome", RunOutcome.OK)
@@ -386,8 +388,10 @@ class Engine:
                 return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
         if outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN):
             self._errors_in_row = 0
-            if self.status.last_error:
-                self._set_error("")  # recovered: the page must not keep showing old errors
+            if self.status.last_error and self._errors_noted == errors:
+                # recovered: the page must not keep showing old errors (an error noted by
+                # this successful cycle, e.g. a record parked, stays until the next one)
+                self._set_error("")
             if not getattr(result, "backlog", False):
                 self._metrics.sync_cycles.inc()
                 self.store.note_synced()
@@ -541,10 +545,13 @@ class Engine:
             if rows is None:
                 self._feed(SyncRequested())
                 return
+        if rows and self.cycles is not None and not self.cycles.admit(spec, rows):
+            return                              # beyond the clock bound: recorded, not adopted
         try:
             applied = self.store.apply_remote(spec.name, rows) if rows else []
         except StoreError as exc:
             log.error("engine: cannot apply a realtime change: %s", exc)
+            self._feed(SyncRequested())         # the catch-up records it as refused
             return
         self._metrics.changes_pulled.inc(len(applied))
         self._notify(applied)
@@ -587,6 +594,8 @@ class Engine:
                 log.exception("engine: state callback failed")
 
     def _set_error(self, message: str) -> None:
+        if message:
+            self._errors_noted += 1
         s = self.status
         self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
                                    s.realtime, message[:500])

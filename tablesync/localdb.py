@@ -39,6 +39,29 @@ def quote(name: str) -> str:
     return ident(name, "sqlite")
 
 
+def _lossless(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def is_decode_error(exc: BaseException) -> bool:
+    """sqlite3's error for TEXT that is not valid UTF-8 (written by the app as bytes)."""
+    return isinstance(exc, sqlite3.OperationalError) and "decode" in str(exc)
+
+
+@contextmanager
+def lossless_text(conn: sqlite3.Connection) -> Iterator[None]:
+    """Inside the block, TEXT that is not valid UTF-8 reads as a ``str`` with surrogate
+    escapes (valid text reads as usual) instead of failing the whole query; the push then
+    parks such a record with the reason (:func:`tablesync.remote.base.unencodable`).
+    Used only to re-run a read that failed that way (the default factory is faster)."""
+    old = conn.text_factory
+    conn.text_factory = _lossless
+    try:
+        yield
+    finally:
+        conn.text_factory = old
+
+
 @contextmanager
 def echo_guard(conn: sqlite3.Connection) -> Iterator[None]:
     """Writes to user tables inside the block are not captured: ``_tablesync_state.applying``
@@ -100,9 +123,16 @@ def images(conn: sqlite3.Connection, spec: TableSpec,
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(rids), CHUNK):
         part = rids[i:i + CHUNK]
-        marks = ",".join("?" * len(part))
-        for row in conn.execute(f"SELECT {select} FROM {quote(spec.name)} WHERE "
-                                f"{pk} IN ({marks})", part):
+        sql = (f"SELECT {select} FROM {quote(spec.name)} WHERE {pk} IN "
+               f"({','.join('?' * len(part))})")
+        try:
+            found = conn.execute(sql, part).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not is_decode_error(exc):
+                raise
+            with lossless_text(conn):           # one bad row must not fail the others
+                found = conn.execute(sql, part).fetchall()
+        for row in found:
             data = dict(zip(cols, row))
             out[str(data[spec.primary_key])] = data
     return out

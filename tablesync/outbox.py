@@ -23,7 +23,8 @@ from typing import Any
 
 from tablesync import lww
 from tablesync.conflicts import record_conflict
-from tablesync.localdb import CHUNK, META_UPSERT, images, insert_rows, metas, park, utcnow
+from tablesync.localdb import (CHUNK, META_UPSERT, images, insert_rows, is_decode_error,
+                               lossless_text, metas, park, utcnow)
 from tablesync.model import (SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
                              TableSpec, Version)
 from tablesync.rows import state_from_row
@@ -159,6 +160,17 @@ class Outbox:
         With ``limit``: entries are read from the oldest pending one until ``limit``
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
+        try:
+            return self._groups(conn, limit, skip, include_parked)
+        except sqlite3.OperationalError as exc:
+            if not is_decode_error(exc):
+                raise
+            with lossless_text(conn):           # a delete's image holds non-UTF-8 text
+                return self._groups(conn, limit, skip, include_parked)
+
+    def _groups(self, conn: sqlite3.Connection, limit: int | None,
+                skip: Collection[tuple[str, str]], include_parked: bool
+                ) -> dict[str, dict[str, list[Entry]]]:
         parked = (set() if include_parked else
                   set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked")))
         parked.update(skip)

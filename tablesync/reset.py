@@ -33,7 +33,8 @@ class ResetResult:
 
 
 def reset_store(conn: sqlite3.Connection, specs: Mapping[str, TableSpec], *,
-                discard_pending: bool, backup_dir: Path | None) -> ResetResult:
+                discard_pending: bool, backup_dir: Path | None,
+                max_clock_skew: float = 300.0) -> ResetResult:
     """Clear the queue and the sync state (see :meth:`LocalStore.reset`) inside a write
     transaction; the newest queue entry stays, marked synced."""
     stamp_pending(conn)
@@ -48,10 +49,17 @@ def reset_store(conn: sqlite3.Connection, specs: Mapping[str, TableSpec], *,
     removed = _drop_unacknowledged(conn, specs, entries)
     conn.execute("UPDATE _tablesync_state SET hlc = max(hlc, coalesce((SELECT "
                  "max(hlc) FROM sync_queue), 0))")
+    # whatever the clock holds (a version adopted before versions were bounded, up to
+    # 2^63 - 1): never above this machine's clock plus the bound, so stamping and the
+    # server accept the next writes
+    ceiling = (time.time_ns() // 1_000_000 + int(max_clock_skew * 1000)) << 16
+    conn.execute("UPDATE _tablesync_state SET hlc = min(hlc, ?)", (ceiling,))
+    conn.execute("UPDATE _tablesync_stamp SET hlc = min(hlc, ?)", (ceiling,))
     # keep the newest queue row (marked synced) so ids are never handed out again
     conn.execute("DELETE FROM sync_queue WHERE id < (SELECT max(id) FROM sync_queue)")
     conn.execute("UPDATE sync_queue SET synced_at = coalesce(synced_at, ?)", (utcnow(),))
-    for table in ("_tablesync_meta", "_tablesync_cursors", "_tablesync_parked"):
+    for table in ("_tablesync_meta", "_tablesync_cursors", "_tablesync_parked",
+                  "_tablesync_refused"):
         conn.execute(f"DELETE FROM {quote(table)}")
     return ResetResult(len(entries), backup, removed)
 

@@ -24,6 +24,7 @@ import sqlite3
 from typing import Iterable
 
 CHUNK = 50_000
+HLC_CEILING = (1 << 63) - 1 - (1 << 40)   # leaves room for 2^40 stamps above it
 JD_UNIX_EPOCH = 2440587.5
 MS_PER_DAY = 86_400_000
 
@@ -72,7 +73,9 @@ def stamp_pending(conn: sqlite3.Connection, chunk: int = CHUNK) -> int:
     done = 0
     for _ in range((top - after) // chunk + 1):       # bounded: ids only grow
         upto = min(after + chunk, top)
-        h0 = max(int(observed), last)
+        # never above HLC_CEILING: i + h0 must stay an INTEGER (SQLite would turn an
+        # overflow into a REAL); a clock that high is refused by the server and re-stamped
+        h0 = min(max(int(observed), last), HLC_CEILING)
         conn.execute(_STAMP_SQL, {"after": after, "upto": upto, "h0": h0})
         done += conn.execute("SELECT changes()").fetchone()[0]  # rowcount is -1 for WITH
         got = conn.execute("SELECT hlc FROM sync_queue WHERE id > ? AND id <= ? "

@@ -22,6 +22,7 @@ Parking, queue statistics, pruning and the catch-up cursors are small enough to 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -40,7 +41,8 @@ from tablesync.inbox import Inbox, _Fresh, rid_of
 from tablesync.localdb import CHUNK, ROWS_PER_INSERT, park, utcnow
 from tablesync.migrations import migrate
 from tablesync.model import ApplyOutcome, Change
-from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending
+from tablesync.localdb import metas
+from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
 from tablesync.reset import ResetResult, reset_store
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
@@ -172,6 +174,24 @@ class LocalStore:
             applied += self.apply_remote(table, rows)
         return applied
 
+    def restamp(self, changes: Sequence[tuple[Change, int]]) -> int:
+        """Give the pending entries of each change new versions from ``server_hlc`` (the
+        server's clock, which refused the change's version as too far ahead of it): above
+        it and above the record's stored version, in queue order. How many records."""
+        n = 0
+        with self._tx() as conn:
+            stamp_pending(conn)
+            for ch, server in changes:
+                ids = sorted(still_pending(conn, [ch]))
+                if not ids:
+                    continue
+                meta = metas(conn, ch.table, [ch.record_id]).get(ch.record_id)
+                start = max(server, meta.version.hlc if meta else 0) + 1
+                conn.executemany("UPDATE sync_queue SET hlc = ? WHERE id = ?",
+                                 [(start + i, qid) for i, qid in enumerate(ids)])
+                n += 1
+        return n
+
     def park_changes(self, changes: Sequence[Change], reason: str) -> int:
         """Park the records of ``changes`` whose entries are still pending (a batch refused
         as a whole); how many were parked."""
@@ -269,6 +289,51 @@ class LocalStore:
                          f"_tablesync_parked WHERE {where})", args)
             return conn.execute(f"DELETE FROM _tablesync_parked WHERE {where}", args).rowcount
 
+    def refuse(self, table: str, record_id: str, reason: str,
+               row: Mapping[str, Any] | None, seq: int | None = None) -> None:
+        """Record a server row this replica could not apply (``row``: its image, retried
+        by :meth:`refused`'s user; None when there is nothing to retry with)."""
+        hlc = row.get("_ts_hlc") if row is not None else None
+        image = None
+        if row is not None:
+            try:
+                image = json.dumps(dict(row), allow_nan=False, ensure_ascii=False)
+            except (TypeError, ValueError):
+                image = None
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO _tablesync_refused (table_name, record_id, seq, hlc, reason, row, "
+                "refused_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (table_name, record_id) "
+                "DO UPDATE SET seq = excluded.seq, hlc = excluded.hlc, reason = excluded.reason, "
+                "row = coalesce(excluded.row, row), tries = tries + 1, "
+                "refused_at = excluded.refused_at",
+                (table, record_id, seq if type(seq) is int else None,
+                 hlc if type(hlc) is int and -2**63 <= hlc < 2**63 else None,
+                 reason[:1000], image, utcnow()))
+
+    def refused(self) -> list[dict[str, Any]]:
+        """Refused server rows: table, record_id, seq, reason, tries, refused_at, row (the
+        image as a dict, or None)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT table_name, record_id, seq, reason, tries, refused_at, row FROM "
+                "_tablesync_refused ORDER BY table_name, seq").fetchall()
+        return [{"table": t, "record_id": r, "seq": q, "reason": why, "tries": n,
+                 "refused_at": at, "row": json.loads(img) if img else None}
+                for t, r, q, why, n, at, img in rows]
+
+    def settle_refused(self, table: str, record_ids: Collection[str]) -> int:
+        """Forget refused rows of ``record_ids`` (applied since, or superseded)."""
+        ids = list(record_ids)
+        with self._tx() as conn:
+            n = 0
+            for i in range(0, len(ids), CHUNK):
+                part = ids[i:i + CHUNK]
+                n += conn.execute(
+                    f"DELETE FROM _tablesync_refused WHERE table_name = ? AND record_id IN "
+                    f"({','.join('?' * len(part))})", (table, *part)).rowcount
+            return n
+
     def parked(self) -> list[dict[str, str]]:
         with self._lock:
             rows = self._conn.execute("SELECT table_name, record_id, reason, parked_at FROM "
@@ -338,6 +403,7 @@ class LocalStore:
         """
         with self._tx() as conn:
             result = reset_store(conn, self._specs, discard_pending=discard_pending,
+                                 max_clock_skew=self.project.config.sync.max_clock_skew,
                                  backup_dir=backup_dir)
         log.warning("reset: queue cleared (%d unsynced entries discarded), cursors reset",
                     result.discarded)

@@ -33,9 +33,9 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "EncodedRows",
-    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "SYNC_COLUMNS", "Subscriber",
+    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber",
     "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
-    "row_checker", "validate_row",
+    "row_checker", "unencodable", "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
@@ -60,15 +60,52 @@ class EncodedRows(list):  # type: ignore[type-arg]
 
 
 def encoded_rows(rows: list[dict[str, Any]]) -> EncodedRows:
-    """``rows`` with the apply request body ``{"rows": [...]}`` encoded once (compact JSON).
-    A value JSON cannot carry (NaN, Infinity) leaves ``body`` empty: the remote then fails
-    on these rows at their turn, as it would without the pre-encoding."""
+    """``rows`` with the apply request body ``{"rows": [...]}`` encoded once (compact JSON,
+    UTF-8). A value JSON cannot carry (NaN, Infinity, bytes, text that is not valid UTF-8)
+    leaves ``body`` empty: :func:`unencodable` then names the rows and the reason (the
+    push parks them, see ``Cycles``)."""
     out = EncodedRows(rows)
     try:
-        out.body = json.dumps({"rows": rows}, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError):
+        out.body = json.dumps({"rows": rows}, separators=(",", ":"), allow_nan=False,
+                              ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):             # UnicodeEncodeError is a ValueError
         out.body = b""
     return out
+
+
+def value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be sent as JSON (None: it can)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return f"a REAL {name}, which JSON cannot carry"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"a BLOB of {len(value)} byte(s), which this column cannot carry as JSON"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text that is not valid UTF-8"
+        return None
+    if value is None or isinstance(value, (bool, int, float)):
+        return None
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"a {type(value).__name__} JSON cannot carry ({str(exc)[:80]})"
+    return None
+
+
+def unencodable(rows: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """Index -> reason for each row of ``rows`` that cannot be encoded as apply JSON
+    (naming the first bad column)."""
+    bad: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            why = value_problem(value)
+            if why is not None:
+                bad[i] = f"cannot be sent: column {name!r} holds {why}"
+                break
+    return bad
 
 
 @dataclass(frozen=True)
@@ -113,6 +150,13 @@ class Page:
     rejected: list[PayloadError] = field(default_factory=list)
     size: int = 0
     last_seq: int | None = None
+    # the rejected rows as received (parallel to ``rejected`` when given), so the engine can
+    # record them by table and id in ``_tablesync_refused``
+    rejected_rows: list[Any] = field(default_factory=list)
+
+
+class ResponseTooLarge(PayloadError):
+    """A response over the client's size cap (a catch-up asks again for fewer rows)."""
 
 
 class TokenSource(Protocol):

@@ -20,6 +20,7 @@ from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemo
 from tablesync.model import TableSpec
 from tablesync.remote.base import (
     MAX_PAGE, ApplyOutcome, DeadSessionError, EncodedRows, ExpiredTokenError, Page,
+    ResponseTooLarge,
     TokenSource, error_for_status, parse_outcomes, row_checker, validate_row,
 )
 from tablesync.vault import Secret, Tokens
@@ -211,8 +212,13 @@ class RestRemote:
         params = {"select": "*", scope: f"eq.{system_id}", "_ts_xid": f"gte.{int(cursor)}",
                   "_ts_seq": f"gt.{int(after_seq)}", "order": "_ts_seq.asc",
                   "limit": str(limit)}
-        body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params,
-                          what=f"pull {table}")
+        try:
+            body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params,
+                              what=f"pull {table}")
+        except ResponseTooLarge:
+            if limit > 1:
+                raise                           # the caller asks again for fewer rows
+            return self._oversized_row(table, params)
         if not isinstance(body, list):
             raise PayloadError(f"pull {table}: expected a JSON array, got {type(body).__name__}")
         if len(body) > limit:
@@ -235,11 +241,32 @@ class RestRemote:
                                f"{type(body).__name__}")
         return self._page(table, body)
 
+    def _oversized_row(self, table: str, params: dict[str, str]) -> Page:
+        """The next row alone is larger than the response cap: fetch only its key and
+        sequence and return it as a rejected row (so the catch-up records it by table and
+        id and goes on past it, instead of asking for it forever)."""
+        spec = self.tables.get(table)
+        keys = [spec.primary_key] if spec is not None else []
+        body = self._data("GET", "/rest/v1/" + quote(table, safe=""),
+                          params={**params, "select": ",".join([*keys, "_ts_seq"])},
+                          what=f"pull {table} (key of an oversized row)")
+        if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
+            raise PayloadError(f"pull {table}: the oversized row's key could not be read")
+        row = body[0]
+        seq = row.get("_ts_seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise PayloadError(f"pull {table}: the oversized row has no integer _ts_seq")
+        rid = row.get(keys[0]) if keys else None
+        err = PayloadError(f"pull {table}: row {rid!r} (_ts_seq {seq}) is larger than the "
+                           f"{self.max_response}-byte response cap")
+        return Page([], [err], 1, seq, [row])
+
     def _page(self, table: str, body: list[Any]) -> Page:
         spec = self.tables.get(table)
         ok = self._checker(spec) if spec is not None else None
         rows: list[dict[str, Any]] = []
         rejected: list[PayloadError] = []
+        bad: list[Any] = []
         last: int | None = None
         for i, raw in enumerate(body):
             seq = raw.get("_ts_seq") if isinstance(raw, dict) else None
@@ -257,9 +284,10 @@ class RestRemote:
                     raise PayloadError(f"pull {table}: row {i} has no integer _ts_seq")
             except PayloadError as exc:
                 rejected.append(exc)
+                bad.append(raw)
                 continue
             rows.append(raw)
-        return Page(rows, rejected, len(body), last)
+        return Page(rows, rejected, len(body), last, bad)
 
     def _checker(self, spec: TableSpec) -> Callable[[Any], bool]:
         hit = self._checkers.get(spec.name)
@@ -319,14 +347,15 @@ class RestRemote:
     def _read_capped(self, resp: httpx.Response, what: str) -> bytes:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_response:
-            raise PayloadError(f"{what}: response of {declared} bytes exceeds the "
-                               f"{self.max_response}-byte cap")
+            raise ResponseTooLarge(f"{what}: response of {declared} bytes exceeds the "
+                                   f"{self.max_response}-byte cap")
         chunks: list[bytes] = []
         total = 0
         for chunk in resp.iter_bytes():
             total += len(chunk)
             if total > self.max_response:
-                raise PayloadError(f"{what}: response exceeds the {self.max_response}-byte cap")
+                raise ResponseTooLarge(f"{what}: response exceeds the "
+                                       f"{self.max_response}-byte cap")
             chunks.append(chunk)
         return b"".join(chunks)
 

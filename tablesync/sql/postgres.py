@@ -27,6 +27,12 @@ TS_COLUMNS = (
 )
 VERSION_COLUMNS = ("_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
 NOW_HLC = "((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16)"
+# the server's bound on pushed versions (docs/conflicts.md "Bounded versions"): baked in,
+# not an RPC parameter (a pusher must not choose its own bound); an operator may change it
+# with ALTER DATABASE ... SET tablesync.max_clock_skew_ms = <ms>
+MAX_CLOCK_SKEW_MS = 300_000
+SKEW_MS_SQL = (f"coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')"
+               f"::bigint, {MAX_CLOCK_SKEW_MS})")
 
 
 def apply_function_name(table: str) -> str:
@@ -184,7 +190,7 @@ BEGIN
         OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
-    NEW._ts_hlc := greatest({NOW_HLC}, OLD._ts_hlc + 1);
+    NEW._ts_hlc := greatest({NOW_HLC}, least(OLD._ts_hlc, 9223372036854775806) + 1);
     NEW._ts_origin := 'server';
   END IF;
   RETURN NEW;
@@ -307,10 +313,23 @@ DECLARE
   n_ids integer;
   complete boolean;
   applied_ids text[];
+  me text := {CLAIM};
+  now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  skew_ms bigint := {SKEW_MS_SQL};
+  unbounded boolean;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
   END IF;
+  -- bounded versions: a version too far ahead of this clock, or of another origin than
+  -- the pusher (the JWT's system id) or 'server', is refused row by row below
+  SELECT coalesce(bool_or(
+           (jsonb_typeof(x.v -> '_ts_hlc') = 'number'
+            AND ((x.v ->> '_ts_hlc')::numeric < 0 OR (x.v ->> '_ts_hlc')::numeric
+                 >= (now_ms + skew_ms + 1)::numeric * 65536))
+           OR (me IS NOT NULL AND coalesce(x.v ->> '_ts_hlc', '0') <> '0'
+               AND coalesce(x.v ->> '_ts_origin', '') NOT IN (me, 'server'))), false)
+    INTO unbounded FROM jsonb_array_elements(rows) AS x(v) WHERE jsonb_typeof(x.v) = 'object';
 {fast}
   FOR r IN SELECT value FROM jsonb_array_elements(rows) LOOP
     res := NULL;
@@ -319,6 +338,19 @@ BEGIN
       IF rid IS NULL THEN
         RAISE EXCEPTION 'row is not an object with a non-null %', {pk_key}
           USING ERRCODE = '22023';
+      END IF;
+      IF unbounded AND jsonb_typeof(r -> '_ts_hlc') = 'number'
+         AND ((r ->> '_ts_hlc')::numeric < 0
+              OR (r ->> '_ts_hlc')::numeric >= (now_ms + skew_ms + 1)::numeric * 65536) THEN
+        RAISE EXCEPTION 'tablesync: clock skew: version % is % ms ahead of the server clock '
+          '(max_clock_skew % ms); server_hlc=%', r ->> '_ts_hlc',
+          floor((r ->> '_ts_hlc')::numeric / 65536) - now_ms, skew_ms, now_ms << 16
+          USING ERRCODE = '22008';
+      END IF;
+      IF unbounded AND me IS NOT NULL AND coalesce(r ->> '_ts_hlc', '0') <> '0'
+         AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
+        RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
+          r ->> '_ts_origin', me USING ERRCODE = '42501';
       END IF;
       inc := jsonb_populate_record(NULL::{t}, r);
       SELECT * INTO cur FROM {t} WHERE {pk} = inc.{pk} FOR UPDATE;
@@ -424,7 +456,7 @@ def _fast_path_sql(spec: TableSpec) -> str:
     return f"""  SELECT count(*), count(DISTINCT x.v ->> {pk_key}),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> {pk_key} IS NOT NULL AND x.v ?& {keys})
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
-  IF complete AND n_rows = n_ids THEN
+  IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
       WITH up AS (
         INSERT INTO {t} AS tgt ({names})

@@ -131,6 +131,22 @@ OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES "
         "(1, lower(hex(randomblob(16))));",
     )),
+    (4, "refused remote rows", (
+        # a server row this replica could not apply (local constraint, malformed, version
+        # beyond the clock bound, larger than the response cap): kept with the reason and
+        # retried by every catch-up while ``row`` holds it (docs/engine.md)
+        """CREATE TABLE IF NOT EXISTS _tablesync_refused (
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    seq INTEGER,
+    hlc INTEGER,
+    reason TEXT NOT NULL,
+    row JSON,
+    tries INTEGER NOT NULL DEFAULT 1,
+    refused_at TEXT NOT NULL,
+    PRIMARY KEY (table_name, record_id)
+);""",
+    )),
 )
 
 MIGRATIONS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS _tablesync_migrations (

@@ -88,7 +88,7 @@ def test_push_outcomes_watermark_and_pull(server: DevServerInfo, project: Projec
         hlc = int(time.time() * 1000) << 16
         out = a.apply("tasks", [_task("t1", hlc), _task("t2", hlc)])
         assert [o.outcome for o in out] == ["applied", "applied"]
-        out = a.apply("tasks", [_task("t1", hlc), _task("t2", hlc - 5, origin="system-b"),
+        out = a.apply("tasks", [_task("t1", hlc), _task("t2", hlc - 5),
                                 _task("t3", hlc, system="system-b")])
         assert [o.outcome for o in out] == ["duplicate", "superseded", "forbidden"]
         assert out[1].row is not None and out[1].row["_ts_hlc"] == hlc

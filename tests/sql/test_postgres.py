@@ -90,8 +90,10 @@ def _jwt(conn: Any, system: str) -> None:
 def test_rls_forbidden_per_row(pg: Any, apply: Any) -> None:
     apply(pg, "projects", [{**_row("other", 5), "system_id": "system-b"}])
     _jwt(pg, "system-a")
-    out = apply(pg, "projects", [{**_row("mine", 5)}, {**_row("theirs", 5), "system_id": "system-b"},
-                                 {**_row("other", 9)}])
+    # origin = the JWT's system id: any other origin is refused (bounded versions)
+    out = apply(pg, "projects", [{**_row("mine", 5, "system-a")},
+                                 {**_row("theirs", 5, "system-a"), "system_id": "system-b"},
+                                 {**_row("other", 9, "system-a")}])
     assert [o["outcome"] for o in out] == ["applied", "forbidden", "forbidden"]
     assert pg.execute("SELECT count(*) FROM projects").fetchone()[0] == 1
     assert pg.execute("SELECT tablesync_watermark()").fetchone()[0] > 0
@@ -117,8 +119,9 @@ def test_set_based_apply_outcomes_and_fallback(pg: Any, apply: Any) -> None:
     assert out[2]["row"]["_ts_hlc"] == 10 and out[2]["row"]["_ts_origin"] == "A"
     assert pg.execute("SELECT _ts_origin FROM projects WHERE id = 'c'").fetchone() == ("B",)
     _jwt(pg, "system-a")
-    out = apply(pg, "projects", [_full("d", 5), {**_full("e", 5), "system_id": "system-b"},
-                                 _full("a", 11), _full("f", 5, name=None)])
+    me = "system-a"                 # a signed-in pusher's origin is its own system id
+    out = apply(pg, "projects", [_full("d", 5, me), {**_full("e", 5, me), "system_id": "system-b"},
+                                 _full("a", 11, me), _full("f", 5, me, name=None)])
     assert [o["outcome"] for o in out] == ["applied", "forbidden", "applied", "error"]
     assert [n for n in notes if "per-row apply" in n]           # fell back
     pg.execute("RESET ROLE")
@@ -218,7 +221,7 @@ def test_concurrent_overwrites_are_logged_on_the_server(pg: Any, apply: Any) -> 
     pg.execute("RESET ROLE")
     pg.execute("ROLLBACK") if pg.info.transaction_status else None
     _jwt(pg, "system-a")
-    out = apply(pg, "projects", [_row("r", dash_hlc + 9, "C", base=(5, "C"))])
+    out = apply(pg, "projects", [_row("r", dash_hlc + 9, "system-a", base=(5, "system-a"))])
     assert out[0]["outcome"] == "applied"
     assert pg.execute("SELECT count(*) FROM tablesync_conflicts").fetchone() == (3,)
     pg.execute("RESET ROLE")

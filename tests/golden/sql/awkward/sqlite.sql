@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS _tablesync_replica (
 );
 INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES (1, lower(hex(randomblob(16))));
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (3, 'replica id');
+CREATE TABLE IF NOT EXISTS _tablesync_refused (
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    seq INTEGER,
+    hlc INTEGER,
+    reason TEXT NOT NULL,
+    row JSON,
+    tries INTEGER NOT NULL DEFAULT 1,
+    refused_at TEXT NOT NULL,
+    PRIMARY KEY (table_name, record_id)
+);
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (4, 'refused remote rows');
 
 -- table transaction
 /* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" REAL(12, 2) NOT NULL DEFAULT 0, "index" INTEGER CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" INTEGER DEFAULT FALSE, "data" JSON, "meta" JSONB DEFAULT '{}', "ratio" REAL, "code" TEXT(3), "label" TEXT(20) NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT);

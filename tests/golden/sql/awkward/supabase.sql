@@ -222,7 +222,7 @@ BEGIN
         OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
-    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
+    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), least(OLD._ts_hlc, 9223372036854775806) + 1);
     NEW._ts_origin := 'server';
   END IF;
   RETURN NEW;
@@ -313,14 +313,27 @@ DECLARE
   n_ids integer;
   complete boolean;
   applied_ids text[];
+  me text := (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id');
+  now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
+  unbounded boolean;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
   END IF;
+  -- bounded versions: a version too far ahead of this clock, or of another origin than
+  -- the pusher (the JWT's system id) or 'server', is refused row by row below
+  SELECT coalesce(bool_or(
+           (jsonb_typeof(x.v -> '_ts_hlc') = 'number'
+            AND ((x.v ->> '_ts_hlc')::numeric < 0 OR (x.v ->> '_ts_hlc')::numeric
+                 >= (now_ms + skew_ms + 1)::numeric * 65536))
+           OR (me IS NOT NULL AND coalesce(x.v ->> '_ts_hlc', '0') <> '0'
+               AND coalesce(x.v ->> '_ts_origin', '') NOT IN (me, 'server'))), false)
+    INTO unbounded FROM jsonb_array_elements(rows) AS x(v) WHERE jsonb_typeof(x.v) = 'object';
   SELECT count(*), count(DISTINCT x.v ->> 'id'),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> 'id' IS NOT NULL AND x.v ?& ARRAY['id', 'values', 'key', 'value', 'index', 'date', 'timestamp', 'booked_at', 'status', 'data', 'meta', 'ratio', 'code', 'label', 'external_id', '_leading', '_ts_hlc', '_ts_origin', '_ts_deleted', '_ts_base_hlc', '_ts_base_origin'])
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
-  IF complete AND n_rows = n_ids THEN
+  IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
       WITH up AS (
         INSERT INTO "public"."transaction" AS tgt ("id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
@@ -368,6 +381,19 @@ BEGIN
       IF rid IS NULL THEN
         RAISE EXCEPTION 'row is not an object with a non-null %', 'id'
           USING ERRCODE = '22023';
+      END IF;
+      IF unbounded AND jsonb_typeof(r -> '_ts_hlc') = 'number'
+         AND ((r ->> '_ts_hlc')::numeric < 0
+              OR (r ->> '_ts_hlc')::numeric >= (now_ms + skew_ms + 1)::numeric * 65536) THEN
+        RAISE EXCEPTION 'tablesync: clock skew: version % is % ms ahead of the server clock '
+          '(max_clock_skew % ms); server_hlc=%', r ->> '_ts_hlc',
+          floor((r ->> '_ts_hlc')::numeric / 65536) - now_ms, skew_ms, now_ms << 16
+          USING ERRCODE = '22008';
+      END IF;
+      IF unbounded AND me IS NOT NULL AND coalesce(r ->> '_ts_hlc', '0') <> '0'
+         AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
+        RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
+          r ->> '_ts_origin', me USING ERRCODE = '42501';
       END IF;
       inc := jsonb_populate_record(NULL::"public"."transaction", r);
       SELECT * INTO cur FROM "public"."transaction" WHERE "id" = inc."id" FOR UPDATE;
@@ -515,7 +541,7 @@ BEGIN
         OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
-    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
+    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), least(OLD._ts_hlc, 9223372036854775806) + 1);
     NEW._ts_origin := 'server';
   END IF;
   RETURN NEW;
@@ -606,14 +632,27 @@ DECLARE
   n_ids integer;
   complete boolean;
   applied_ids text[];
+  me text := (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id');
+  now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
+  unbounded boolean;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
   END IF;
+  -- bounded versions: a version too far ahead of this clock, or of another origin than
+  -- the pusher (the JWT's system id) or 'server', is refused row by row below
+  SELECT coalesce(bool_or(
+           (jsonb_typeof(x.v -> '_ts_hlc') = 'number'
+            AND ((x.v ->> '_ts_hlc')::numeric < 0 OR (x.v ->> '_ts_hlc')::numeric
+                 >= (now_ms + skew_ms + 1)::numeric * 65536))
+           OR (me IS NOT NULL AND coalesce(x.v ->> '_ts_hlc', '0') <> '0'
+               AND coalesce(x.v ->> '_ts_origin', '') NOT IN (me, 'server'))), false)
+    INTO unbounded FROM jsonb_array_elements(rows) AS x(v) WHERE jsonb_typeof(x.v) = 'object';
   SELECT count(*), count(DISTINCT x.v ->> 'id'),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> 'id' IS NOT NULL AND x.v ?& ARRAY['id', 'values', 'transaction_id', 'parent_id', 'position', 'comment', 'level', '_ts_hlc', '_ts_origin', '_ts_deleted', '_ts_base_hlc', '_ts_base_origin'])
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
-  IF complete AND n_rows = n_ids THEN
+  IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
       WITH up AS (
         INSERT INTO "public"."index" AS tgt ("id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
@@ -661,6 +700,19 @@ BEGIN
       IF rid IS NULL THEN
         RAISE EXCEPTION 'row is not an object with a non-null %', 'id'
           USING ERRCODE = '22023';
+      END IF;
+      IF unbounded AND jsonb_typeof(r -> '_ts_hlc') = 'number'
+         AND ((r ->> '_ts_hlc')::numeric < 0
+              OR (r ->> '_ts_hlc')::numeric >= (now_ms + skew_ms + 1)::numeric * 65536) THEN
+        RAISE EXCEPTION 'tablesync: clock skew: version % is % ms ahead of the server clock '
+          '(max_clock_skew % ms); server_hlc=%', r ->> '_ts_hlc',
+          floor((r ->> '_ts_hlc')::numeric / 65536) - now_ms, skew_ms, now_ms << 16
+          USING ERRCODE = '22008';
+      END IF;
+      IF unbounded AND me IS NOT NULL AND coalesce(r ->> '_ts_hlc', '0') <> '0'
+         AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
+        RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
+          r ->> '_ts_origin', me USING ERRCODE = '42501';
       END IF;
       inc := jsonb_populate_record(NULL::"public"."index", r);
       SELECT * INTO cur FROM "public"."index" WHERE "id" = inc."id" FOR UPDATE;
@@ -799,7 +851,7 @@ BEGIN
         OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
     NEW._ts_base_hlc := OLD._ts_hlc;
     NEW._ts_base_origin := OLD._ts_origin;
-    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), OLD._ts_hlc + 1);
+    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), least(OLD._ts_hlc, 9223372036854775806) + 1);
     NEW._ts_origin := 'server';
   END IF;
   RETURN NEW;
@@ -890,14 +942,27 @@ DECLARE
   n_ids integer;
   complete boolean;
   applied_ids text[];
+  me text := (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id');
+  now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
+  unbounded boolean;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
   END IF;
+  -- bounded versions: a version too far ahead of this clock, or of another origin than
+  -- the pusher (the JWT's system id) or 'server', is refused row by row below
+  SELECT coalesce(bool_or(
+           (jsonb_typeof(x.v -> '_ts_hlc') = 'number'
+            AND ((x.v ->> '_ts_hlc')::numeric < 0 OR (x.v ->> '_ts_hlc')::numeric
+                 >= (now_ms + skew_ms + 1)::numeric * 65536))
+           OR (me IS NOT NULL AND coalesce(x.v ->> '_ts_hlc', '0') <> '0'
+               AND coalesce(x.v ->> '_ts_origin', '') NOT IN (me, 'server'))), false)
+    INTO unbounded FROM jsonb_array_elements(rows) AS x(v) WHERE jsonb_typeof(x.v) = 'object';
   SELECT count(*), count(DISTINCT x.v ->> 'id'),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> 'id' IS NOT NULL AND x.v ?& ARRAY['id', 'tenant', 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde', 'time', 'amount', 'type', '_ts_hlc', '_ts_origin', '_ts_deleted', '_ts_base_hlc', '_ts_base_origin'])
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
-  IF complete AND n_rows = n_ids THEN
+  IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
       WITH up AS (
         INSERT INTO "public"."a_table_name_that_is_exactly_forty_chars" AS tgt ("id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
@@ -945,6 +1010,19 @@ BEGIN
       IF rid IS NULL THEN
         RAISE EXCEPTION 'row is not an object with a non-null %', 'id'
           USING ERRCODE = '22023';
+      END IF;
+      IF unbounded AND jsonb_typeof(r -> '_ts_hlc') = 'number'
+         AND ((r ->> '_ts_hlc')::numeric < 0
+              OR (r ->> '_ts_hlc')::numeric >= (now_ms + skew_ms + 1)::numeric * 65536) THEN
+        RAISE EXCEPTION 'tablesync: clock skew: version % is % ms ahead of the server clock '
+          '(max_clock_skew % ms); server_hlc=%', r ->> '_ts_hlc',
+          floor((r ->> '_ts_hlc')::numeric / 65536) - now_ms, skew_ms, now_ms << 16
+          USING ERRCODE = '22008';
+      END IF;
+      IF unbounded AND me IS NOT NULL AND coalesce(r ->> '_ts_hlc', '0') <> '0'
+         AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
+        RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
+          r ->> '_ts_origin', me USING ERRCODE = '42501';
       END IF;
       inc := jsonb_populate_record(NULL::"public"."a_table_name_that_is_exactly_forty_chars", r);
       SELECT * INTO cur FROM "public"."a_table_name_that_is_exactly_forty_chars" WHERE "id" = inc."id" FOR UPDATE;

@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS _tablesync_replica (
 );
 INSERT OR IGNORE INTO _tablesync_replica (id, replica_id) VALUES (1, lower(hex(randomblob(16))));
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (3, 'replica id');
+CREATE TABLE IF NOT EXISTS _tablesync_refused (
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    seq INTEGER,
+    hlc INTEGER,
+    reason TEXT NOT NULL,
+    row JSON,
+    tries INTEGER NOT NULL DEFAULT 1,
+    refused_at TEXT NOT NULL,
+    PRIMARY KEY (table_name, record_id)
+);
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (4, 'refused remote rows');
 
 -- table projects
 CREATE TABLE IF NOT EXISTS "projects" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "name" TEXT NOT NULL, "description" TEXT, "created_at" TEXT);
