@@ -10,6 +10,8 @@ bytea       ``"\\x0a0b"`` (hex text)           ``bytes`` (BLOB)
 jsonb       the JSON value                     its text, as Postgres prints jsonb
                                                (``{"a": 1, "b": [1, 2]}``); sent as text
 boolean     ``true`` / ``false``               ``1`` / ``0``
+double      number (jsonb: maybe a huge        ``float`` (an integer beyond 64 bits read
+            integer, e.g. 1e300)               as a float)
 others      number / text                      the same number / text
 ==========  =================================  ==========================================
 
@@ -45,7 +47,9 @@ class Codec:
         self.bytea = tuple(c for c, k in kinds.items() if k == "BYTEA")
         self.jsonb = tuple(c for c, k in kinds.items() if k == "JSONB")
         self.bools = tuple(c for c, k in kinds.items() if k == "BOOLEAN")
-        self.identity = not (self.bytea or self.jsonb or self.bools)
+        # a double as jsonb (Realtime's to_jsonb) may be an integer beyond SQLite's 64 bits
+        self.reals = tuple(c for c, k in kinds.items() if k == "DOUBLE PRECISION")
+        self.identity = not (self.bytea or self.jsonb or self.bools or self.reals)
 
     def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
         """A local row (or part of one) in wire form (a copy when anything changes)."""
@@ -85,6 +89,11 @@ class Codec:
             if type(v) is bool:
                 out = out if out is not None else dict(row)
                 out[c] = int(v)
+        for c in self.reals:
+            v = row.get(c)
+            if type(v) is int and not -2 ** 63 <= v < 2 ** 63:
+                out = out if out is not None else dict(row)
+                out[c] = float(v)
         for c in self.jsonb:
             if c in row and row[c] is not None:
                 out = out if out is not None else dict(row)
