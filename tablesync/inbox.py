@@ -217,7 +217,9 @@ class Inbox:
                 settle_parked(conn, spec.name, rid)
             return None, conflict
         conflict = None
-        if local is not None and foreign and lww.is_concurrent(remote, local):
+        unseen = (lww.overwrote_pending(remote, local) if rid in pend and local is not None
+                  else local is not None and lww.is_concurrent(remote, local))
+        if local is not None and foreign and unseen:
             conflict = record_conflict(conn, spec.name, rid, remote,
                                        _with_data(conn, spec, rid, local),
                                        "local write superseded by remote")

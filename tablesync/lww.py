@@ -65,3 +65,15 @@ def is_concurrent(winner: RowState, loser: RowState) -> bool:
     loser's is taken to have seen it (HLC order includes causality).
     """
     return winner.version != loser.version and winner.base < loser.version
+
+
+def overwrote_pending(winner: RowState, pending: RowState) -> bool:
+    """True when ``winner`` overwrote a local write that was still pending (never
+    acknowledged), unless the winner was written on top of exactly that version.
+
+    :func:`is_concurrent` takes "my copy held a version at or above the loser's" as having
+    seen it; that holds for stored versions, not for a write the server never acknowledged:
+    a chain of later server writes (a dashboard edit, then a move; base above the local
+    write's stamp) never saw it. Only a writer whose base *is* the pending version can
+    have read it (it reached the server, and the acknowledgement was lost)."""
+    return winner.version != pending.version and winner.base != pending.version

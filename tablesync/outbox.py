@@ -16,6 +16,7 @@ the connection, the lock and the transactions).
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +24,16 @@ from typing import Any
 
 from tablesync import lww
 from tablesync.conflicts import record_conflict
-from tablesync.localdb import (CHUNK, META_UPSERT, images, insert_rows, is_decode_error,
-                               lossless_text, metas, park, utcnow)
+from tablesync.localdb import (CHUNK, META_UPSERT, echo_guard, images, insert_rows,
+                               is_decode_error, lossless_text, metas, park, quote, utcnow)
 from tablesync.model import (SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
                              TableSpec, Version)
 from tablesync.rows import state_from_row
+from tablesync.sql.wire import codec
 
+# an apply error of SQLSTATE class 22 (data exception: a value Postgres cannot hold) fails
+# the same way on every try: the record is parked at once with the server's reason
+_DATA_ERROR = re.compile(r"(?:^|HTTP 4\d\d )22[0-9A-Z]{3}\b")
 _DELETE, _INSERT, _UPDATE = Op.DELETE, Op.INSERT, Op.UPDATE   # enum lookups off hot loops
 DEFAULT_MAX_RETRIES = 5
 _SETTLED = SETTLED
@@ -221,6 +226,7 @@ class Outbox:
         version (never acknowledged by the server) are added to ``unknown``."""
         stored = metas(conn, spec.name, list(recs))
         rows = images(conn, spec, [r for r, es in recs.items() if es[-1].op != "DELETE"])
+        wire = codec(spec)                  # pushed in wire form (docs/types.md)
         out = []
         for rid, entries in recs.items():
             meta = stored.get(rid)
@@ -229,7 +235,7 @@ class Outbox:
                 data = json.loads(last.data) if last.data else {}
                 deleted = True
             elif rid in rows:
-                data, deleted = rows[rid], False
+                data, deleted = wire.to_wire(rows[rid]), False
             else:
                 continue  # the row vanished without a captured delete; nothing to push
             ids: tuple[int, ...]
@@ -270,6 +276,7 @@ class Outbox:
         synced: list[int] = []
         versions: list[Change] = []
         outs = [g if isinstance(g, ApplyOutcome) else outcome_of(g) for g in outcomes]
+        canonical: list[tuple[Change, Mapping[str, Any]]] = []
         open_ids: set[int] = set()
         if any(o.outcome not in _SETTLED for o in outs):
             open_ids = still_pending(conn, changes)
@@ -283,26 +290,54 @@ class Outbox:
                 synced += ch.queue_ids
                 versions.append(ch)
                 acked = True
+                if out.row and not ch.state.deleted:
+                    canonical.append((ch, out.row))
             elif kind == Outcome.SUPERSEDED:
                 synced += ch.queue_ids
                 row = out.row
                 if isinstance(row, Mapping):
                     winners.setdefault(ch.table, []).append(row)
                     won = state_from_row(row, self._specs[ch.table])
-                    if lww.is_concurrent(won, ch.state):
+                    if lww.overwrote_pending(won, ch.state):
                         conflicts.append((ch.table, ch.record_id, won, ch.state))
                 acked = True
             elif kind == Outcome.FORBIDDEN:
                 park(conn, ch.table, ch.record_id, str(out.message or Outcome(kind).value))
+            elif _DATA_ERROR.search(str(out.message or "")):
+                park(conn, ch.table, ch.record_id, str(out.message))
             else:
                 self._retry(conn, ch, str(out.message or Outcome(kind).value), max_retries)
         if synced:
             mark_synced(conn, synced, now)
+        if canonical:
+            self._adopt(conn, canonical)
         self._set_metas_if_newer(conn, versions)
         if acked:
             conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))
         logged = [record_conflict(conn, *c, "pushed write superseded") for c in conflicts]
         return winners, [x for x in logged if x]
+
+    def _adopt(self, conn: sqlite3.Connection,
+               canonical: Sequence[tuple[Change, Mapping[str, Any]]]) -> None:
+        """Write the server's stored values of acknowledged records (where Postgres
+        normalised what was sent: docs/types.md) into the local rows, under the echo guard
+        (no queue entry, no new version). A record with a newer pending write keeps it: that
+        write is pushed, and canonicalised, in turn."""
+        with echo_guard(conn):
+            for ch, row in canonical:
+                if conn.execute("SELECT 1 FROM sync_queue WHERE synced_at IS NULL AND "
+                                "table_name = ? AND record_id = ? LIMIT 1",
+                                (ch.table, ch.record_id)).fetchone():
+                    continue
+                spec = self._specs[ch.table]
+                local = codec(spec).to_local(row)
+                cols = [c for c in spec.column_names if c in local and c != spec.primary_key]
+                if not cols:
+                    continue
+                sets = ", ".join(f"{quote(c)} = ?" for c in cols)
+                conn.execute(f"UPDATE {quote(spec.name)} SET {sets} WHERE "
+                             f"{quote(spec.primary_key)} = ?",
+                             [*(local[c] for c in cols), ch.record_id])
 
     def park_changes(self, conn: sqlite3.Connection, changes: Sequence[Change],
                      reason: str) -> int:

@@ -44,6 +44,7 @@ from tablesync.model import ApplyOutcome, Change
 from tablesync.localdb import metas
 from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
 from tablesync.reset import ResetResult, reset_store
+from tablesync.sql.wire import codec
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
 __all__ = ["CHUNK", "DEFAULT_MAX_RETRIES", "ROWS_PER_INSERT", "LocalStore", "Pending",
@@ -214,6 +215,9 @@ class LocalStore:
         if spec is None:
             raise StoreError(f"apply_remote: table {table!r} is not synced")
         rows = rows if isinstance(rows, list) else list(rows)
+        wire = codec(spec)
+        if not wire.identity:               # JSON values, bytea hex, booleans: local form
+            rows = [wire.to_local(row) for row in rows]
         rids = [rid_of(spec, row) for row in rows]
         try:
             with self._tx() as conn:

@@ -69,13 +69,13 @@ CASES = [
     ('[tables.t]\nschema = "t.sql"\n', {"t.sql": "CREATE TABLE t (id TEXT, system_id TEXT);"},
      r"\[tables\.t\] schema: table 't' has no primary key"),
     ('[tables.t]\nschema = "t.sql"\n',
-     {"t.sql": 'CREATE TABLE t (id TEXT PRIMARY KEY, system_id TEXT, "x\'; DROP TABLE t; --" '
+     {"t.sql": 'CREATE TABLE t (id TEXT PRIMARY KEY, system_id TEXT, "x""; DROP TABLE t; --" '
                "TEXT);"}, r"t\.sql: table t column .*: column name .* is not allowed"),
     ('[tables.t]\nschema = "t.sql"\n',
-     {"t.sql": 'CREATE TABLE t (id TEXT PRIMARY KEY, system_id TEXT, "select" TEXT);'},
-     r"column name 'select' is a reserved SQL/PostgREST word"),
-    ('[tables."drop table"]\nschema = "t.sql"\n', {"t.sql": OK},
-     r"\[tables\.drop table\]: table name 'drop table' is not allowed"),
+     {"t.sql": 'CREATE TABLE t (id TEXT PRIMARY KEY, system_id TEXT, "_ts_x" TEXT);'},
+     r"column name '_ts_x' uses a prefix or name reserved for tablesync"),
+    ('[tables."drop\\ttable"]\nschema = "t.sql"\n', {"t.sql": OK},
+     r"\[tables\.drop\ttable\]: table name 'drop\\ttable' is not allowed"),
     ('[tables.t]\nschema = "t.sql"\nbogus = 1\n', {"t.sql": OK},
      r"\[tables\.t\] bogus: unknown key"),
 ]

@@ -112,7 +112,7 @@ def test_postgres_add_table_and_columns_keeps_rows(pg_dsn: str, tmp_path: Path) 
 @pytest.mark.postgres
 @pytest.mark.parametrize("schema, message", [
     ("CREATE TABLE notes (id TEXT PRIMARY KEY, system_id TEXT NOT NULL, body INTEGER);",
-     "public.notes.body has type text in the database but INT"),
+     "public.notes.body has type text in the database but BIGINT"),
     ("CREATE TABLE notes (id TEXT PRIMARY KEY, system_id TEXT NOT NULL);",
      r"public.notes has column\(s\) body not declared"),
 ])

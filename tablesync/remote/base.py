@@ -29,6 +29,7 @@ from tablesync.errors import (AuthError, DeadSessionError, ExpiredTokenError,  #
                               ForbiddenError, PayloadError, RemoteError,
                               TransientRemoteError)
 from tablesync.model import ApplyOutcome, Outcome, TableSpec
+from tablesync.sql.base import pg_type
 from tablesync.vault import Secret, Tokens
 
 __all__ = [
@@ -275,20 +276,20 @@ _KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+_PG_KINDS = {"BIGINT": "int", "DOUBLE PRECISION": "real", "TEXT": "text", "BYTEA": "text",
+             "BOOLEAN": "bool", "DATE": "text", "TIMESTAMP": "text", "TIMESTAMPTZ": "text",
+             "TIME": "text", "UUID": "text", "JSONB": "any"}
+
+
 def column_kind(sql_type: str) -> str:
-    """A declared SQL type's JSON kind (SQLite affinity rules, plus BOOL/JSON)."""
-    t = sql_type.upper()
-    if "BOOL" in t:
-        return "bool"
-    if "INT" in t:
-        return "int"
-    if any(k in t for k in ("CHAR", "CLOB", "TEXT", "UUID", "DATE", "TIME")):
-        return "text"
-    if any(k in t for k in ("REAL", "FLOA", "DOUB")):
-        return "real"
-    if any(k in t for k in ("JSON", "BLOB", "BYTEA")) or not t:
+    """A declared SQL type's JSON kind on the wire (the Postgres type of docs/types.md)."""
+    if not sql_type.strip():
         return "any"
-    return "scalar"
+    try:
+        pg = pg_type(sql_type).upper()
+    except Exception:  # noqa: BLE001 - an unparsable type: accept any scalar
+        return "scalar"
+    return _PG_KINDS.get(pg, "scalar")
 
 
 def validate_row(spec: TableSpec, row: Any, *, partial: bool = False,

@@ -209,7 +209,7 @@ class RestRemote:
         """Rows of ``table`` for ``system_id`` written by transactions >= ``cursor``,
         with change sequence > ``after_seq``, in sequence order (at most 1000)."""
         limit = max(1, min(int(limit), MAX_PAGE))
-        params = {"select": "*", scope: f"eq.{system_id}", "_ts_xid": f"gte.{int(cursor)}",
+        params = {"select": "*", _quoted(scope): f"eq.{system_id}", "_ts_xid": f"gte.{int(cursor)}",
                   "_ts_seq": f"gt.{int(after_seq)}", "order": "_ts_seq.asc",
                   "limit": str(limit)}
         try:
@@ -358,6 +358,12 @@ class RestRemote:
                                        f"{self.max_response}-byte cap")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _quoted(name: str) -> str:
+    """A column name as a PostgREST filter key: double-quoted, so reserved parameter names
+    (``order``, ``select``...) and reserved characters (``,.:()``) are read as a column."""
+    return '"' + name + '"'
 
 
 def _parse_json(raw: bytes, what: str) -> Any:

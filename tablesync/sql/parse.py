@@ -1,10 +1,12 @@
 """Parse ``schemas/*.sql`` (one CREATE TABLE each) into :class:`~tablesync.model.TableSpec`.
 
-Identifier policy (see docs/generate.md): every table and column name must match
-``[a-z_][a-z0-9_]*``, stay within PostgreSQL's 63-byte limit, not be a reserved word of
-PostgreSQL or a PostgREST query parameter (``order``, ``select``, ``limit``...), and not
-use tablesync's own prefixes (``_ts_``, ``_tablesync``, ``tablesync_``). Anything else is
-refused by name. Names that pass are still quoted by sqlglot everywhere they are emitted.
+Identifier policy (see docs/generate.md): a table or column name may be any identifier a
+schema can declare (reserved words such as ``order`` or ``user``, mixed case, spaces),
+since every name is quoted wherever it is emitted (SQLite, Postgres, PostgREST query
+strings, Realtime filters). Refused by name: tablesync's own prefixes (``_ts_``,
+``_tablesync``, ``tablesync_``) and ``sync_queue``, the empty name, double quotes and
+control characters, and names over PostgreSQL's 63-byte limit (40 bytes for tables, to
+leave room for ``tablesync_apply_`` and trigger suffixes).
 """
 
 from __future__ import annotations
@@ -19,29 +21,10 @@ from sqlglot.errors import SqlglotError
 from tablesync.errors import ConfigError
 from tablesync.model import ColumnSpec, ForeignKey
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-MAX_TABLE_NAME = 40  # leaves room for "tablesync_apply_" and trigger suffixes in 63 bytes
+_BAD_CHARS = re.compile(r'["\x00-\x1f\x7f]')
+MAX_TABLE_NAME = 40  # bytes: leaves room for "tablesync_apply_" and trigger suffixes in 63
 MAX_COLUMN_NAME = 63
 
-# PostgreSQL reserved key words (docs appendix C, "reserved" and "reserved (can be
-# function or type)"), PostgREST's query parameters, and SQLite's implicit rowid names.
-RESERVED = frozenset("""
-all analyse analyze and any array as asc asymmetric authorization binary both case cast
-check collate collation column concurrently constraint create cross current_catalog
-current_date current_role current_schema current_time current_timestamp current_user
-default deferrable desc distinct do else end except false fetch for foreign freeze from
-full grant group having ilike in initially inner intersect into is isnull join lateral
-leading left like limit localtime localtimestamp natural not notnull null offset on only
-or order outer overlaps placing primary references returning right select session_user
-similar some symmetric table tablesample then to trailing true union unique user using
-variadic verbose when where window with
-columns on_conflict
-rowid oid _rowid_
-""".split())
-
-_BINARY = frozenset({exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY,
-                     exp.DataType.Type.BLOB, exp.DataType.Type.LONGBLOB,
-                     exp.DataType.Type.MEDIUMBLOB, exp.DataType.Type.TINYBLOB})
 OWN_PREFIXES = ("_ts_", "_tablesync", "tablesync_")
 OWN_NAMES = frozenset({"sync_queue"})
 
@@ -64,16 +47,12 @@ def check_identifier(name: str, what: str, location: str) -> None:
         raise ConfigError(f"{what} name {name!r} uses a prefix or name reserved for tablesync "
                           f"({', '.join(OWN_PREFIXES)}, sync_queue)", location=location,
                           hint="rename it")
-    if not _NAME.match(name):
-        raise ConfigError(f"{what} name {name!r} is not allowed: use lower-case letters, "
-                          "digits and underscores, starting with a letter or underscore",
-                          location=location, hint="rename it (quotes, spaces, semicolons "
-                          "and capitals are refused)")
-    if name in RESERVED:
-        raise ConfigError(f"{what} name {name!r} is a reserved SQL/PostgREST word",
-                          location=location, hint="rename it, e.g. to " + repr(name + "_"))
-    if len(name) > limit:
-        raise ConfigError(f"{what} name {name!r} is longer than {limit} characters",
+    if not name or name != name.strip() or _BAD_CHARS.search(name):
+        raise ConfigError(f"{what} name {name!r} is not allowed: it is empty, starts or ends "
+                          "with a space, or holds a double quote or a control character",
+                          location=location, hint="rename it")
+    if len(name.encode()) > limit:
+        raise ConfigError(f"{what} name {name!r} is longer than {limit} bytes",
                           location=location)
 
 
@@ -148,10 +127,6 @@ def _column(item: exp.ColumnDef, location: str) -> tuple[ColumnSpec, bool, Forei
     if kind is None:
         raise ConfigError(f"column {name!r} has no type", location=location,
                           hint="declare a type, e.g. TEXT or INTEGER")
-    if kind.this in _BINARY:
-        raise ConfigError(f"column {name!r} has binary type {kind.sql()}, which tablesync "
-                          "cannot carry in JSON", location=location,
-                          hint="store it base64-encoded in a TEXT column")
     nullable, default, is_pk, fk = True, None, False, None
     for cons in item.constraints:
         k = cons.args.get("kind")

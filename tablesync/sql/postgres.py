@@ -10,7 +10,8 @@ column, publication membership, the batch apply function ``tablesync_apply_<tabl
 from __future__ import annotations
 
 from tablesync.model import EXITS_TABLE, DeletePolicy, TableSpec
-from tablesync.sql.base import create_table_sql, default_sql, ident, lit, qualified, type_sql
+from tablesync.sql.base import (create_table_sql, default_sql, ident, legacy_pg_type, lit,
+                                pg_type, qualified, type_sql)
 
 from tablesync.sql.server_tables import (CLAIM, CONFLICTS_TABLE_SQL, EXITS_TABLE_SQL,
                                          REPLICAS_SQL, ROLES, SEQ)
@@ -114,29 +115,43 @@ def table_sql(spec: TableSpec, ddl: str) -> str:
 
 
 def _guard_sql(spec: TableSpec) -> str:
-    """A DO block refusing (with a clear error) a changed type or a dropped column."""
+    """A DO block refusing (with a clear error) a changed type or a dropped column.
+
+    A column of the type earlier versions generated (``integer`` for INTEGER, ``real``
+    for REAL, ``varchar``/``character`` for VARCHAR/CHAR, ``json`` for JSON) is widened
+    to the type of docs/types.md first."""
+    rel = f"{lit(_t(spec), D)}::regclass"
     declared = ", ".join(lit(c, D) for c in spec.column_names)
-    checks = "\n".join(
-        f"  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = {lit('public.' + spec.name, D)}"
-        f"::regclass AND attname = {lit(c.name, D)} AND NOT attisdropped) IS DISTINCT FROM "
-        f"to_regtype({lit(type_sql(c, D), D)}) THEN\n"
-        f"    RAISE EXCEPTION 'tablesync: public.{spec.name}.{c.name} has type %% in the database "
-        f"but {type_sql(c, D)} in {spec.schema_file}; type changes are not migrated', "
-        f"(SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-        f"{lit('public.' + spec.name, D)}::regclass AND attname = {lit(c.name, D)});\n  END IF;"
-        for c in spec.columns)
+    checks = []
+    for c in spec.columns:
+        att = f"(SELECT atttypid FROM pg_attribute WHERE attrelid = {rel} AND attname = " \
+              f"{lit(c.name, D)} AND NOT attisdropped)"
+        new, old = type_sql(c, D), legacy_pg_type(c.type)
+        widen = ""
+        if old.upper() != new.upper():
+            widen = (f"  IF {att} = to_regtype({lit(old, D)}) THEN\n"
+                     f"    ALTER TABLE {_t(spec)} ALTER COLUMN {ident(c.name, D)} TYPE {new} "
+                     f"USING {ident(c.name, D)}::{new};\n  END IF;\n")
+        where = f"{spec.name}.{c.name}"
+        checks.append(
+            f"{widen}  IF {att} IS DISTINCT FROM to_regtype({lit(new, D)}) THEN\n"
+            f"    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; "
+            f"type changes are not migrated', {lit(where, D)}, (SELECT format_type(atttypid, "
+            f"atttypmod) FROM pg_attribute WHERE attrelid = {rel} AND attname = "
+            f"{lit(c.name, D)}), {lit(new, D)}, {lit(spec.schema_file, D)};\n  END IF;")
+    body = "\n".join(checks)
     return f"""DO $tablesync$
 DECLARE extra text;
 BEGIN
-{checks}
+{body}
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = {lit('public.' + spec.name, D)}::regclass AND attnum > 0
+   WHERE attrelid = {rel} AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\\_ts\\_%' AND attname NOT IN ({declared});
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.{spec.name} has column(s) % not declared in {spec.schema_file}; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', {lit(spec.name, D)}, extra, {lit(spec.schema_file, D)};
   END IF;
 END
-$tablesync$;""".replace("%%", "%")
+$tablesync$;"""
 
 
 def indexes_sql(spec: TableSpec) -> str:
@@ -284,6 +299,59 @@ END
 $tablesync$;"""
 
 
+# Postgres types that normalise what they are given (a timestamp drops an offset, a boolean
+# reads 'yes', a uuid lower-cases, jsonb reorders keys...): after an applied push the apply
+# function returns the stored values of such columns when they differ from those sent, and
+# the pushing replica adopts them (docs/types.md, "Canonical values").
+CANONICAL_TYPES = ("BOOLEAN", "DATE", "TIMESTAMP", "TIMESTAMPTZ", "TIME", "JSONB", "UUID",
+                   "BYTEA", "DECIMAL", "NUMERIC")
+
+
+def canonical_columns(spec: TableSpec) -> tuple[str, ...]:
+    """The columns (primary key aside) whose stored value may differ from the sent one."""
+    return tuple(c.name for c in spec.columns if c.name != spec.primary_key
+                 and pg_type(c.type).upper().split("(")[0].strip() in CANONICAL_TYPES)
+
+
+def json_columns(spec: TableSpec) -> tuple[str, ...]:
+    return tuple(c.name for c in spec.columns if pg_type(c.type).upper() == "JSONB")
+
+
+def _canon_case(spec: TableSpec, rec: str, sent: str) -> str:
+    """SQL: the stored values of the canonical columns of record ``rec`` as a JSON object
+    when one differs from the row ``sent`` (jsonb), else NULL. A JSON column compares as
+    text (the replica holds the text), any other by its JSON form."""
+    cols = canonical_columns(spec)
+    if not cols:
+        return "NULL::jsonb"
+    jsons = set(json_columns(spec))
+    tests, pairs = [], []
+    for c in cols:
+        key, col = lit(c, D), f"{rec}.{ident(c, D)}"
+        if c in jsons:
+            tests.append(f"{col}::text IS DISTINCT FROM {sent} ->> {key}")
+        else:
+            tests.append(f"coalesce(to_jsonb({col}), 'null') IS DISTINCT FROM "
+                         f"coalesce({sent} -> {key}, 'null')")
+        pairs.append(f"{key}, {col}")
+    objs = [f"jsonb_build_object({', '.join(pairs[i:i + 50])})"
+            for i in range(0, len(pairs), 50)]
+    return f"CASE WHEN {' OR '.join(tests)} THEN {' || '.join(objs)} END"
+
+
+def _json_text_sql(spec: TableSpec, row: str) -> str | None:
+    """SQL: the row object ``row`` with JSON columns sent as text (a replica holds JSON as
+    text) parsed into their JSON value (a text that is not JSON raises 22P02); None when
+    the table has no JSON column."""
+    cols = json_columns(spec)
+    if not cols:
+        return None
+    names = "ARRAY[" + ", ".join(lit(c, D) for c in cols) + "]"
+    return (f"(SELECT jsonb_object_agg(kv.k, CASE WHEN kv.k = ANY ({names}) AND "
+            f"jsonb_typeof(kv.v) = 'string' THEN (kv.v #>> '{{}}')::jsonb ELSE kv.v END) "
+            f"FROM jsonb_each({row}) AS kv(k, v))")
+
+
 def apply_function_sql(spec: TableSpec) -> str:
     """``tablesync_apply_<table>(rows jsonb) returns jsonb``: the LWW rule per row."""
     t, pk = _t(spec), ident(spec.primary_key, D)
@@ -295,6 +363,10 @@ def apply_function_sql(spec: TableSpec) -> str:
     cur_key = sort_key_sql("cur", spec.on_delete_conflict)
     pk_key = lit(spec.primary_key, D)
     fast = _fast_path_sql(spec)
+    fix = _json_text_sql(spec, "r")
+    json_fix = f"\n      sent := r;\n      r := {fix};" if fix else ""
+    sent = "sent" if fix else "r"          # the row as sent (JSON columns as text)
+    canon_inc, canon_cur = _canon_case(spec, "inc", sent), _canon_case(spec, "cur", sent)
     defaults = "".join(
         f"\n        IF NOT (r ? {lit(c.name, D)}) THEN inc.{ident(c.name, D)} := {default_sql(c, D)};"
         f" END IF;" for c in spec.columns if c.default is not None)
@@ -317,6 +389,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := {SKEW_MS_SQL};
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -351,7 +425,7 @@ BEGIN
          AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
         RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
           r ->> '_ts_origin', me USING ERRCODE = '42501';
-      END IF;
+      END IF;{json_fix}
       inc := jsonb_populate_record(NULL::{t}, r);
       SELECT * INTO cur FROM {t} WHERE {pk} = inc.{pk} FOR UPDATE;
       have_cur := FOUND;
@@ -364,7 +438,7 @@ BEGIN
         INSERT INTO {t} ({set_cols}) VALUES ({set_vals}) ON CONFLICT ({pk}) DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', {canon_inc},
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM {t} WHERE {pk} = inc.{pk} FOR UPDATE;
@@ -386,14 +460,14 @@ BEGIN
           UPDATE {t} SET ({set_cols}) = ROW({set_vals}) WHERE {pk} = cur.{pk};
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', {canon_inc},
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', {canon_cur},
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -449,19 +523,33 @@ def _fast_path_sql(spec: TableSpec) -> str:
     inc_key = sort_key_sql("EXCLUDED", spec.on_delete_conflict)
     cur_key = sort_key_sql("tgt", spec.on_delete_conflict)
     src_key = sort_key_sql("s", spec.on_delete_conflict)
-    src = (f"SELECT e.ord, e.j ->> {pk_key} AS row_id, {vals} "
-           f"FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), "
-           f"LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p")
-    src_cols = ", ".join(["ord", "row_id"] + [ident(c, D) for c in cols])
+    fix = _json_text_sql(spec, "x.v")
+    # the rows as sent (o.j: JSON columns as text), next to the rows read (e.j)
+    sent, orig = (("o.j", ", jsonb_array_elements(rows) WITH ORDINALITY AS o(j, o_ord)")
+                  if fix else ("e.j", ""))
+    same = " WHERE o.o_ord = e.ord" if fix else ""
+    src = (f"SELECT e.ord, e.j ->> {pk_key} AS row_id, {vals}, {sent} "
+           f"FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord){orig}, "
+           f"LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p{same}")
+    src_cols = ", ".join(["ord", "row_id"] + [ident(c, D) for c in cols] + ["_ts_j"])
+    frows = ("(SELECT jsonb_agg(" + fix + " ORDER BY x.o) FROM jsonb_array_elements(rows) "
+             "WITH ORDINALITY AS x(v, o))") if fix else "rows"
+    canon_p = _canon_case(spec, "p", sent)
+    if canon_p == "NULL::jsonb":
+        all_applied = ("FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord)")
+    else:   # the stored values are the sent ones read into the table's types
+        all_applied = (f"FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord){orig}, "
+                       f"LATERAL jsonb_populate_record(NULL::{t}, e.j) AS p{same}")
     return f"""  SELECT count(*), count(DISTINCT x.v ->> {pk_key}),
          bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> {pk_key} IS NOT NULL AND x.v ?& {keys})
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := {frows};
       WITH up AS (
         INSERT INTO {t} AS tgt ({names})
         SELECT {", ".join(user_vals + rec_ts_vals)}
-          FROM jsonb_populate_recordset(NULL::{t}, rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::{t}, frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ({pk}) DO UPDATE SET ({names}) = ROW({excluded})
           WHERE {inc_key} > {cur_key}
@@ -469,18 +557,19 @@ def _fast_path_sql(spec: TableSpec) -> str:
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> {pk_key}, 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', {canon_p}, 'message', NULL) ORDER BY e.ord)
+          INTO result {all_applied};
         RETURN result;
       END IF;
       WITH s ({src_cols}) AS ({src})
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', {_canon_case(spec, "s", "s._ts_j")},
+                 'message', NULL)
                WHEN tgt.{pk} IS NULL OR {src_key} > {cur_key} THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', {_canon_case(spec, "tgt", "s._ts_j")}, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)

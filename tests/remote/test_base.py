@@ -68,7 +68,7 @@ def test_channel_topic_and_filter() -> None:
 
 @pytest.mark.parametrize("sql,kind", [("TEXT", "text"), ("INTEGER", "int"), ("bigint", "int"),
                                       ("REAL", "real"), ("double precision", "real"),
-                                      ("BOOLEAN", "bool"), ("JSONB", "any"), ("BLOB", "any"),
+                                      ("BOOLEAN", "bool"), ("JSONB", "any"), ("BLOB", "text"),
                                       ("NUMERIC", "scalar"), ("varchar(20)", "text"),
                                       ("timestamptz", "text"), ("uuid", "text")])
 def test_column_kind(sql: str, kind: str) -> None:

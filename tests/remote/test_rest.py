@@ -273,7 +273,7 @@ def test_pull_page_query(app: Scripted, remote: RestRemote) -> None:
                             limit=5000)
     seen = app.seen[0]
     assert (seen.method, seen.path) == ("GET", "/rest/v1/tasks")
-    assert seen.query == {"select": "*", "system_id": "eq.system a", "_ts_xid": "gte.77",
+    assert seen.query == {"select": "*", '"system_id"': "eq.system a", "_ts_xid": "gte.77",
                           "_ts_seq": "gt.5", "order": "_ts_seq.asc", "limit": "1000"}
     assert [r["id"] for r in page.rows] == ["t1", "t2"]
     assert page.size == 2 and page.last_seq == 102 and page.rejected == []

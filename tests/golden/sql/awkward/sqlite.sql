@@ -157,3 +157,27 @@ CREATE TRIGGER "tablesync_a_table_name_that_is_exactly_forty_chars_delete" AFTER
 BEGIN
   INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('DELETE', 'a_table_name_that_is_exactly_forty_chars', OLD."id", json_object('id', OLD."id", 'tenant', OLD."tenant", 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde', OLD."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", 'time', OLD."time", 'amount', OLD."amount", 'type', OLD."type"), julianday('now'));
 END;
+
+-- table Order Items
+/* accepted since issue 13: reserved words, mixed case and spaces as table, column and */ /* scope names, BLOB columns, every type of docs/types.md */ CREATE TABLE IF NOT EXISTS "Order Items" ("ID" TEXT PRIMARY KEY, "user" TEXT NOT NULL, "order" INTEGER, "group" INTEGER, "desc" INTEGER, "from" REAL, "to" REAL, "end" REAL, "Mixed Case" REAL(12, 2), "with space" TEXT, "select" TEXT(5), "limit" TEXT(2), "clob" TEXT, "bin" BLOB, "flag" INTEGER, "day" DATE, "at" TIMESTAMP, "at_tz" TIMESTAMPTZ, "doc" JSON, "uid" UUID);
+DROP TRIGGER IF EXISTS "tablesync_Order Items_insert";
+DROP TRIGGER IF EXISTS "tablesync_Order Items_update";
+DROP TRIGGER IF EXISTS "tablesync_Order Items_update_pk";
+DROP TRIGGER IF EXISTS "tablesync_Order Items_delete";
+CREATE TRIGGER "tablesync_Order Items_insert" AFTER INSERT ON "Order Items" WHEN (SELECT applying FROM _tablesync_state) = 0
+BEGIN
+  INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('INSERT', 'Order Items', NEW."ID", NULL, julianday('now'));
+END;
+CREATE TRIGGER "tablesync_Order Items_update" AFTER UPDATE ON "Order Items" WHEN OLD."ID" IS NEW."ID" AND (SELECT applying FROM _tablesync_state) = 0
+BEGIN
+  INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('UPDATE', 'Order Items', NEW."ID", NULL, julianday('now'));
+END;
+CREATE TRIGGER "tablesync_Order Items_update_pk" AFTER UPDATE OF "ID" ON "Order Items" WHEN OLD."ID" IS NOT NEW."ID" AND (SELECT applying FROM _tablesync_state) = 0
+BEGIN
+  INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('DELETE', 'Order Items', OLD."ID", json_object('ID', OLD."ID", 'user', OLD."user", 'order', OLD."order", 'group', OLD."group", 'desc', OLD."desc", 'from', OLD."from", 'to', OLD."to", 'end', OLD."end", 'Mixed Case', OLD."Mixed Case", 'with space', OLD."with space", 'select', OLD."select", 'limit', OLD."limit", 'clob', OLD."clob", 'bin', CASE WHEN typeof(OLD."bin") = 'blob' THEN '\x' || lower(hex(OLD."bin")) ELSE OLD."bin" END, 'flag', OLD."flag", 'day', OLD."day", 'at', OLD."at", 'at_tz', OLD."at_tz", 'doc', OLD."doc", 'uid', OLD."uid"), julianday('now'));
+  INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('INSERT', 'Order Items', NEW."ID", NULL, julianday('now'));
+END;
+CREATE TRIGGER "tablesync_Order Items_delete" AFTER DELETE ON "Order Items" WHEN (SELECT applying FROM _tablesync_state) = 0
+BEGIN
+  INSERT INTO sync_queue (operation, table_name, record_id, record_data, created_at) VALUES ('DELETE', 'Order Items', OLD."ID", json_object('ID', OLD."ID", 'user', OLD."user", 'order', OLD."order", 'group', OLD."group", 'desc', OLD."desc", 'from', OLD."from", 'to', OLD."to", 'end', OLD."end", 'Mixed Case', OLD."Mixed Case", 'with space', OLD."with space", 'select', OLD."select", 'limit', OLD."limit", 'clob', OLD."clob", 'bin', CASE WHEN typeof(OLD."bin") = 'blob' THEN '\x' || lower(hex(OLD."bin")) ELSE OLD."bin" END, 'flag', OLD."flag", 'day', OLD."day", 'at', OLD."at", 'at_tz', OLD."at_tz", 'doc', OLD."doc", 'uid', OLD."uid"), julianday('now'));
+END;

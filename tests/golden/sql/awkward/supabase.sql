@@ -114,20 +114,20 @@ GRANT EXECUTE ON FUNCTION public.tablesync_release(text) TO authenticated, servi
 
 -- table transaction (edit-wins)
 
-/* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "public"."transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" DECIMAL(12, 2) NOT NULL DEFAULT 0, "index" INT CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" BOOLEAN DEFAULT FALSE, "data" JSON, "meta" JSONB DEFAULT '{}', "ratio" DOUBLE PRECISION, "code" CHAR(3), "label" VARCHAR(20) NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+/* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "public"."transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" DECIMAL(12, 2) NOT NULL DEFAULT 0, "index" BIGINT CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" BOOLEAN DEFAULT FALSE, "data" JSONB, "meta" JSONB DEFAULT '{}', "ratio" DOUBLE PRECISION, "code" TEXT, "label" TEXT NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "values" TEXT NOT NULL;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "key" TEXT;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "value" DECIMAL(12, 2) DEFAULT 0 NOT NULL;
-ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "index" INT;
+ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "index" BIGINT;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "date" DATE;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "timestamp" TIMESTAMP;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "status" BOOLEAN DEFAULT FALSE;
-ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "data" JSON;
+ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "data" JSONB;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "meta" JSONB DEFAULT '{}';
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "ratio" DOUBLE PRECISION;
-ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "code" CHAR(3);
-ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "label" VARCHAR(20) DEFAULT 'it''s' NOT NULL;
+ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "code" TEXT;
+ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "label" TEXT DEFAULT 'it''s' NOT NULL;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "external_id" UUID;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS "_leading" TEXT;
 ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
@@ -140,59 +140,71 @@ ALTER TABLE "public"."transaction" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.id has type % in the database but UUID in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'id'), 'UUID', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'values' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.values has type % in the database but TEXT in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'values');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'values' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.values', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'values'), 'TEXT', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'key' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.key has type % in the database but TEXT in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'key');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'key' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.key', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'key'), 'TEXT', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'value' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DECIMAL(12, 2)') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.value has type % in the database but DECIMAL(12, 2) in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'value');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'value' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DECIMAL(12, 2)') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.value', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'value'), 'DECIMAL(12, 2)', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'index' AND NOT attisdropped) IS DISTINCT FROM to_regtype('INT') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.index has type % in the database but INT in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'index');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'index' AND NOT attisdropped) = to_regtype('INT') THEN
+    ALTER TABLE "public"."transaction" ALTER COLUMN "index" TYPE BIGINT USING "index"::BIGINT;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'date' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DATE') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.date has type % in the database but DATE in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'date');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'index' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.index', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'index'), 'BIGINT', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'timestamp' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMP') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.timestamp has type % in the database but TIMESTAMP in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'timestamp');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'date' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DATE') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.date', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'date'), 'DATE', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'booked_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMPTZ') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.booked_at has type % in the database but TIMESTAMPTZ in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'booked_at');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'timestamp' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMP') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.timestamp', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'timestamp'), 'TIMESTAMP', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'status' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BOOLEAN') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.status has type % in the database but BOOLEAN in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'status');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'booked_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMPTZ') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.booked_at', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'booked_at'), 'TIMESTAMPTZ', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'data' AND NOT attisdropped) IS DISTINCT FROM to_regtype('JSON') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.data has type % in the database but JSON in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'data');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'status' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BOOLEAN') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.status', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'status'), 'BOOLEAN', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'meta' AND NOT attisdropped) IS DISTINCT FROM to_regtype('JSONB') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.meta has type % in the database but JSONB in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'meta');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'data' AND NOT attisdropped) = to_regtype('JSON') THEN
+    ALTER TABLE "public"."transaction" ALTER COLUMN "data" TYPE JSONB USING "data"::JSONB;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'ratio' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.ratio has type % in the database but DOUBLE PRECISION in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'ratio');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'data' AND NOT attisdropped) IS DISTINCT FROM to_regtype('JSONB') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.data', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'data'), 'JSONB', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'code' AND NOT attisdropped) IS DISTINCT FROM to_regtype('CHAR(3)') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.code has type % in the database but CHAR(3) in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'code');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'meta' AND NOT attisdropped) IS DISTINCT FROM to_regtype('JSONB') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.meta', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'meta'), 'JSONB', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'label' AND NOT attisdropped) IS DISTINCT FROM to_regtype('VARCHAR(20)') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.label has type % in the database but VARCHAR(20) in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'label');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'ratio' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.ratio', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'ratio'), 'DOUBLE PRECISION', 'transaction.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'external_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction.external_id has type % in the database but UUID in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = 'external_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'code' AND NOT attisdropped) = to_regtype('CHAR(3)') THEN
+    ALTER TABLE "public"."transaction" ALTER COLUMN "code" TYPE TEXT USING "code"::TEXT;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = '_leading' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.transaction._leading has type % in the database but TEXT in transaction.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.transaction'::regclass AND attname = '_leading');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'code' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.code', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'code'), 'TEXT', 'transaction.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'label' AND NOT attisdropped) = to_regtype('VARCHAR(20)') THEN
+    ALTER TABLE "public"."transaction" ALTER COLUMN "label" TYPE TEXT USING "label"::TEXT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'label' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.label', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'label'), 'TEXT', 'transaction.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'external_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction.external_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = 'external_id'), 'UUID', 'transaction.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = '_leading' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'transaction._leading', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."transaction"'::regclass AND attname = '_leading'), 'TEXT', 'transaction.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.transaction'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."transaction"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'values', 'key', 'value', 'index', 'date', 'timestamp', 'booked_at', 'status', 'data', 'meta', 'ratio', 'code', 'label', 'external_id', '_leading');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.transaction has column(s) % not declared in transaction.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'transaction', extra, 'transaction.sql';
   END IF;
 END
 $tablesync$;
@@ -317,6 +329,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -335,10 +349,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := (SELECT jsonb_agg((SELECT jsonb_object_agg(kv.k, CASE WHEN kv.k = ANY (ARRAY['data', 'meta']) AND jsonb_typeof(kv.v) = 'string' THEN (kv.v #>> '{}')::jsonb ELSE kv.v END) FROM jsonb_each(x.v) AS kv(k, v)) ORDER BY x.o) FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(v, o));
       WITH up AS (
         INSERT INTO "public"."transaction" AS tgt ("id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."values", p."key", p."value", p."index", p."date", p."timestamp", p."booked_at", p."status", p."data", p."meta", p."ratio", p."code", p."label", p."external_id", p."_leading", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."transaction", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."transaction", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."values", EXCLUDED."key", EXCLUDED."value", EXCLUDED."index", EXCLUDED."date", EXCLUDED."timestamp", EXCLUDED."booked_at", EXCLUDED."status", EXCLUDED."data", EXCLUDED."meta", EXCLUDED."ratio", EXCLUDED."code", EXCLUDED."label", EXCLUDED."external_id", EXCLUDED."_leading", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_hlc ELSE EXCLUDED._ts_hlc END, (CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_origin ELSE EXCLUDED._ts_origin END) COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -346,18 +361,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', CASE WHEN coalesce(to_jsonb(p."value"), 'null') IS DISTINCT FROM coalesce(o.j -> 'value', 'null') OR coalesce(to_jsonb(p."date"), 'null') IS DISTINCT FROM coalesce(o.j -> 'date', 'null') OR coalesce(to_jsonb(p."timestamp"), 'null') IS DISTINCT FROM coalesce(o.j -> 'timestamp', 'null') OR coalesce(to_jsonb(p."booked_at"), 'null') IS DISTINCT FROM coalesce(o.j -> 'booked_at', 'null') OR coalesce(to_jsonb(p."status"), 'null') IS DISTINCT FROM coalesce(o.j -> 'status', 'null') OR p."data"::text IS DISTINCT FROM o.j ->> 'data' OR p."meta"::text IS DISTINCT FROM o.j ->> 'meta' OR coalesce(to_jsonb(p."external_id"), 'null') IS DISTINCT FROM coalesce(o.j -> 'external_id', 'null') THEN jsonb_build_object('value', p."value", 'date', p."date", 'timestamp', p."timestamp", 'booked_at', p."booked_at", 'status', p."status", 'data', p."data", 'meta', p."meta", 'external_id', p."external_id") END, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), jsonb_array_elements(rows) WITH ORDINALITY AS o(j, o_ord), LATERAL jsonb_populate_record(NULL::"public"."transaction", e.j) AS p WHERE o.o_ord = e.ord;
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."values", p."key", p."value", p."index", p."date", p."timestamp", p."booked_at", p."status", p."data", p."meta", p."ratio", p."code", p."label", p."external_id", p."_leading", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."transaction", e.j) AS p)
+      WITH s (ord, row_id, "id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."values", p."key", p."value", p."index", p."date", p."timestamp", p."booked_at", p."status", p."data", p."meta", p."ratio", p."code", p."label", p."external_id", p."_leading", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), o.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), jsonb_array_elements(rows) WITH ORDINALITY AS o(j, o_ord), LATERAL jsonb_populate_record(NULL::"public"."transaction", e.j) AS p WHERE o.o_ord = e.ord)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(s."value"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'value', 'null') OR coalesce(to_jsonb(s."date"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'date', 'null') OR coalesce(to_jsonb(s."timestamp"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'timestamp', 'null') OR coalesce(to_jsonb(s."booked_at"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'booked_at', 'null') OR coalesce(to_jsonb(s."status"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'status', 'null') OR s."data"::text IS DISTINCT FROM s._ts_j ->> 'data' OR s."meta"::text IS DISTINCT FROM s._ts_j ->> 'meta' OR coalesce(to_jsonb(s."external_id"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'external_id', 'null') THEN jsonb_build_object('value', s."value", 'date', s."date", 'timestamp', s."timestamp", 'booked_at', s."booked_at", 'status', s."status", 'data', s."data", 'meta', s."meta", 'external_id', s."external_id") END,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(CASE WHEN s._ts_deleted THEN s._ts_base_hlc ELSE s._ts_hlc END, (CASE WHEN s._ts_deleted THEN s._ts_base_origin ELSE s._ts_origin END) COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', CASE WHEN coalesce(to_jsonb(tgt."value"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'value', 'null') OR coalesce(to_jsonb(tgt."date"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'date', 'null') OR coalesce(to_jsonb(tgt."timestamp"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'timestamp', 'null') OR coalesce(to_jsonb(tgt."booked_at"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'booked_at', 'null') OR coalesce(to_jsonb(tgt."status"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'status', 'null') OR tgt."data"::text IS DISTINCT FROM s._ts_j ->> 'data' OR tgt."meta"::text IS DISTINCT FROM s._ts_j ->> 'meta' OR coalesce(to_jsonb(tgt."external_id"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'external_id', 'null') THEN jsonb_build_object('value', tgt."value", 'date', tgt."date", 'timestamp', tgt."timestamp", 'booked_at', tgt."booked_at", 'status', tgt."status", 'data', tgt."data", 'meta', tgt."meta", 'external_id', tgt."external_id") END, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -395,6 +411,8 @@ BEGIN
         RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
           r ->> '_ts_origin', me USING ERRCODE = '42501';
       END IF;
+      sent := r;
+      r := (SELECT jsonb_object_agg(kv.k, CASE WHEN kv.k = ANY (ARRAY['data', 'meta']) AND jsonb_typeof(kv.v) = 'string' THEN (kv.v #>> '{}')::jsonb ELSE kv.v END) FROM jsonb_each(r) AS kv(k, v));
       inc := jsonb_populate_record(NULL::"public"."transaction", r);
       SELECT * INTO cur FROM "public"."transaction" WHERE "id" = inc."id" FOR UPDATE;
       have_cur := FOUND;
@@ -412,7 +430,7 @@ BEGIN
         INSERT INTO "public"."transaction" ("id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."values", inc."key", inc."value", inc."index", inc."date", inc."timestamp", inc."booked_at", inc."status", inc."data", inc."meta", inc."ratio", inc."code", inc."label", inc."external_id", inc."_leading", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."value"), 'null') IS DISTINCT FROM coalesce(sent -> 'value', 'null') OR coalesce(to_jsonb(inc."date"), 'null') IS DISTINCT FROM coalesce(sent -> 'date', 'null') OR coalesce(to_jsonb(inc."timestamp"), 'null') IS DISTINCT FROM coalesce(sent -> 'timestamp', 'null') OR coalesce(to_jsonb(inc."booked_at"), 'null') IS DISTINCT FROM coalesce(sent -> 'booked_at', 'null') OR coalesce(to_jsonb(inc."status"), 'null') IS DISTINCT FROM coalesce(sent -> 'status', 'null') OR inc."data"::text IS DISTINCT FROM sent ->> 'data' OR inc."meta"::text IS DISTINCT FROM sent ->> 'meta' OR coalesce(to_jsonb(inc."external_id"), 'null') IS DISTINCT FROM coalesce(sent -> 'external_id', 'null') THEN jsonb_build_object('value', inc."value", 'date', inc."date", 'timestamp', inc."timestamp", 'booked_at', inc."booked_at", 'status', inc."status", 'data', inc."data", 'meta', inc."meta", 'external_id', inc."external_id") END,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."transaction" WHERE "id" = inc."id" FOR UPDATE;
@@ -434,14 +452,14 @@ BEGIN
           UPDATE "public"."transaction" SET ("id", "values", "key", "value", "index", "date", "timestamp", "booked_at", "status", "data", "meta", "ratio", "code", "label", "external_id", "_leading", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."values", inc."key", inc."value", inc."index", inc."date", inc."timestamp", inc."booked_at", inc."status", inc."data", inc."meta", inc."ratio", inc."code", inc."label", inc."external_id", inc."_leading", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."value"), 'null') IS DISTINCT FROM coalesce(sent -> 'value', 'null') OR coalesce(to_jsonb(inc."date"), 'null') IS DISTINCT FROM coalesce(sent -> 'date', 'null') OR coalesce(to_jsonb(inc."timestamp"), 'null') IS DISTINCT FROM coalesce(sent -> 'timestamp', 'null') OR coalesce(to_jsonb(inc."booked_at"), 'null') IS DISTINCT FROM coalesce(sent -> 'booked_at', 'null') OR coalesce(to_jsonb(inc."status"), 'null') IS DISTINCT FROM coalesce(sent -> 'status', 'null') OR inc."data"::text IS DISTINCT FROM sent ->> 'data' OR inc."meta"::text IS DISTINCT FROM sent ->> 'meta' OR coalesce(to_jsonb(inc."external_id"), 'null') IS DISTINCT FROM coalesce(sent -> 'external_id', 'null') THEN jsonb_build_object('value', inc."value", 'date', inc."date", 'timestamp', inc."timestamp", 'booked_at', inc."booked_at", 'status', inc."status", 'data', inc."data", 'meta', inc."meta", 'external_id', inc."external_id") END,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', CASE WHEN coalesce(to_jsonb(cur."value"), 'null') IS DISTINCT FROM coalesce(sent -> 'value', 'null') OR coalesce(to_jsonb(cur."date"), 'null') IS DISTINCT FROM coalesce(sent -> 'date', 'null') OR coalesce(to_jsonb(cur."timestamp"), 'null') IS DISTINCT FROM coalesce(sent -> 'timestamp', 'null') OR coalesce(to_jsonb(cur."booked_at"), 'null') IS DISTINCT FROM coalesce(sent -> 'booked_at', 'null') OR coalesce(to_jsonb(cur."status"), 'null') IS DISTINCT FROM coalesce(sent -> 'status', 'null') OR cur."data"::text IS DISTINCT FROM sent ->> 'data' OR cur."meta"::text IS DISTINCT FROM sent ->> 'meta' OR coalesce(to_jsonb(cur."external_id"), 'null') IS DISTINCT FROM coalesce(sent -> 'external_id', 'null') THEN jsonb_build_object('value', cur."value", 'date', cur."date", 'timestamp', cur."timestamp", 'booked_at', cur."booked_at", 'status', cur."status", 'data', cur."data", 'meta', cur."meta", 'external_id', cur."external_id") END,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -469,13 +487,13 @@ GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_transaction"(jsonb) TO authe
 
 -- table index (last-write-wins)
 
-CREATE TABLE IF NOT EXISTS "public"."index" ("id" BIGINT, "values" TEXT NOT NULL, "transaction_id" UUID NOT NULL, "parent_id" BIGINT, "position" SMALLINT, "comment" TEXT, "level" REAL, PRIMARY KEY ("id"), FOREIGN KEY ("transaction_id") REFERENCES "transaction" ("id"), FOREIGN KEY ("parent_id") REFERENCES "index" ("id"), "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+CREATE TABLE IF NOT EXISTS "public"."index" ("id" BIGINT, "values" TEXT NOT NULL, "transaction_id" UUID NOT NULL, "parent_id" BIGINT, "position" BIGINT, "comment" TEXT, "level" DOUBLE PRECISION, PRIMARY KEY ("id"), FOREIGN KEY ("transaction_id") REFERENCES "transaction" ("id"), FOREIGN KEY ("parent_id") REFERENCES "index" ("id"), "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "values" TEXT NOT NULL;
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "transaction_id" UUID NOT NULL;
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "parent_id" BIGINT;
-ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "position" SMALLINT;
+ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "position" BIGINT;
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "comment" TEXT;
-ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "level" REAL;
+ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS "level" DOUBLE PRECISION;
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS _ts_origin TEXT NOT NULL DEFAULT '';
 ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS _ts_deleted BOOLEAN NOT NULL DEFAULT FALSE;
@@ -486,32 +504,38 @@ ALTER TABLE "public"."index" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
-    RAISE EXCEPTION 'tablesync: public.index.id has type % in the database but BIGINT in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'id'), 'BIGINT', 'index.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'values' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.index.values has type % in the database but TEXT in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'values');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'values' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.values', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'values'), 'TEXT', 'index.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'transaction_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
-    RAISE EXCEPTION 'tablesync: public.index.transaction_id has type % in the database but UUID in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'transaction_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'transaction_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.transaction_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'transaction_id'), 'UUID', 'index.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'parent_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
-    RAISE EXCEPTION 'tablesync: public.index.parent_id has type % in the database but BIGINT in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'parent_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'parent_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.parent_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'parent_id'), 'BIGINT', 'index.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'position' AND NOT attisdropped) IS DISTINCT FROM to_regtype('SMALLINT') THEN
-    RAISE EXCEPTION 'tablesync: public.index.position has type % in the database but SMALLINT in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'position');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'position' AND NOT attisdropped) = to_regtype('SMALLINT') THEN
+    ALTER TABLE "public"."index" ALTER COLUMN "position" TYPE BIGINT USING "position"::BIGINT;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'comment' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.index.comment has type % in the database but TEXT in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'comment');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'position' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.position', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'position'), 'BIGINT', 'index.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'level' AND NOT attisdropped) IS DISTINCT FROM to_regtype('REAL') THEN
-    RAISE EXCEPTION 'tablesync: public.index.level has type % in the database but REAL in index.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.index'::regclass AND attname = 'level');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'comment' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.comment', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'comment'), 'TEXT', 'index.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'level' AND NOT attisdropped) = to_regtype('REAL') THEN
+    ALTER TABLE "public"."index" ALTER COLUMN "level" TYPE DOUBLE PRECISION USING "level"::DOUBLE PRECISION;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'level' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'index.level', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."index"'::regclass AND attname = 'level'), 'DOUBLE PRECISION', 'index.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.index'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."index"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'values', 'transaction_id', 'parent_id', 'position', 'comment', 'level');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.index has column(s) % not declared in index.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'index', extra, 'index.sql';
   END IF;
 END
 $tablesync$;
@@ -636,6 +660,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -654,10 +680,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := rows;
       WITH up AS (
         INSERT INTO "public"."index" AS tgt ("id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."values", p."transaction_id", p."parent_id", p."position", p."comment", p."level", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."index", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."index", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."values", EXCLUDED."transaction_id", EXCLUDED."parent_id", EXCLUDED."position", EXCLUDED."comment", EXCLUDED."level", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(tgt._ts_hlc, tgt._ts_origin COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -665,18 +692,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', CASE WHEN coalesce(to_jsonb(p."transaction_id"), 'null') IS DISTINCT FROM coalesce(e.j -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', p."transaction_id") END, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."index", e.j) AS p;
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."values", p."transaction_id", p."parent_id", p."position", p."comment", p."level", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."index", e.j) AS p)
+      WITH s (ord, row_id, "id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."values", p."transaction_id", p."parent_id", p."position", p."comment", p."level", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), e.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."index", e.j) AS p)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(s."transaction_id"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', s."transaction_id") END,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(s._ts_hlc, s._ts_origin COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(tgt._ts_hlc, tgt._ts_origin COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', CASE WHEN coalesce(to_jsonb(tgt."transaction_id"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', tgt."transaction_id") END, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -726,7 +754,7 @@ BEGIN
         INSERT INTO "public"."index" ("id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."values", inc."transaction_id", inc."parent_id", inc."position", inc."comment", inc."level", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."transaction_id"), 'null') IS DISTINCT FROM coalesce(r -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', inc."transaction_id") END,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."index" WHERE "id" = inc."id" FOR UPDATE;
@@ -748,14 +776,14 @@ BEGIN
           UPDATE "public"."index" SET ("id", "values", "transaction_id", "parent_id", "position", "comment", "level", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."values", inc."transaction_id", inc."parent_id", inc."position", inc."comment", inc."level", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."transaction_id"), 'null') IS DISTINCT FROM coalesce(r -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', inc."transaction_id") END,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', CASE WHEN coalesce(to_jsonb(cur."transaction_id"), 'null') IS DISTINCT FROM coalesce(r -> 'transaction_id', 'null') THEN jsonb_build_object('transaction_id', cur."transaction_id") END,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -783,12 +811,12 @@ GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_index"(jsonb) TO authenticat
 
 -- table a_table_name_that_is_exactly_forty_chars (edit-wins)
 
-CREATE TABLE IF NOT EXISTS "public"."a_table_name_that_is_exactly_forty_chars" ("id" TEXT PRIMARY KEY, "tenant" TEXT NOT NULL, "a_column_name_that_is_exactly_sixty_three_characters_long_abcde" TEXT, "time" TIME, "amount" DECIMAL, "type" VARCHAR(10), "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+CREATE TABLE IF NOT EXISTS "public"."a_table_name_that_is_exactly_forty_chars" ("id" TEXT PRIMARY KEY, "tenant" TEXT NOT NULL, "a_column_name_that_is_exactly_sixty_three_characters_long_abcde" TEXT, "time" TIME, "amount" DECIMAL, "type" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "tenant" TEXT NOT NULL;
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "a_column_name_that_is_exactly_sixty_three_characters_long_abcde" TEXT;
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "time" TIME;
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "amount" DECIMAL;
-ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "type" VARCHAR(10);
+ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS "type" TEXT;
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS _ts_origin TEXT NOT NULL DEFAULT '';
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NOT EXISTS _ts_deleted BOOLEAN NOT NULL DEFAULT FALSE;
@@ -799,29 +827,32 @@ ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ADD COLUMN IF NO
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.id has type % in the database but TEXT in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'id'), 'TEXT', 'forty.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'tenant' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.tenant has type % in the database but TEXT in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'tenant');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'tenant' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.tenant', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'tenant'), 'TEXT', 'forty.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.a_column_name_that_is_exactly_sixty_three_characters_long_abcde has type % in the database but TEXT in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.a_column_name_that_is_exactly_sixty_three_characters_long_abcde', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde'), 'TEXT', 'forty.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'time' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIME') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.time has type % in the database but TIME in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'time');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'time' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIME') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.time', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'time'), 'TIME', 'forty.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'amount' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DECIMAL') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.amount has type % in the database but DECIMAL in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'amount');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'amount' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DECIMAL') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.amount', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'amount'), 'DECIMAL', 'forty.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'type' AND NOT attisdropped) IS DISTINCT FROM to_regtype('VARCHAR(10)') THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars.type has type % in the database but VARCHAR(10) in forty.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attname = 'type');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'type' AND NOT attisdropped) = to_regtype('VARCHAR(10)') THEN
+    ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ALTER COLUMN "type" TYPE TEXT USING "type"::TEXT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'type' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'a_table_name_that_is_exactly_forty_chars.type', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attname = 'type'), 'TEXT', 'forty.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.a_table_name_that_is_exactly_forty_chars'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."a_table_name_that_is_exactly_forty_chars"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'tenant', 'a_column_name_that_is_exactly_sixty_three_characters_long_abcde', 'time', 'amount', 'type');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.a_table_name_that_is_exactly_forty_chars has column(s) % not declared in forty.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'a_table_name_that_is_exactly_forty_chars', extra, 'forty.sql';
   END IF;
 END
 $tablesync$;
@@ -946,6 +977,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -964,10 +997,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := rows;
       WITH up AS (
         INSERT INTO "public"."a_table_name_that_is_exactly_forty_chars" AS tgt ("id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."tenant", p."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", p."time", p."amount", p."type", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."a_table_name_that_is_exactly_forty_chars", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."a_table_name_that_is_exactly_forty_chars", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."tenant", EXCLUDED."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", EXCLUDED."time", EXCLUDED."amount", EXCLUDED."type", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_hlc ELSE EXCLUDED._ts_hlc END, (CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_origin ELSE EXCLUDED._ts_origin END) COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -975,18 +1009,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', CASE WHEN coalesce(to_jsonb(p."time"), 'null') IS DISTINCT FROM coalesce(e.j -> 'time', 'null') OR coalesce(to_jsonb(p."amount"), 'null') IS DISTINCT FROM coalesce(e.j -> 'amount', 'null') THEN jsonb_build_object('time', p."time", 'amount', p."amount") END, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."a_table_name_that_is_exactly_forty_chars", e.j) AS p;
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."tenant", p."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", p."time", p."amount", p."type", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."a_table_name_that_is_exactly_forty_chars", e.j) AS p)
+      WITH s (ord, row_id, "id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."tenant", p."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", p."time", p."amount", p."type", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), e.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."a_table_name_that_is_exactly_forty_chars", e.j) AS p)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(s."time"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'time', 'null') OR coalesce(to_jsonb(s."amount"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'amount', 'null') THEN jsonb_build_object('time', s."time", 'amount', s."amount") END,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(CASE WHEN s._ts_deleted THEN s._ts_base_hlc ELSE s._ts_hlc END, (CASE WHEN s._ts_deleted THEN s._ts_base_origin ELSE s._ts_origin END) COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', CASE WHEN coalesce(to_jsonb(tgt."time"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'time', 'null') OR coalesce(to_jsonb(tgt."amount"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'amount', 'null') THEN jsonb_build_object('time', tgt."time", 'amount', tgt."amount") END, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -1036,7 +1071,7 @@ BEGIN
         INSERT INTO "public"."a_table_name_that_is_exactly_forty_chars" ("id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."tenant", inc."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", inc."time", inc."amount", inc."type", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."time"), 'null') IS DISTINCT FROM coalesce(r -> 'time', 'null') OR coalesce(to_jsonb(inc."amount"), 'null') IS DISTINCT FROM coalesce(r -> 'amount', 'null') THEN jsonb_build_object('time', inc."time", 'amount', inc."amount") END,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."a_table_name_that_is_exactly_forty_chars" WHERE "id" = inc."id" FOR UPDATE;
@@ -1058,14 +1093,14 @@ BEGIN
           UPDATE "public"."a_table_name_that_is_exactly_forty_chars" SET ("id", "tenant", "a_column_name_that_is_exactly_sixty_three_characters_long_abcde", "time", "amount", "type", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."tenant", inc."a_column_name_that_is_exactly_sixty_three_characters_long_abcde", inc."time", inc."amount", inc."type", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."time"), 'null') IS DISTINCT FROM coalesce(r -> 'time', 'null') OR coalesce(to_jsonb(inc."amount"), 'null') IS DISTINCT FROM coalesce(r -> 'amount', 'null') THEN jsonb_build_object('time', inc."time", 'amount', inc."amount") END,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', CASE WHEN coalesce(to_jsonb(cur."time"), 'null') IS DISTINCT FROM coalesce(r -> 'time', 'null') OR coalesce(to_jsonb(cur."amount"), 'null') IS DISTINCT FROM coalesce(r -> 'amount', 'null') THEN jsonb_build_object('time', cur."time", 'amount', cur."amount") END,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -1090,3 +1125,396 @@ REVOKE ALL ON "public"."a_table_name_that_is_exactly_forty_chars" FROM anon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."a_table_name_that_is_exactly_forty_chars" TO authenticated, service_role;
 REVOKE EXECUTE ON FUNCTION "public"."tablesync_apply_a_table_name_that_is_exactly_forty_chars"(jsonb) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_a_table_name_that_is_exactly_forty_chars"(jsonb) TO authenticated, service_role;
+
+-- table Order Items (edit-wins)
+
+/* accepted since issue 13: reserved words, mixed case and spaces as table, column and */ /* scope names, BLOB columns, every type of docs/types.md */ CREATE TABLE IF NOT EXISTS "public"."Order Items" ("ID" TEXT PRIMARY KEY, "user" TEXT NOT NULL, "order" BIGINT, "group" BIGINT, "desc" BIGINT, "from" DOUBLE PRECISION, "to" DOUBLE PRECISION, "end" DOUBLE PRECISION, "Mixed Case" DECIMAL(12, 2), "with space" TEXT, "select" TEXT, "limit" TEXT, "clob" TEXT, "bin" BYTEA, "flag" BOOLEAN, "day" DATE, "at" TIMESTAMP, "at_tz" TIMESTAMPTZ, "doc" JSONB, "uid" UUID, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "user" TEXT NOT NULL;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "order" BIGINT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "group" BIGINT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "desc" BIGINT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "from" DOUBLE PRECISION;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "to" DOUBLE PRECISION;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "end" DOUBLE PRECISION;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "Mixed Case" DECIMAL(12, 2);
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "with space" TEXT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "select" TEXT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "limit" TEXT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "clob" TEXT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "bin" BYTEA;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "flag" BOOLEAN;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "day" DATE;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "at" TIMESTAMP;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "at_tz" TIMESTAMPTZ;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "doc" JSONB;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS "uid" UUID;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_deleted BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_base_hlc BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_base_origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_seq BIGINT;
+ALTER TABLE "public"."Order Items" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
+DO $tablesync$
+DECLARE extra text;
+BEGIN
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'ID' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.ID', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'ID'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'user' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.user', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'user'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'order' AND NOT attisdropped) = to_regtype('INT') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "order" TYPE BIGINT USING "order"::BIGINT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'order' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.order', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'order'), 'BIGINT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'group' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.group', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'group'), 'BIGINT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'desc' AND NOT attisdropped) = to_regtype('SMALLINT') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "desc" TYPE BIGINT USING "desc"::BIGINT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'desc' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.desc', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'desc'), 'BIGINT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'from' AND NOT attisdropped) = to_regtype('REAL') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "from" TYPE DOUBLE PRECISION USING "from"::DOUBLE PRECISION;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'from' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.from', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'from'), 'DOUBLE PRECISION', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'to' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.to', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'to'), 'DOUBLE PRECISION', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'end' AND NOT attisdropped) = to_regtype('REAL') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "end" TYPE DOUBLE PRECISION USING "end"::DOUBLE PRECISION;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'end' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DOUBLE PRECISION') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.end', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'end'), 'DOUBLE PRECISION', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'Mixed Case' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DECIMAL(12, 2)') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.Mixed Case', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'Mixed Case'), 'DECIMAL(12, 2)', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'with space' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.with space', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'with space'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'select' AND NOT attisdropped) = to_regtype('VARCHAR(5)') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "select" TYPE TEXT USING "select"::TEXT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'select' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.select', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'select'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'limit' AND NOT attisdropped) = to_regtype('CHAR(2)') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "limit" TYPE TEXT USING "limit"::TEXT;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'limit' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.limit', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'limit'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'clob' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.clob', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'clob'), 'TEXT', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'bin' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BYTEA') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.bin', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'bin'), 'BYTEA', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'flag' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BOOLEAN') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.flag', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'flag'), 'BOOLEAN', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'day' AND NOT attisdropped) IS DISTINCT FROM to_regtype('DATE') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.day', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'day'), 'DATE', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMP') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.at', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'at'), 'TIMESTAMP', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'at_tz' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TIMESTAMPTZ') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.at_tz', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'at_tz'), 'TIMESTAMPTZ', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'doc' AND NOT attisdropped) = to_regtype('JSON') THEN
+    ALTER TABLE "public"."Order Items" ALTER COLUMN "doc" TYPE JSONB USING "doc"::JSONB;
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'doc' AND NOT attisdropped) IS DISTINCT FROM to_regtype('JSONB') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.doc', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'doc'), 'JSONB', 'order_items.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'uid' AND NOT attisdropped) IS DISTINCT FROM to_regtype('UUID') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'Order Items.uid', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."Order Items"'::regclass AND attname = 'uid'), 'UUID', 'order_items.sql';
+  END IF;
+  SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
+   WHERE attrelid = '"public"."Order Items"'::regclass AND attnum > 0
+     AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('ID', 'user', 'order', 'group', 'desc', 'from', 'to', 'end', 'Mixed Case', 'with space', 'select', 'limit', 'clob', 'bin', 'flag', 'day', 'at', 'at_tz', 'doc', 'uid');
+  IF extra IS NOT NULL THEN
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'Order Items', extra, 'order_items.sql';
+  END IF;
+END
+$tablesync$;
+
+CREATE INDEX IF NOT EXISTS "tablesync_Order Items_scope_seq" ON "public"."Order Items" ("user", _ts_seq);
+CREATE INDEX IF NOT EXISTS "tablesync_Order Items_scope_xid_seq" ON "public"."Order Items" ("user", _ts_xid, _ts_seq);
+DROP INDEX IF EXISTS "public"."tablesync_Order Items_seq", "public"."tablesync_Order Items_scope_xid";
+
+CREATE OR REPLACE FUNCTION "public"."tablesync_stamp_Order Items"() RETURNS trigger
+LANGUAGE plpgsql AS $tablesync$
+BEGIN
+  NEW._ts_seq := nextval('public.tablesync_change_seq');
+  NEW._ts_xid := pg_current_xact_id()::text::bigint;
+  NEW._ts_hlc := coalesce(NEW._ts_hlc, 0);
+  NEW._ts_origin := coalesce(NEW._ts_origin, '');
+  NEW._ts_deleted := coalesce(NEW._ts_deleted, false);
+  NEW._ts_base_hlc := coalesce(NEW._ts_base_hlc, 0);
+  NEW._ts_base_origin := coalesce(NEW._ts_base_origin, '');
+  IF TG_OP = 'INSERT' THEN
+    IF NEW._ts_hlc = 0 THEN
+      NEW._ts_hlc := ((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16);
+      NEW._ts_origin := 'server';
+      NEW._ts_base_hlc := 0;
+      NEW._ts_base_origin := '';
+    END IF;
+  ELSIF ROW(CASE WHEN NEW._ts_deleted THEN NEW._ts_base_hlc ELSE NEW._ts_hlc END, (CASE WHEN NEW._ts_deleted THEN NEW._ts_base_origin ELSE NEW._ts_origin END) COLLATE "C", NEW._ts_deleted::int, NEW._ts_hlc, NEW._ts_origin COLLATE "C") <= ROW(CASE WHEN OLD._ts_deleted THEN OLD._ts_base_hlc ELSE OLD._ts_hlc END, (CASE WHEN OLD._ts_deleted THEN OLD._ts_base_origin ELSE OLD._ts_origin END) COLLATE "C", OLD._ts_deleted::int, OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        OR (NEW._ts_hlc = OLD._ts_hlc AND NEW._ts_origin = OLD._ts_origin) THEN
+    NEW._ts_base_hlc := OLD._ts_hlc;
+    NEW._ts_base_origin := OLD._ts_origin;
+    NEW._ts_hlc := greatest(((extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), least(OLD._ts_hlc, 9223372036854775806) + 1);
+    NEW._ts_origin := 'server';
+  END IF;
+  RETURN NEW;
+END
+$tablesync$;
+DROP TRIGGER IF EXISTS "tablesync_stamp" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_stamp" BEFORE INSERT OR UPDATE ON "public"."Order Items"
+  FOR EACH ROW EXECUTE FUNCTION "public"."tablesync_stamp_Order Items"();
+
+CREATE OR REPLACE FUNCTION "public"."tablesync_soft_delete_Order Items"() RETURNS trigger
+LANGUAGE plpgsql AS $tablesync$
+BEGIN
+  IF OLD._ts_deleted OR coalesce(current_setting('tablesync.hard_delete', true), '') = 'on'
+  THEN
+    RETURN OLD;
+  END IF;
+  UPDATE "public"."Order Items" SET _ts_deleted = true WHERE "ID" = OLD."ID";
+  RETURN NULL;
+END
+$tablesync$;
+DROP TRIGGER IF EXISTS "tablesync_soft_delete" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_soft_delete" BEFORE DELETE ON "public"."Order Items"
+  FOR EACH ROW EXECUTE FUNCTION "public"."tablesync_soft_delete_Order Items"();
+
+CREATE OR REPLACE FUNCTION "public"."tablesync_conflict_Order Items"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $tablesync$
+BEGIN
+  INSERT INTO public.tablesync_conflicts (table_name, record_id, scope, winner, loser, reason)
+  VALUES ('Order Items', OLD."ID"::text, OLD."user"::text, to_jsonb(NEW), to_jsonb(OLD),
+          'concurrent write overwritten on the server');
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION "public"."tablesync_conflict_Order Items"() FROM PUBLIC;
+DROP TRIGGER IF EXISTS "tablesync_conflict" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_conflict" AFTER UPDATE ON "public"."Order Items" FOR EACH ROW
+  WHEN ((NEW._ts_hlc, NEW._ts_origin COLLATE "C") IS DISTINCT FROM
+        (OLD._ts_hlc, OLD._ts_origin COLLATE "C")
+        AND (NEW._ts_base_hlc, NEW._ts_base_origin COLLATE "C")
+            < (OLD._ts_hlc, OLD._ts_origin COLLATE "C"))
+  EXECUTE FUNCTION "public"."tablesync_conflict_Order Items"();
+
+CREATE OR REPLACE FUNCTION "public"."tablesync_exit_Order Items"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $tablesync$
+BEGIN
+  INSERT INTO public.tablesync_exits (table_name, record_id, scope, _ts_hlc, _ts_origin)
+  VALUES ('Order Items', OLD."ID"::text, OLD."user"::text, NEW._ts_hlc, NEW._ts_origin);
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION "public"."tablesync_exit_Order Items"() FROM PUBLIC;
+DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "user" ON "public"."Order Items" FOR EACH ROW
+  WHEN (OLD."user" IS NOT NULL AND OLD."user" IS DISTINCT FROM NEW."user")
+  EXECUTE FUNCTION "public"."tablesync_exit_Order Items"();
+
+ALTER TABLE "public"."Order Items" ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS "tablesync_select" ON "public"."Order Items";
+CREATE POLICY "tablesync_select" ON "public"."Order Items" FOR SELECT TO authenticated USING ("user" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
+DROP POLICY IF EXISTS "tablesync_insert" ON "public"."Order Items";
+CREATE POLICY "tablesync_insert" ON "public"."Order Items" FOR INSERT TO authenticated WITH CHECK ("user" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
+DROP POLICY IF EXISTS "tablesync_update" ON "public"."Order Items";
+CREATE POLICY "tablesync_update" ON "public"."Order Items" FOR UPDATE TO authenticated USING ("user" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id')) WITH CHECK ("user" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
+DROP POLICY IF EXISTS "tablesync_delete" ON "public"."Order Items";
+CREATE POLICY "tablesync_delete" ON "public"."Order Items" FOR DELETE TO authenticated USING ("user" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
+
+DO $tablesync$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'supabase_realtime'
+                 AND schemaname = 'public' AND tablename = 'Order Items') THEN
+    ALTER PUBLICATION supabase_realtime ADD TABLE "public"."Order Items";
+  END IF;
+END
+$tablesync$;
+
+CREATE OR REPLACE FUNCTION "public"."tablesync_apply_Order Items"(rows jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, public AS $tablesync$
+DECLARE
+  r jsonb;
+  inc "public"."Order Items";
+  cur "public"."Order Items";
+  have_cur boolean;
+  rid text;
+  n integer;
+  res jsonb;
+  result jsonb := '[]'::jsonb;
+  n_rows integer;
+  n_ids integer;
+  complete boolean;
+  applied_ids text[];
+  me text := (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id');
+  now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
+  unbounded boolean;
+  frows jsonb;
+  sent jsonb;
+BEGIN
+  IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
+    RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
+  END IF;
+  -- bounded versions: a version too far ahead of this clock, or of another origin than
+  -- the pusher (the JWT's system id) or 'server', is refused row by row below
+  SELECT coalesce(bool_or(
+           (jsonb_typeof(x.v -> '_ts_hlc') = 'number'
+            AND ((x.v ->> '_ts_hlc')::numeric < 0 OR (x.v ->> '_ts_hlc')::numeric
+                 >= (now_ms + skew_ms + 1)::numeric * 65536))
+           OR (me IS NOT NULL AND coalesce(x.v ->> '_ts_hlc', '0') <> '0'
+               AND coalesce(x.v ->> '_ts_origin', '') NOT IN (me, 'server'))), false)
+    INTO unbounded FROM jsonb_array_elements(rows) AS x(v) WHERE jsonb_typeof(x.v) = 'object';
+  SELECT count(*), count(DISTINCT x.v ->> 'ID'),
+         bool_and(jsonb_typeof(x.v) = 'object' AND x.v ->> 'ID' IS NOT NULL AND x.v ?& ARRAY['ID', 'user', 'order', 'group', 'desc', 'from', 'to', 'end', 'Mixed Case', 'with space', 'select', 'limit', 'clob', 'bin', 'flag', 'day', 'at', 'at_tz', 'doc', 'uid', '_ts_hlc', '_ts_origin', '_ts_deleted', '_ts_base_hlc', '_ts_base_origin'])
+    INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
+  IF complete AND n_rows = n_ids AND NOT unbounded THEN
+    BEGIN
+      frows := (SELECT jsonb_agg((SELECT jsonb_object_agg(kv.k, CASE WHEN kv.k = ANY (ARRAY['doc']) AND jsonb_typeof(kv.v) = 'string' THEN (kv.v #>> '{}')::jsonb ELSE kv.v END) FROM jsonb_each(x.v) AS kv(k, v)) ORDER BY x.o) FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(v, o));
+      WITH up AS (
+        INSERT INTO "public"."Order Items" AS tgt ("ID", "user", "order", "group", "desc", "from", "to", "end", "Mixed Case", "with space", "select", "limit", "clob", "bin", "flag", "day", "at", "at_tz", "doc", "uid", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
+        SELECT p."ID", p."user", p."order", p."group", p."desc", p."from", p."to", p."end", p."Mixed Case", p."with space", p."select", p."limit", p."clob", p."bin", p."flag", p."day", p."at", p."at_tz", p."doc", p."uid", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
+          FROM jsonb_populate_recordset(NULL::"public"."Order Items", frows) WITH ORDINALITY AS p
+         ORDER BY p.ordinality
+        ON CONFLICT ("ID") DO UPDATE SET ("ID", "user", "order", "group", "desc", "from", "to", "end", "Mixed Case", "with space", "select", "limit", "clob", "bin", "flag", "day", "at", "at_tz", "doc", "uid", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."ID", EXCLUDED."user", EXCLUDED."order", EXCLUDED."group", EXCLUDED."desc", EXCLUDED."from", EXCLUDED."to", EXCLUDED."end", EXCLUDED."Mixed Case", EXCLUDED."with space", EXCLUDED."select", EXCLUDED."limit", EXCLUDED."clob", EXCLUDED."bin", EXCLUDED."flag", EXCLUDED."day", EXCLUDED."at", EXCLUDED."at_tz", EXCLUDED."doc", EXCLUDED."uid", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
+          WHERE ROW(CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_hlc ELSE EXCLUDED._ts_hlc END, (CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_origin ELSE EXCLUDED._ts_origin END) COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
+        RETURNING tgt."ID"::text AS up_id)
+      SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
+      IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
+        SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'ID', 'outcome', 'applied',
+                                            'row', CASE WHEN coalesce(to_jsonb(p."Mixed Case"), 'null') IS DISTINCT FROM coalesce(o.j -> 'Mixed Case', 'null') OR coalesce(to_jsonb(p."bin"), 'null') IS DISTINCT FROM coalesce(o.j -> 'bin', 'null') OR coalesce(to_jsonb(p."flag"), 'null') IS DISTINCT FROM coalesce(o.j -> 'flag', 'null') OR coalesce(to_jsonb(p."day"), 'null') IS DISTINCT FROM coalesce(o.j -> 'day', 'null') OR coalesce(to_jsonb(p."at"), 'null') IS DISTINCT FROM coalesce(o.j -> 'at', 'null') OR coalesce(to_jsonb(p."at_tz"), 'null') IS DISTINCT FROM coalesce(o.j -> 'at_tz', 'null') OR p."doc"::text IS DISTINCT FROM o.j ->> 'doc' OR coalesce(to_jsonb(p."uid"), 'null') IS DISTINCT FROM coalesce(o.j -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', p."Mixed Case", 'bin', p."bin", 'flag', p."flag", 'day', p."day", 'at', p."at", 'at_tz', p."at_tz", 'doc', p."doc", 'uid', p."uid") END, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), jsonb_array_elements(rows) WITH ORDINALITY AS o(j, o_ord), LATERAL jsonb_populate_record(NULL::"public"."Order Items", e.j) AS p WHERE o.o_ord = e.ord;
+        RETURN result;
+      END IF;
+      WITH s (ord, row_id, "ID", "user", "order", "group", "desc", "from", "to", "end", "Mixed Case", "with space", "select", "limit", "clob", "bin", "flag", "day", "at", "at_tz", "doc", "uid", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'ID' AS row_id, p."ID", p."user", p."order", p."group", p."desc", p."from", p."to", p."end", p."Mixed Case", p."with space", p."select", p."limit", p."clob", p."bin", p."flag", p."day", p."at", p."at_tz", p."doc", p."uid", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), o.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), jsonb_array_elements(rows) WITH ORDINALITY AS o(j, o_ord), LATERAL jsonb_populate_record(NULL::"public"."Order Items", e.j) AS p WHERE o.o_ord = e.ord)
+      SELECT jsonb_agg(CASE
+               WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
+                 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(s."Mixed Case"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'Mixed Case', 'null') OR coalesce(to_jsonb(s."bin"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'bin', 'null') OR coalesce(to_jsonb(s."flag"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'flag', 'null') OR coalesce(to_jsonb(s."day"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'day', 'null') OR coalesce(to_jsonb(s."at"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'at', 'null') OR coalesce(to_jsonb(s."at_tz"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'at_tz', 'null') OR s."doc"::text IS DISTINCT FROM s._ts_j ->> 'doc' OR coalesce(to_jsonb(s."uid"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', s."Mixed Case", 'bin', s."bin", 'flag', s."flag", 'day', s."day", 'at', s."at", 'at_tz', s."at_tz", 'doc', s."doc", 'uid', s."uid") END,
+                 'message', NULL)
+               WHEN tgt."ID" IS NULL OR ROW(CASE WHEN s._ts_deleted THEN s._ts_base_hlc ELSE s._ts_hlc END, (CASE WHEN s._ts_deleted THEN s._ts_base_origin ELSE s._ts_origin END) COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
+               WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', CASE WHEN coalesce(to_jsonb(tgt."Mixed Case"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'Mixed Case', 'null') OR coalesce(to_jsonb(tgt."bin"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'bin', 'null') OR coalesce(to_jsonb(tgt."flag"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'flag', 'null') OR coalesce(to_jsonb(tgt."day"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'day', 'null') OR coalesce(to_jsonb(tgt."at"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'at', 'null') OR coalesce(to_jsonb(tgt."at_tz"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'at_tz', 'null') OR tgt."doc"::text IS DISTINCT FROM s._ts_j ->> 'doc' OR coalesce(to_jsonb(tgt."uid"), 'null') IS DISTINCT FROM coalesce(s._ts_j -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', tgt."Mixed Case", 'bin', tgt."bin", 'flag', tgt."flag", 'day', tgt."day", 'at', tgt."at", 'at_tz', tgt."at_tz", 'doc', tgt."doc", 'uid', tgt."uid") END, 'message', NULL)
+               ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
+                                       'row', to_jsonb(tgt), 'message', NULL)
+             END ORDER BY s.ord)
+        INTO result
+        FROM s LEFT JOIN unnest(applied_ids) AS a(up_id) ON a.up_id = s.row_id
+               LEFT JOIN "public"."Order Items" AS tgt ON tgt."ID" = s."ID";
+      IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(result) AS o(v)
+                     WHERE jsonb_typeof(o.v) = 'null') THEN
+        RETURN result;
+      END IF;
+      RAISE EXCEPTION 'tablesync: set-based apply undecided' USING ERRCODE = 'P0001';
+    EXCEPTION WHEN OTHERS THEN                    -- rolled back; decide row by row
+      RAISE DEBUG 'tablesync: per-row apply: % %', SQLSTATE, SQLERRM;
+      result := '[]'::jsonb;
+    END;
+  END IF;
+  FOR r IN SELECT value FROM jsonb_array_elements(rows) LOOP
+    res := NULL;
+    rid := CASE WHEN jsonb_typeof(r) = 'object' THEN r ->> 'ID' END;
+    BEGIN
+      IF rid IS NULL THEN
+        RAISE EXCEPTION 'row is not an object with a non-null %', 'ID'
+          USING ERRCODE = '22023';
+      END IF;
+      IF unbounded AND jsonb_typeof(r -> '_ts_hlc') = 'number'
+         AND ((r ->> '_ts_hlc')::numeric < 0
+              OR (r ->> '_ts_hlc')::numeric >= (now_ms + skew_ms + 1)::numeric * 65536) THEN
+        RAISE EXCEPTION 'tablesync: clock skew: version % is % ms ahead of the server clock '
+          '(max_clock_skew % ms); server_hlc=%', r ->> '_ts_hlc',
+          floor((r ->> '_ts_hlc')::numeric / 65536) - now_ms, skew_ms, now_ms << 16
+          USING ERRCODE = '22008';
+      END IF;
+      IF unbounded AND me IS NOT NULL AND coalesce(r ->> '_ts_hlc', '0') <> '0'
+         AND coalesce(r ->> '_ts_origin', '') NOT IN (me, 'server') THEN
+        RAISE EXCEPTION 'tablesync: origin % is neither this system (%) nor server',
+          r ->> '_ts_origin', me USING ERRCODE = '42501';
+      END IF;
+      sent := r;
+      r := (SELECT jsonb_object_agg(kv.k, CASE WHEN kv.k = ANY (ARRAY['doc']) AND jsonb_typeof(kv.v) = 'string' THEN (kv.v #>> '{}')::jsonb ELSE kv.v END) FROM jsonb_each(r) AS kv(k, v));
+      inc := jsonb_populate_record(NULL::"public"."Order Items", r);
+      SELECT * INTO cur FROM "public"."Order Items" WHERE "ID" = inc."ID" FOR UPDATE;
+      have_cur := FOUND;
+      IF NOT have_cur THEN
+        inc._ts_hlc := coalesce((r ->> '_ts_hlc')::bigint, 0);
+        inc._ts_origin := coalesce(r ->> '_ts_origin', '');
+        inc._ts_deleted := coalesce((r ->> '_ts_deleted')::boolean, false);
+        inc._ts_base_hlc := coalesce((r ->> '_ts_base_hlc')::bigint, 0);
+        inc._ts_base_origin := coalesce(r ->> '_ts_base_origin', '');
+        INSERT INTO "public"."Order Items" ("ID", "user", "order", "group", "desc", "from", "to", "end", "Mixed Case", "with space", "select", "limit", "clob", "bin", "flag", "day", "at", "at_tz", "doc", "uid", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."ID", inc."user", inc."order", inc."group", inc."desc", inc."from", inc."to", inc."end", inc."Mixed Case", inc."with space", inc."select", inc."limit", inc."clob", inc."bin", inc."flag", inc."day", inc."at", inc."at_tz", inc."doc", inc."uid", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("ID") DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n = 1 THEN
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."Mixed Case"), 'null') IS DISTINCT FROM coalesce(sent -> 'Mixed Case', 'null') OR coalesce(to_jsonb(inc."bin"), 'null') IS DISTINCT FROM coalesce(sent -> 'bin', 'null') OR coalesce(to_jsonb(inc."flag"), 'null') IS DISTINCT FROM coalesce(sent -> 'flag', 'null') OR coalesce(to_jsonb(inc."day"), 'null') IS DISTINCT FROM coalesce(sent -> 'day', 'null') OR coalesce(to_jsonb(inc."at"), 'null') IS DISTINCT FROM coalesce(sent -> 'at', 'null') OR coalesce(to_jsonb(inc."at_tz"), 'null') IS DISTINCT FROM coalesce(sent -> 'at_tz', 'null') OR inc."doc"::text IS DISTINCT FROM sent ->> 'doc' OR coalesce(to_jsonb(inc."uid"), 'null') IS DISTINCT FROM coalesce(sent -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', inc."Mixed Case", 'bin', inc."bin", 'flag', inc."flag", 'day', inc."day", 'at', inc."at", 'at_tz', inc."at_tz", 'doc', inc."doc", 'uid', inc."uid") END,
+                                    'message', NULL);
+        ELSE
+          SELECT * INTO cur FROM "public"."Order Items" WHERE "ID" = inc."ID" FOR UPDATE;
+          have_cur := FOUND;
+          IF NOT have_cur THEN
+            res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+              'message', 'the record exists but is not visible to this system');
+          END IF;
+        END IF;
+      END IF;
+      IF res IS NULL THEN
+        inc := jsonb_populate_record(cur, r);
+        inc._ts_hlc := coalesce((r ->> '_ts_hlc')::bigint, 0);
+        inc._ts_origin := coalesce(r ->> '_ts_origin', '');
+        inc._ts_deleted := coalesce((r ->> '_ts_deleted')::boolean, false);
+        inc._ts_base_hlc := coalesce((r ->> '_ts_base_hlc')::bigint, 0);
+        inc._ts_base_origin := coalesce(r ->> '_ts_base_origin', '');
+        IF ROW(CASE WHEN inc._ts_deleted THEN inc._ts_base_hlc ELSE inc._ts_hlc END, (CASE WHEN inc._ts_deleted THEN inc._ts_base_origin ELSE inc._ts_origin END) COLLATE "C", inc._ts_deleted::int, inc._ts_hlc, inc._ts_origin COLLATE "C") > ROW(CASE WHEN cur._ts_deleted THEN cur._ts_base_hlc ELSE cur._ts_hlc END, (CASE WHEN cur._ts_deleted THEN cur._ts_base_origin ELSE cur._ts_origin END) COLLATE "C", cur._ts_deleted::int, cur._ts_hlc, cur._ts_origin COLLATE "C") THEN
+          UPDATE "public"."Order Items" SET ("ID", "user", "order", "group", "desc", "from", "to", "end", "Mixed Case", "with space", "select", "limit", "clob", "bin", "flag", "day", "at", "at_tz", "doc", "uid", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."ID", inc."user", inc."order", inc."group", inc."desc", inc."from", inc."to", inc."end", inc."Mixed Case", inc."with space", inc."select", inc."limit", inc."clob", inc."bin", inc."flag", inc."day", inc."at", inc."at_tz", inc."doc", inc."uid", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "ID" = cur."ID";
+          GET DIAGNOSTICS n = ROW_COUNT;
+          IF n = 1 THEN
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', CASE WHEN coalesce(to_jsonb(inc."Mixed Case"), 'null') IS DISTINCT FROM coalesce(sent -> 'Mixed Case', 'null') OR coalesce(to_jsonb(inc."bin"), 'null') IS DISTINCT FROM coalesce(sent -> 'bin', 'null') OR coalesce(to_jsonb(inc."flag"), 'null') IS DISTINCT FROM coalesce(sent -> 'flag', 'null') OR coalesce(to_jsonb(inc."day"), 'null') IS DISTINCT FROM coalesce(sent -> 'day', 'null') OR coalesce(to_jsonb(inc."at"), 'null') IS DISTINCT FROM coalesce(sent -> 'at', 'null') OR coalesce(to_jsonb(inc."at_tz"), 'null') IS DISTINCT FROM coalesce(sent -> 'at_tz', 'null') OR inc."doc"::text IS DISTINCT FROM sent ->> 'doc' OR coalesce(to_jsonb(inc."uid"), 'null') IS DISTINCT FROM coalesce(sent -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', inc."Mixed Case", 'bin', inc."bin", 'flag', inc."flag", 'day', inc."day", 'at', inc."at", 'at_tz', inc."at_tz", 'doc', inc."doc", 'uid', inc."uid") END,
+                                      'message', NULL);
+          ELSE
+            res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+              'message', 'the record is not writable by this system');
+          END IF;
+        ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', CASE WHEN coalesce(to_jsonb(cur."Mixed Case"), 'null') IS DISTINCT FROM coalesce(sent -> 'Mixed Case', 'null') OR coalesce(to_jsonb(cur."bin"), 'null') IS DISTINCT FROM coalesce(sent -> 'bin', 'null') OR coalesce(to_jsonb(cur."flag"), 'null') IS DISTINCT FROM coalesce(sent -> 'flag', 'null') OR coalesce(to_jsonb(cur."day"), 'null') IS DISTINCT FROM coalesce(sent -> 'day', 'null') OR coalesce(to_jsonb(cur."at"), 'null') IS DISTINCT FROM coalesce(sent -> 'at', 'null') OR coalesce(to_jsonb(cur."at_tz"), 'null') IS DISTINCT FROM coalesce(sent -> 'at_tz', 'null') OR cur."doc"::text IS DISTINCT FROM sent ->> 'doc' OR coalesce(to_jsonb(cur."uid"), 'null') IS DISTINCT FROM coalesce(sent -> 'uid', 'null') THEN jsonb_build_object('Mixed Case', cur."Mixed Case", 'bin', cur."bin", 'flag', cur."flag", 'day', cur."day", 'at', cur."at", 'at_tz', cur."at_tz", 'doc', cur."doc", 'uid', cur."uid") END,
+                                    'message', NULL);
+        ELSE
+          res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
+                                    'message', NULL);
+        END IF;
+      END IF;
+    EXCEPTION
+      WHEN insufficient_privilege THEN
+        res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
+                                  'message', SQLERRM);
+      WHEN OTHERS THEN
+        res := jsonb_build_object('id', rid, 'outcome', 'error', 'row', NULL,
+                                  'message', SQLSTATE || ': ' || SQLERRM);
+    END;
+    result := result || jsonb_build_array(res);
+  END LOOP;
+  RETURN result;
+END
+$tablesync$;
+
+REVOKE ALL ON "public"."Order Items" FROM anon;
+GRANT SELECT, INSERT, UPDATE, DELETE ON "public"."Order Items" TO authenticated, service_role;
+REVOKE EXECUTE ON FUNCTION "public"."tablesync_apply_Order Items"(jsonb) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_Order Items"(jsonb) TO authenticated, service_role;

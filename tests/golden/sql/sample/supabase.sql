@@ -129,26 +129,26 @@ ALTER TABLE "public"."projects" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.projects.id has type % in the database but TEXT in projects.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'projects.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'id'), 'TEXT', 'projects.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.projects.system_id has type % in the database but TEXT in projects.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'system_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'projects.system_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'system_id'), 'TEXT', 'projects.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'name' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.projects.name has type % in the database but TEXT in projects.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'name');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'name' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'projects.name', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'name'), 'TEXT', 'projects.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'description' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.projects.description has type % in the database but TEXT in projects.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'description');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'description' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'projects.description', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'description'), 'TEXT', 'projects.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'created_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.projects.created_at has type % in the database but TEXT in projects.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'created_at');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'created_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'projects.created_at', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."projects"'::regclass AND attname = 'created_at'), 'TEXT', 'projects.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.projects'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."projects"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'system_id', 'name', 'description', 'created_at');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.projects has column(s) % not declared in projects.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'projects', extra, 'projects.sql';
   END IF;
 END
 $tablesync$;
@@ -273,6 +273,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -291,10 +293,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := rows;
       WITH up AS (
         INSERT INTO "public"."projects" AS tgt ("id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."system_id", p."name", p."description", p."created_at", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."projects", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."projects", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."system_id", EXCLUDED."name", EXCLUDED."description", EXCLUDED."created_at", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_hlc ELSE EXCLUDED._ts_hlc END, (CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_origin ELSE EXCLUDED._ts_origin END) COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -302,18 +305,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', NULL::jsonb, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord);
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."name", p."description", p."created_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."projects", e.j) AS p)
+      WITH s (ord, row_id, "id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."name", p."description", p."created_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), e.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."projects", e.j) AS p)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', NULL::jsonb,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(CASE WHEN s._ts_deleted THEN s._ts_base_hlc ELSE s._ts_hlc END, (CASE WHEN s._ts_deleted THEN s._ts_base_origin ELSE s._ts_origin END) COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', NULL::jsonb, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -363,7 +367,7 @@ BEGIN
         INSERT INTO "public"."projects" ("id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."system_id", inc."name", inc."description", inc."created_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."projects" WHERE "id" = inc."id" FOR UPDATE;
@@ -385,14 +389,14 @@ BEGIN
           UPDATE "public"."projects" SET ("id", "system_id", "name", "description", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."system_id", inc."name", inc."description", inc."created_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -420,12 +424,12 @@ GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_projects"(jsonb) TO authenti
 
 -- table tasks (edit-wins)
 
-CREATE TABLE IF NOT EXISTS "public"."tasks" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "project_id" TEXT REFERENCES "projects" ("id"), "title" TEXT NOT NULL, "status" TEXT NOT NULL DEFAULT 'pending', "priority" INT DEFAULT 0, "payload" TEXT, "updated_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+CREATE TABLE IF NOT EXISTS "public"."tasks" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "project_id" TEXT REFERENCES "projects" ("id"), "title" TEXT NOT NULL, "status" TEXT NOT NULL DEFAULT 'pending', "priority" BIGINT DEFAULT 0, "payload" TEXT, "updated_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "system_id" TEXT NOT NULL;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "project_id" TEXT;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "title" TEXT NOT NULL;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "status" TEXT DEFAULT 'pending' NOT NULL;
-ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "priority" INT DEFAULT 0;
+ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "priority" BIGINT DEFAULT 0;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "payload" TEXT;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS "updated_at" TEXT;
 ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
@@ -438,35 +442,38 @@ ALTER TABLE "public"."tasks" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.id has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'id'), 'TEXT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.system_id has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'system_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.system_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'system_id'), 'TEXT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'project_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.project_id has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'project_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'project_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.project_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'project_id'), 'TEXT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'title' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.title has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'title');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'title' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.title', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'title'), 'TEXT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'status' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.status has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'status');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'status' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.status', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'status'), 'TEXT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'priority' AND NOT attisdropped) IS DISTINCT FROM to_regtype('INT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.priority has type % in the database but INT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'priority');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'priority' AND NOT attisdropped) = to_regtype('INT') THEN
+    ALTER TABLE "public"."tasks" ALTER COLUMN "priority" TYPE BIGINT USING "priority"::BIGINT;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'payload' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.payload has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'payload');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'priority' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.priority', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'priority'), 'BIGINT', 'tasks.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'updated_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.tasks.updated_at has type % in the database but TEXT in tasks.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.tasks'::regclass AND attname = 'updated_at');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'payload' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.payload', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'payload'), 'TEXT', 'tasks.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'updated_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'tasks.updated_at', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."tasks"'::regclass AND attname = 'updated_at'), 'TEXT', 'tasks.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.tasks'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."tasks"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'system_id', 'project_id', 'title', 'status', 'priority', 'payload', 'updated_at');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.tasks has column(s) % not declared in tasks.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'tasks', extra, 'tasks.sql';
   END IF;
 END
 $tablesync$;
@@ -591,6 +598,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -609,10 +618,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := rows;
       WITH up AS (
         INSERT INTO "public"."tasks" AS tgt ("id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."system_id", p."project_id", p."title", p."status", p."priority", p."payload", p."updated_at", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."tasks", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."tasks", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."system_id", EXCLUDED."project_id", EXCLUDED."title", EXCLUDED."status", EXCLUDED."priority", EXCLUDED."payload", EXCLUDED."updated_at", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_hlc ELSE EXCLUDED._ts_hlc END, (CASE WHEN EXCLUDED._ts_deleted THEN EXCLUDED._ts_base_origin ELSE EXCLUDED._ts_origin END) COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -620,18 +630,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', NULL::jsonb, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord);
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."project_id", p."title", p."status", p."priority", p."payload", p."updated_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."tasks", e.j) AS p)
+      WITH s (ord, row_id, "id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."project_id", p."title", p."status", p."priority", p."payload", p."updated_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), e.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."tasks", e.j) AS p)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', NULL::jsonb,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(CASE WHEN s._ts_deleted THEN s._ts_base_hlc ELSE s._ts_hlc END, (CASE WHEN s._ts_deleted THEN s._ts_base_origin ELSE s._ts_origin END) COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(CASE WHEN tgt._ts_deleted THEN tgt._ts_base_hlc ELSE tgt._ts_hlc END, (CASE WHEN tgt._ts_deleted THEN tgt._ts_base_origin ELSE tgt._ts_origin END) COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', NULL::jsonb, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -683,7 +694,7 @@ BEGIN
         INSERT INTO "public"."tasks" ("id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."system_id", inc."project_id", inc."title", inc."status", inc."priority", inc."payload", inc."updated_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."tasks" WHERE "id" = inc."id" FOR UPDATE;
@@ -705,14 +716,14 @@ BEGIN
           UPDATE "public"."tasks" SET ("id", "system_id", "project_id", "title", "status", "priority", "payload", "updated_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."system_id", inc."project_id", inc."title", inc."status", inc."priority", inc."payload", inc."updated_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
@@ -740,11 +751,11 @@ GRANT EXECUTE ON FUNCTION "public"."tablesync_apply_tasks"(jsonb) TO authenticat
 
 -- table results (last-write-wins)
 
-CREATE TABLE IF NOT EXISTS "public"."results" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "task_id" TEXT NOT NULL REFERENCES "tasks" ("id"), "output" TEXT, "exit_code" INT, "created_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
+CREATE TABLE IF NOT EXISTS "public"."results" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "task_id" TEXT NOT NULL REFERENCES "tasks" ("id"), "output" TEXT, "exit_code" BIGINT, "created_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "system_id" TEXT NOT NULL;
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "task_id" TEXT NOT NULL;
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "output" TEXT;
-ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "exit_code" INT;
+ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "exit_code" BIGINT;
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS "created_at" TEXT;
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS _ts_hlc BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS _ts_origin TEXT NOT NULL DEFAULT '';
@@ -756,29 +767,32 @@ ALTER TABLE "public"."results" ADD COLUMN IF NOT EXISTS _ts_xid BIGINT;
 DO $tablesync$
 DECLARE extra text;
 BEGIN
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.id has type % in the database but TEXT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'id'), 'TEXT', 'results.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.system_id has type % in the database but TEXT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'system_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'system_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.system_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'system_id'), 'TEXT', 'results.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'task_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.task_id has type % in the database but TEXT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'task_id');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'task_id' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.task_id', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'task_id'), 'TEXT', 'results.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'output' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.output has type % in the database but TEXT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'output');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'output' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.output', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'output'), 'TEXT', 'results.sql';
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'exit_code' AND NOT attisdropped) IS DISTINCT FROM to_regtype('INT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.exit_code has type % in the database but INT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'exit_code');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'exit_code' AND NOT attisdropped) = to_regtype('INT') THEN
+    ALTER TABLE "public"."results" ALTER COLUMN "exit_code" TYPE BIGINT USING "exit_code"::BIGINT;
   END IF;
-  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'created_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
-    RAISE EXCEPTION 'tablesync: public.results.created_at has type % in the database but TEXT in results.sql; type changes are not migrated', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.results'::regclass AND attname = 'created_at');
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'exit_code' AND NOT attisdropped) IS DISTINCT FROM to_regtype('BIGINT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.exit_code', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'exit_code'), 'BIGINT', 'results.sql';
+  END IF;
+  IF (SELECT atttypid FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'created_at' AND NOT attisdropped) IS DISTINCT FROM to_regtype('TEXT') THEN
+    RAISE EXCEPTION 'tablesync: public.% has type % in the database but % in %; type changes are not migrated', 'results.created_at', (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '"public"."results"'::regclass AND attname = 'created_at'), 'TEXT', 'results.sql';
   END IF;
   SELECT string_agg(attname, ', ') INTO extra FROM pg_attribute
-   WHERE attrelid = 'public.results'::regclass AND attnum > 0
+   WHERE attrelid = '"public"."results"'::regclass AND attnum > 0
      AND NOT attisdropped AND attname NOT LIKE '\_ts\_%' AND attname NOT IN ('id', 'system_id', 'task_id', 'output', 'exit_code', 'created_at');
   IF extra IS NOT NULL THEN
-    RAISE EXCEPTION 'tablesync: public.results has column(s) % not declared in results.sql; dropping columns is not migrated', extra;
+    RAISE EXCEPTION 'tablesync: public.% has column(s) % not declared in %; dropping columns is not migrated', 'results', extra, 'results.sql';
   END IF;
 END
 $tablesync$;
@@ -903,6 +917,8 @@ DECLARE
   now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   skew_ms bigint := coalesce(nullif(current_setting('tablesync.max_clock_skew_ms', true), '')::bigint, 300000);
   unbounded boolean;
+  frows jsonb;
+  sent jsonb;
 BEGIN
   IF rows IS NULL OR jsonb_typeof(rows) <> 'array' THEN
     RAISE EXCEPTION 'tablesync: rows must be a JSON array' USING ERRCODE = '22023';
@@ -921,10 +937,11 @@ BEGIN
     INTO n_rows, n_ids, complete FROM jsonb_array_elements(rows) AS x(v);
   IF complete AND n_rows = n_ids AND NOT unbounded THEN
     BEGIN
+      frows := rows;
       WITH up AS (
         INSERT INTO "public"."results" AS tgt ("id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin")
         SELECT p."id", p."system_id", p."task_id", p."output", p."exit_code", p."created_at", coalesce(p._ts_hlc, 0), coalesce(p._ts_origin, ''), coalesce(p._ts_deleted, false), coalesce(p._ts_base_hlc, 0), coalesce(p._ts_base_origin, '')
-          FROM jsonb_populate_recordset(NULL::"public"."results", rows) WITH ORDINALITY AS p
+          FROM jsonb_populate_recordset(NULL::"public"."results", frows) WITH ORDINALITY AS p
          ORDER BY p.ordinality
         ON CONFLICT ("id") DO UPDATE SET ("id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(EXCLUDED."id", EXCLUDED."system_id", EXCLUDED."task_id", EXCLUDED."output", EXCLUDED."exit_code", EXCLUDED."created_at", EXCLUDED."_ts_hlc", EXCLUDED."_ts_origin", EXCLUDED."_ts_deleted", EXCLUDED."_ts_base_hlc", EXCLUDED."_ts_base_origin")
           WHERE ROW(EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C", EXCLUDED._ts_deleted::int, EXCLUDED._ts_hlc, EXCLUDED._ts_origin COLLATE "C") > ROW(tgt._ts_hlc, tgt._ts_origin COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C")
@@ -932,18 +949,19 @@ BEGIN
       SELECT coalesce(array_agg(up.up_id), ARRAY[]::text[]) INTO applied_ids FROM up;
       IF cardinality(applied_ids) = n_rows THEN    -- all applied: no second read
         SELECT jsonb_agg(jsonb_build_object('id', e.j ->> 'id', 'outcome', 'applied',
-                                            'row', NULL, 'message', NULL) ORDER BY e.ord)
-          INTO result FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord);
+                                            'row', NULL::jsonb, 'message', NULL) ORDER BY e.ord)
+          INTO result FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord);
         RETURN result;
       END IF;
-      WITH s (ord, row_id, "id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."task_id", p."output", p."exit_code", p."created_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', '') FROM jsonb_array_elements(rows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."results", e.j) AS p)
+      WITH s (ord, row_id, "id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin", _ts_j) AS (SELECT e.ord, e.j ->> 'id' AS row_id, p."id", p."system_id", p."task_id", p."output", p."exit_code", p."created_at", coalesce((e.j ->> '_ts_hlc')::bigint, 0), coalesce(e.j ->> '_ts_origin', ''), coalesce((e.j ->> '_ts_deleted')::boolean, false), coalesce((e.j ->> '_ts_base_hlc')::bigint, 0), coalesce(e.j ->> '_ts_base_origin', ''), e.j FROM jsonb_array_elements(frows) WITH ORDINALITY AS e(j, ord), LATERAL jsonb_populate_record(NULL::"public"."results", e.j) AS p)
       SELECT jsonb_agg(CASE
                WHEN a.up_id IS NOT NULL THEN jsonb_build_object('id', s.row_id,
-                 'outcome', 'applied', 'row', NULL, 'message', NULL)
+                 'outcome', 'applied', 'row', NULL::jsonb,
+                 'message', NULL)
                WHEN tgt."id" IS NULL OR ROW(s._ts_hlc, s._ts_origin COLLATE "C", s._ts_deleted::int, s._ts_hlc, s._ts_origin COLLATE "C") > ROW(tgt._ts_hlc, tgt._ts_origin COLLATE "C", tgt._ts_deleted::int, tgt._ts_hlc, tgt._ts_origin COLLATE "C") THEN NULL
                WHEN s._ts_hlc = tgt._ts_hlc AND s._ts_origin = tgt._ts_origin THEN
-                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate', 'row', NULL,
-                                    'message', NULL)
+                 jsonb_build_object('id', s.row_id, 'outcome', 'duplicate',
+                                    'row', NULL::jsonb, 'message', NULL)
                ELSE jsonb_build_object('id', s.row_id, 'outcome', 'superseded',
                                        'row', to_jsonb(tgt), 'message', NULL)
              END ORDER BY s.ord)
@@ -993,7 +1011,7 @@ BEGIN
         INSERT INTO "public"."results" ("id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") VALUES (inc."id", inc."system_id", inc."task_id", inc."output", inc."exit_code", inc."created_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") ON CONFLICT ("id") DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n = 1 THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           SELECT * INTO cur FROM "public"."results" WHERE "id" = inc."id" FOR UPDATE;
@@ -1015,14 +1033,14 @@ BEGIN
           UPDATE "public"."results" SET ("id", "system_id", "task_id", "output", "exit_code", "created_at", "_ts_hlc", "_ts_origin", "_ts_deleted", "_ts_base_hlc", "_ts_base_origin") = ROW(inc."id", inc."system_id", inc."task_id", inc."output", inc."exit_code", inc."created_at", inc."_ts_hlc", inc."_ts_origin", inc."_ts_deleted", inc."_ts_base_hlc", inc."_ts_base_origin") WHERE "id" = cur."id";
           GET DIAGNOSTICS n = ROW_COUNT;
           IF n = 1 THEN
-            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL,
+            res := jsonb_build_object('id', rid, 'outcome', 'applied', 'row', NULL::jsonb,
                                       'message', NULL);
           ELSE
             res := jsonb_build_object('id', rid, 'outcome', 'forbidden', 'row', NULL,
               'message', 'the record is not writable by this system');
           END IF;
         ELSIF inc._ts_hlc = cur._ts_hlc AND inc._ts_origin = cur._ts_origin THEN
-          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL,
+          res := jsonb_build_object('id', rid, 'outcome', 'duplicate', 'row', NULL::jsonb,
                                     'message', NULL);
         ELSE
           res := jsonb_build_object('id', rid, 'outcome', 'superseded', 'row', to_jsonb(cur),
