@@ -39,7 +39,9 @@ DEFAULT_REFRESH_INTERVAL = 5.0  # publication re-check
 STORED_CHANGE_TTL = 300.0  # seconds a large change stays in realtime.tablesync_changes
 QUEUE_LIMIT = 100_000  # notifications waiting for the dispatcher
 DISPATCH_STATEMENT_TIMEOUT_MS = 5000  # a slow RLS policy must not stall delivery forever
-DEFAULT_RATE_LIMIT = 100  # hosted free plan: 100 messages per second per project
+# postgres_changes messages a second per project. The bare service is unlimited (its protocol
+# tests send bursts); the devserver passes Settings.realtime_rate_limit (hosted: 100).
+DEFAULT_RATE_LIMIT = 0
 _BACKOFF_CAP = 5.0
 
 
