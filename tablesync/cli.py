@@ -106,6 +106,10 @@ def generate(
         typer.echo("generated files are up to date")
 
 
+HOSTED = "Hosted behaviours (docs/devserver.md)"
+HOSTED_PAIRS = "Hosted behaviours, on/off"  # own panel: its second column would squeeze HOSTED's
+
+
 @app.command()
 @handle_errors
 def devserver(
@@ -117,32 +121,39 @@ def devserver(
                                      "bootstrap (e.g. a generated supabase.sql); repeatable."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     jwt_exp: int = typer.Option(3600, "--jwt-exp", help="Access-token lifetime in seconds."),
-    max_rows: int = typer.Option(1000, "--max-rows", min=1, help="PostgREST's max-rows: every "
-                                 "GET (tables and set-returning RPCs) returns at most N rows."),
-    statement_timeout: float = typer.Option(8.0, "--statement-timeout", min=0, help="Seconds "
-                                            "a REST statement of role authenticated may run "
-                                            "(hosted: 8; 0 = no limit)."),
-    anon_statement_timeout: float = typer.Option(3.0, "--anon-statement-timeout", min=0,
-                                                 help="The same for role anon (hosted: 3)."),
-    toast_omission: bool = typer.Option(True, "--toast-omission/--no-toast-omission",
-                                        help="Omit unchanged values over 2 KB from Realtime "
-                                        "UPDATE records, as logical decoding does."),
-    realtime_rate_limit: int = typer.Option(100, "--realtime-rate-limit", min=0,
-                                            help="Realtime messages per second per project "
-                                            "beyond which changes are dropped silently "
-                                            "(hosted free plan: 100; 0 = no limit)."),
-    private_only_channels: bool = typer.Option(False, "--private-only-channels",
-                                               help="Refuse joins of public Realtime "
-                                               "channels (hosted: 'Allow public access' off)."),
-    refresh_lock_timeout: float = typer.Option(5.0, "--refresh-lock-timeout", min=0,
-                                               help="Seconds a token refresh waits for a "
-                                               "concurrent refresh of the same token before "
-                                               "409 conflict (GoTrue: 5)."),
-    jwt_signing: str = typer.Option("hs256", "--jwt-signing", help="Access-token signing: "
-                                    "hs256 (legacy JWT secret) or asymmetric (ES256, "
-                                    "published at /auth/v1/.well-known/jwks.json)."),
-    faults: bool = typer.Option(False, "--faults", help="Enable fault injection and the "
-                                "/_devserver/ hooks (service-role key)."),
+    max_rows: int = typer.Option(
+        1000, "--max-rows", rich_help_panel=HOSTED,
+        help="PostgREST's max-rows: every GET (tables and set-returning RPCs) returns at "
+        "most N rows."),
+    statement_timeout: float = typer.Option(
+        8.0, "--statement-timeout", rich_help_panel=HOSTED,
+        help="Seconds a REST statement of role authenticated may run (hosted: 8; 0 = no "
+        "limit)."),
+    anon_statement_timeout: float = typer.Option(
+        3.0, "--anon-statement-timeout", rich_help_panel=HOSTED,
+        help="The same for role anon (hosted: 3)."),
+    toast_omission: bool = typer.Option(
+        True, "--toast-omission/--no-toast-omission", rich_help_panel=HOSTED_PAIRS,
+        help="Omit unchanged values over 2 KB from Realtime UPDATE records, as logical "
+        "decoding does."),
+    realtime_rate_limit: int = typer.Option(
+        100, "--realtime-rate-limit", rich_help_panel=HOSTED,
+        help="Realtime messages per second per project beyond which changes are dropped "
+        "silently (hosted free plan: 100; 0 = no limit)."),
+    private_only_channels: bool = typer.Option(
+        False, "--private-only-channels", rich_help_panel=HOSTED,
+        help="Refuse joins of public Realtime channels (hosted: 'Allow public access' off)."),
+    refresh_lock_timeout: float = typer.Option(
+        5.0, "--refresh-lock-timeout", rich_help_panel=HOSTED,
+        help="Seconds a token refresh waits for a concurrent refresh of the same token "
+        "before 409 conflict (GoTrue: 5)."),
+    jwt_signing: str = typer.Option("hs256", "--jwt-signing", rich_help_panel=HOSTED,
+                                    help="Access-token signing: hs256 (legacy JWT secret) "
+                                    "or asymmetric (ES256; public key in the JWKS of "
+                                    "/auth/v1)."),
+    faults: bool = typer.Option(
+        False, "--faults", rich_help_panel=HOSTED,
+        help="Enable fault injection and the /_devserver/ hooks (service-role key)."),
 ) -> None:
     """Run the local Supabase-compatible backend (auth, REST, realtime) until Ctrl-C."""
     import signal
