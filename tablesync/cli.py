@@ -106,6 +106,10 @@ def generate(
         typer.echo("generated files are up to date")
 
 
+HOSTED = "Hosted behaviours (docs/devserver.md)"
+HOSTED_PAIRS = "Hosted behaviours, on/off"  # own panel: its second column would squeeze HOSTED's
+
+
 @app.command()
 @handle_errors
 def devserver(
@@ -117,6 +121,39 @@ def devserver(
                                      "bootstrap (e.g. a generated supabase.sql); repeatable."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     jwt_exp: int = typer.Option(3600, "--jwt-exp", help="Access-token lifetime in seconds."),
+    max_rows: int = typer.Option(
+        1000, "--max-rows", rich_help_panel=HOSTED,
+        help="PostgREST's max-rows: every GET (tables and set-returning RPCs) returns at "
+        "most N rows."),
+    statement_timeout: float = typer.Option(
+        8.0, "--statement-timeout", rich_help_panel=HOSTED,
+        help="Seconds a REST statement of role authenticated may run (hosted: 8; 0 = no "
+        "limit)."),
+    anon_statement_timeout: float = typer.Option(
+        3.0, "--anon-statement-timeout", rich_help_panel=HOSTED,
+        help="The same for role anon (hosted: 3)."),
+    toast_omission: bool = typer.Option(
+        True, "--toast-omission/--no-toast-omission", rich_help_panel=HOSTED_PAIRS,
+        help="Omit unchanged values over 2 KB from Realtime UPDATE records, as logical "
+        "decoding does."),
+    realtime_rate_limit: int = typer.Option(
+        100, "--realtime-rate-limit", rich_help_panel=HOSTED,
+        help="Realtime messages per second per project beyond which changes are dropped "
+        "silently (hosted free plan: 100; 0 = no limit)."),
+    private_only_channels: bool = typer.Option(
+        False, "--private-only-channels", rich_help_panel=HOSTED,
+        help="Refuse joins of public Realtime channels (hosted: 'Allow public access' off)."),
+    refresh_lock_timeout: float = typer.Option(
+        5.0, "--refresh-lock-timeout", rich_help_panel=HOSTED,
+        help="Seconds a token refresh waits for a concurrent refresh of the same token "
+        "before 409 conflict (GoTrue: 5)."),
+    jwt_signing: str = typer.Option("hs256", "--jwt-signing", rich_help_panel=HOSTED,
+                                    help="Access-token signing: hs256 (legacy JWT secret) "
+                                    "or asymmetric (ES256; public key in the JWKS of "
+                                    "/auth/v1)."),
+    faults: bool = typer.Option(
+        False, "--faults", rich_help_panel=HOSTED,
+        help="Enable fault injection and the /_devserver/ hooks (service-role key)."),
 ) -> None:
     """Run the local Supabase-compatible backend (auth, REST, realtime) until Ctrl-C."""
     import signal
@@ -125,7 +162,16 @@ def devserver(
     from tablesync.devserver.errors import DevServerError
     from tablesync.devserver.server import DevServer
 
-    server = DevServer(data_dir=data, host=host, port=port, jwt_exp=jwt_exp, apply=apply)
+    try:
+        server = DevServer(
+            data_dir=data, host=host, port=port, jwt_exp=jwt_exp, apply=apply,
+            enable_faults=faults, max_rows=max_rows, statement_timeout=statement_timeout,
+            anon_statement_timeout=anon_statement_timeout, toast_omission=toast_omission,
+            realtime_rate_limit=realtime_rate_limit,
+            private_only_channels=private_only_channels,
+            refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
+    except DevServerError as exc:
+        raise TablesyncError(exc.args[0], hint=exc.hint) from exc
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -136,11 +182,15 @@ def devserver(
     try:
         if json_out:
             typer.echo(json.dumps({"url": info.url, "anon_key": info.anon_key,
-                                   "service_key": info.service_key}), nl=True)
+                                   "service_key": info.service_key,
+                                   "publishable_key": info.publishable_key,
+                                   "secret_key": info.secret_key}), nl=True)
         else:
             typer.echo(f"API URL:          {info.url}")
             typer.echo(f"anon key:         {info.anon_key}")
             typer.echo(f"service_role key: {info.service_key}")
+            typer.echo(f"publishable key:  {info.publishable_key}")
+            typer.echo(f"secret key:       {info.secret_key}")
             typer.echo("Press Ctrl-C to stop.")
         sys.stdout.flush()
         while not stop.wait(0.5):

@@ -17,7 +17,8 @@ from starlette.websockets import WebSocket
 
 from tablesync.devserver.auth import AuthService
 from tablesync.devserver.errors import HTTPFailure
-from tablesync.devserver.faults import FaultMiddleware, Faults, admin_endpoint
+from tablesync.devserver.faults import (FaultMiddleware, Faults, admin_endpoint,
+                                        require_admin)
 from tablesync.devserver.rest import RestService
 from tablesync.devserver.settings import Settings
 
@@ -42,7 +43,11 @@ def _default_realtime(settings: Settings) -> RealtimeLike | None:
         return None
     service: RealtimeLike = RealtimeService(
         dsn=settings.dsn, jwt_secret=settings.jwt_secret, anon_key=settings.anon_key,
-        service_key=settings.service_key, clock=settings.clock)
+        service_key=settings.service_key, clock=settings.clock, signing_key=settings.signing_key,
+        api_keys={settings.publishable_key: settings.anon_key,
+                  settings.secret_key: settings.service_key},
+        toast_omission=settings.toast_omission, rate_limit=settings.realtime_rate_limit,
+        private_only=settings.private_only_channels)
     return service
 
 
@@ -111,10 +116,23 @@ def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
             await rest_pool.close()
             await admin_pool.close()
 
+    async def restart_capture(request: Request) -> Response:
+        """``POST /_devserver/realtime/restart``: restart Realtime's change capture."""
+        if (response := require_admin(request, settings)) is not None:
+            return response
+        service = holder["rt"]
+        restart = getattr(service, "restart_capture", None)
+        if restart is None:
+            return JSONResponse({"message": "realtime is not running"}, 409)
+        await restart()
+        return JSONResponse({"ok": True}, 200)
+
     routes: list[Any] = [*auth.routes(), *rest.routes(),
                          WebSocketRoute("/realtime/v1/websocket", websocket),
                          Route("/_devserver/faults", admin_endpoint(settings, faults),
-                               methods=["POST", "DELETE"])]
+                               methods=["POST", "DELETE"]),
+                         Route("/_devserver/realtime/restart", restart_capture,
+                               methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPFailure: _http_failure, 404: _not_found,
                                         Exception: _unexpected},
@@ -123,4 +141,5 @@ def create_app(settings: Settings, realtime: RealtimeLike | None = None, *,
     app.state.settings = settings
     app.state.faults = faults
     app.state.rest = rest
+    app.state.realtime = lambda: holder["rt"]
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import uuid
 from datetime import datetime, timezone
@@ -18,12 +19,13 @@ from starlette.routing import Route
 
 from tablesync.devserver import auth_store as store
 from tablesync.devserver import jwt
-from tablesync.devserver.errors import API_VERSION, HTTPFailure, gotrue
+from tablesync.devserver.errors import API_VERSION, REFRESH_CONFLICT, HTTPFailure, gotrue
 from tablesync.devserver.gateway import bearer, require_apikey
 from tablesync.devserver import passwords
 from tablesync.devserver.settings import Settings
 
 ADMIN_ROLES = ("service_role", "supabase_admin")
+LOCKED = store.LOCKED
 MIN_PASSWORD = 6
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -108,6 +110,7 @@ class AuthService:
             Route("/auth/v1/admin/users/{uid}", self.admin_update, methods=["PUT"]),
             Route("/auth/v1/admin/users/{uid}", self.admin_delete, methods=["DELETE"]),
             Route("/auth/v1/health", self.health, methods=["GET"]),
+            Route("/auth/v1/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/auth/v1/settings", self.public_settings, methods=["GET"]),
         ]
 
@@ -142,7 +145,7 @@ class AuthService:
             raise self._fail(request, 401, "no_authorization",
                              "This endpoint requires a valid Bearer token")
         try:
-            return jwt.decode(token, self.settings.jwt_secret, now=self.settings.clock())
+            return self.settings.verify(self.settings.legacy_key(token) or token)
         except jwt.JWTError as exc:
             raise self._fail(request, 403, "bad_jwt", "invalid JWT: unable to parse or verify "
                              f"signature, {_jwt_detail(exc)}") from exc
@@ -185,7 +188,7 @@ class AuthService:
             "aal": sess["aal"] if sess else "aal1", "amr": amr, "session_id": session_id,
             "is_anonymous": user["is_anonymous"],
         }
-        return {"access_token": jwt.encode(claims, self.settings.jwt_secret),
+        return {"access_token": self.settings.sign(claims),
                 "token_type": "bearer", "expires_in": self.settings.jwt_exp, "expires_at": exp,
                 "refresh_token": refresh_token, "user": user_json(user)}
 
@@ -204,6 +207,11 @@ class AuthService:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"version": "tablesync-devserver", "name": "GoTrue",
                              "description": "GoTrue-compatible auth of tablesync's devserver"})
+
+    async def jwks(self, request: Request) -> Response:
+        """GoTrue's public keys (no ``apikey`` needed, as on hosted projects)."""
+        return JSONResponse(self.settings.jwks(),
+                            headers={"Cache-Control": "public, max-age=600"})
 
     async def public_settings(self, request: Request) -> Response:
         require_apikey(request, self.settings)
@@ -241,18 +249,32 @@ class AuthService:
         token = body.get("refresh_token")
         if not isinstance(token, str) or len(token) < store.TOKEN_LENGTH:
             raise self._fail(request, 400, "validation_failed", "Refresh token is not valid")
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                outcome = await self._rotate(request, conn, token)
+        # GoTrue (tokens/service.go) locks the token row without waiting and retries every
+        # 10-30 ms; still locked after retryLoopDuration (5 s) -> 409 conflict.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.refresh_lock_timeout
+        while True:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    outcome = await self._rotate(request, conn, token)
+            if outcome is not LOCKED:
+                break
+            if loop.time() >= deadline:
+                raise self._fail(request, 409, "conflict", REFRESH_CONFLICT)
+            await asyncio.sleep(random.uniform(0.01, 0.03))
         if isinstance(outcome, HTTPFailure):
             raise outcome  # raised after commit: the family revocation must stick
+        assert isinstance(outcome, dict)
         return self._ok(request, outcome)
 
     async def _rotate(self, request: Request, conn: store.Conn,
-                      token: str) -> dict[str, Any] | HTTPFailure:
-        """GoTrue's legacy rotation (``tokens/service.go`` RefreshTokenGrant)."""
+                      token: str) -> dict[str, Any] | HTTPFailure | object:
+        """GoTrue's legacy rotation (``tokens/service.go`` RefreshTokenGrant); ``LOCKED``
+        when another refresh holds the token's row."""
         row = await store.refresh_token_for_update(conn, token)
-        if row is None:
+        if row is store.LOCKED:
+            return LOCKED
+        if not isinstance(row, dict):
             raise self._fail(request, 400, "refresh_token_not_found",
                              "Invalid Refresh Token: Refresh Token Not Found")
         sid = row["session_id"]

@@ -127,12 +127,22 @@ async def issue_refresh_token(conn: Conn, user_id: str, session_id: str,
     return token
 
 
-async def refresh_token_for_update(conn: Conn, token: str) -> Row | None:
-    """The token row, locked, with its last update (``revoked_at``, Unix seconds)."""
-    return await _one(conn, """
+LOCKED = object()  # the row exists but another transaction holds its lock
+
+
+async def refresh_token_for_update(conn: Conn, token: str) -> Row | None | object:
+    """The token row, locked, with its last update (``revoked_at``, Unix seconds);
+    ``LOCKED`` when another transaction holds it (GoTrue's ``FOR UPDATE SKIP LOCKED``,
+    retried by the caller)."""
+    row = await _one(conn, """
         SELECT id, token, user_id, revoked, parent, session_id::text,
                extract(epoch FROM updated_at)::float8 AS revoked_at
-        FROM auth.refresh_tokens WHERE token = %s FOR UPDATE""", (token,))
+        FROM auth.refresh_tokens WHERE token = %s FOR UPDATE SKIP LOCKED""", (token,))
+    if row is not None:
+        return row
+    exists = await _one(conn, "SELECT 1 AS one FROM auth.refresh_tokens WHERE token = %s",
+                        (token,))
+    return LOCKED if exists is not None else None
 
 
 async def active_refresh_token(conn: Conn, session_id: str) -> Row | None:

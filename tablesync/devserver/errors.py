@@ -77,6 +77,8 @@ def gateway_error(message: str, hint: str) -> HTTPFailure:
     return HTTPFailure(401, {"message": message, "hint": hint})
 
 
+REFRESH_CONFLICT = ("Too many concurrent token refresh requests on the same session or refresh "
+                    "token")  # GoTrue's 409 conflict (tokens/service.go)
 NO_API_KEY = ("No API key found in request", "No `apikey` request header or url param was found.")
 BAD_API_KEY = ("Invalid API key", "Double check your Supabase `anon` or `service_role` API key.")
 

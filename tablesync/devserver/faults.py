@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tablesync.devserver import jwt
-from tablesync.devserver.errors import HTTPFailure, gotrue, pgrst
+from tablesync.devserver.errors import REFRESH_CONFLICT, HTTPFailure, gotrue, pgrst
 from tablesync.devserver.gateway import bearer
 from tablesync.devserver.settings import Settings
 
@@ -90,6 +90,8 @@ def fault_response(fault: Fault) -> Response:
         if fault.status == 429:
             failure = gotrue(429, "over_request_rate_limit", "Request rate limit reached",
                              new_shape=False)
+        elif fault.status == 409:  # GoTrue's refresh under contention (tokens/service.go)
+            failure = gotrue(409, "conflict", REFRESH_CONFLICT, new_shape=False)
         else:
             failure = gotrue(fault.status, "unexpected_failure", "Unexpected failure, please "
                              "check server logs for more information", new_shape=False,
@@ -134,19 +136,28 @@ async def _discard(message: Message) -> None:
     """An ASGI ``send`` that drops the app's real answer."""
 
 
+def require_admin(request: Request, settings: Settings) -> Response | None:
+    """The ``/_devserver/`` hooks' gate: 404 unless faults are enabled, 403 unless the
+    Bearer is the service-role key (legacy JWT or ``sb_secret_...``); None when allowed."""
+    if not settings.enable_faults:
+        return JSONResponse({"message": "fault injection is disabled"}, 404)
+    token = bearer(request) or ""
+    token = settings.legacy_key(token) or token
+    try:
+        role = settings.verify(token).get("role")
+    except jwt.JWTError:
+        role = None
+    if role != "service_role":
+        raise HTTPFailure(403, {"message": "service_role key required"})
+    return None
+
+
 def admin_endpoint(settings: Settings, faults: Faults) -> Any:
     """``POST /_devserver/faults`` (add) and ``DELETE`` (clear); service-role key only."""
 
     async def endpoint(request: Request) -> Response:
-        if not settings.enable_faults:
-            return JSONResponse({"message": "fault injection is disabled"}, 404)
-        token = bearer(request) or ""
-        try:
-            role = jwt.decode(token, settings.jwt_secret, now=settings.clock()).get("role")
-        except jwt.JWTError:
-            role = None
-        if role != "service_role":
-            raise HTTPFailure(403, {"message": "service_role key required"})
+        if (response := require_admin(request, settings)) is not None:
+            return response
         if request.method == "DELETE":
             faults.clear()
             return Response(status_code=204)

@@ -25,13 +25,16 @@ class Caller:
 
 
 def require_apikey(conn: HTTPConnection, settings: Settings) -> str:
-    """The request's ``apikey`` (header or query param); 401 if absent or unknown."""
+    """The request's ``apikey`` (header or query param); 401 if absent or unknown.
+
+    A new-style key (``sb_publishable_...`` / ``sb_secret_...``) is accepted and returned as
+    the legacy JWT key of its role (anon / service_role), as the hosted gateway does."""
     key = conn.headers.get("apikey") or conn.query_params.get("apikey")
     if not key:
         raise gateway_error(*NO_API_KEY)
-    if not any(hmac.compare_digest(key, k) for k in (settings.anon_key, settings.service_key)):
+    if not any(hmac.compare_digest(key, k) for k in settings.api_keys if k):
         raise gateway_error(*BAD_API_KEY)
-    return key
+    return settings.legacy_key(key) or key
 
 
 def bearer(conn: HTTPConnection) -> str | None:
@@ -47,8 +50,9 @@ def caller(conn: HTTPConnection, settings: Settings) -> Caller:
     """Check ``apikey``, then verify the Bearer JWT (or the apikey itself when absent)."""
     key = require_apikey(conn, settings)
     token = bearer(conn) or key
+    token = settings.legacy_key(token) or token
     try:
-        claims = jwt.decode(token, settings.jwt_secret, now=settings.clock())
+        claims = settings.verify(token)
     except jwt.JWTError as exc:
         raise jwt_failure(str(exc), expired=exc.expired,
                           expired_code=settings.jwt_expired_code) from exc

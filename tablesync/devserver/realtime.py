@@ -24,11 +24,12 @@ from tablesync.devserver import realtime_auth as auth
 from tablesync.devserver import realtime_capture as capture
 from tablesync.devserver import realtime_protocol as proto
 from tablesync.devserver.realtime_changes import (
-    Change, access_error, build_data, filter_columns, parse_change)
+    Change, access_error, build_data, filter_columns, omit_unchanged_toast, parse_change)
 from tablesync.devserver.realtime_filters import (
     SubscriptionParamsError, SubscriptionSpec, evaluate, parse_params)
 from tablesync.devserver.realtime_session import Binding, Channel, Session
 from tablesync.devserver.errors import DevServerError, PayloadError
+from tablesync.devserver.jwt import SigningKey
 
 __all__ = ["RealtimeService"]
 
@@ -39,6 +40,9 @@ DEFAULT_REFRESH_INTERVAL = 5.0  # publication re-check
 STORED_CHANGE_TTL = 300.0  # seconds a large change stays in realtime.tablesync_changes
 QUEUE_LIMIT = 100_000  # notifications waiting for the dispatcher
 DISPATCH_STATEMENT_TIMEOUT_MS = 5000  # a slow RLS policy must not stall delivery forever
+# postgres_changes messages a second per project. The bare service is unlimited (its protocol
+# tests send bursts); the devserver passes Settings.realtime_rate_limit (hosted: 100).
+DEFAULT_RATE_LIMIT = 0
 _BACKOFF_CAP = 5.0
 
 
@@ -48,12 +52,24 @@ class RealtimeService:
     def __init__(self, *, dsn: str, jwt_secret: str, anon_key: str, service_key: str,
                  join_error_backoff: float = 0.0, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                  refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 signing_key: SigningKey | None = None, api_keys: dict[str, str] | None = None,
+                 toast_omission: bool = True, rate_limit: int = DEFAULT_RATE_LIMIT,
+                 private_only: bool = False) -> None:
         self._dsn = dsn
         self.clock = clock  # token expiry is measured on it (Unix seconds)
         self.jwt_secret = jwt_secret
+        self.signing_key = signing_key
         self.anon_key = anon_key
         self.service_key = service_key
+        self.api_keys = dict(api_keys or {})  # new-style key -> the legacy JWT of its role
+        self.toast_omission = toast_omission
+        self.rate_limit = rate_limit  # postgres_changes messages a second; 0 = unlimited
+        self.private_only = private_only
+        self.dropped = 0  # messages dropped by the rate limit
+        self._rate_window = 0.0
+        self._rate_count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.join_error_backoff = join_error_backoff
         self.idle_timeout = idle_timeout
         self.refresh_interval = refresh_interval
@@ -82,6 +98,7 @@ class RealtimeService:
                                  hint="is PostgreSQL running and the DSN right?") from exc
 
     async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._control = await self._connect()
         await capture.install(self._control)
         async with self._control_lock:
@@ -127,6 +144,47 @@ class RealtimeService:
                                (str(statement_timeout_ms),))
         return conn
 
+    # -- hosted behaviours --------------------------------------------------------------
+    def _admit(self) -> bool:
+        """One message against the per-second project budget (fixed one-second windows)."""
+        if self.rate_limit <= 0:
+            return True
+        now = asyncio.get_running_loop().time()
+        if now - self._rate_window >= 1.0:
+            self._rate_window, self._rate_count = now, 0
+        if self._rate_count >= self.rate_limit:
+            if self.dropped == 0 or self._rate_count == self.rate_limit:
+                log.info("realtime: over %d messages a second; dropping", self.rate_limit)
+            self._rate_count += 1
+            self.dropped += 1
+            return False
+        self._rate_count += 1
+        return True
+
+    async def restart_capture(self) -> None:
+        """Restart change capture, as when Realtime's replication process restarts: a new
+        LISTEN connection, then every joined channel with postgres_changes subscribes again
+        and receives a second "Subscribed to PostgreSQL" (channels stay open). Changes
+        committed while the listener was down are lost, as with a restarted replication."""
+        if not self._running:
+            raise DevServerError("realtime is not running")
+        for task in self._tasks:
+            if task.get_name() == "realtime-listen":
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._listening.clear()
+        listen = asyncio.create_task(self._listen_loop(), name="realtime-listen")
+        self._tasks = [t for t in self._tasks if t.get_name() != "realtime-listen"] + [listen]
+        await asyncio.wait_for(self._listening.wait(), timeout=10)
+        for session in list(self._sessions):
+            session.resubscribe()
+
+    def restart_capture_threadsafe(self, timeout: float = 15.0) -> None:
+        """:meth:`restart_capture` from another thread (the DevServer's)."""
+        if self._loop is None:
+            raise DevServerError("realtime is not running")
+        asyncio.run_coroutine_threadsafe(self.restart_capture(), self._loop).result(timeout)
+
     # -- websocket ----------------------------------------------------------------------
     async def websocket_endpoint(self, websocket: WebSocket) -> None:
         """Serve one Phoenix socket (query: apikey, vsn, log_level; header x-api-key)."""
@@ -140,8 +198,9 @@ class RealtimeService:
         if token is None:
             await _deny(websocket, 401, "API key is missing")
             return
+        token = self.api_keys.get(token, token)
         try:
-            auth.verify(token, self.jwt_secret, now=self.clock())
+            auth.verify(token, self.jwt_secret, now=self.clock(), key=self.signing_key)
         except auth.TokenRefused as exc:
             await _deny(websocket, exc.handshake_status, exc.handshake_message)
             return
@@ -340,6 +399,8 @@ class RealtimeService:
                 return
             payload = text
         change = parse_change(payload)
+        if self.toast_omission:
+            change = omit_unchanged_toast(change)
         oid = self._by_name.get((change.schema, change.table))
         info = self._tables.get(oid) if oid is not None else None
         if oid is None or info is None:
@@ -399,6 +460,8 @@ class RealtimeService:
                 cols = self._selectable.get((info.oid, role), frozenset())
                 data_by_role[role] = build_data(change, info, cols)
             data = data_by_role[role]
+            if not self._admit():
+                continue  # over the project's rate limit: dropped, the client is not told
             if channel.new_api:
                 frame = proto.Frame(None, None, channel.topic, "postgres_changes",
                                     {"ids": ids, "data": data})

@@ -1,8 +1,8 @@
 """Token checks with Supabase Realtime's outcomes and messages (pure, no I/O).
 
 Mirrors ``RealtimeWeb.JwtVerification`` + ``ChannelsAuthorization.authorize_conn``: HS* signature
-with the project secret, ``exp`` strictly in the future, ``iat`` numeric if present, ``role`` and
-``exp`` required.
+with the project secret (or ES256 with the project's JWKS key when it has one), ``exp``
+strictly in the future, ``iat`` numeric if present, ``role`` and ``exp`` required.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import jwt as pyjwt
 
 from tablesync.devserver.errors import TokenError
+from tablesync.devserver.jwt import ASYMMETRIC_ALGORITHM, SigningKey
 
 _ALGORITHMS = ("HS256", "HS384", "HS512")
 
@@ -88,8 +89,8 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def _check_signature(token: str, secret: str, alg: str) -> None:
-    """The HMAC signature only (PyJWT); the claims are Realtime's checks, below."""
+def _check_signature(token: str, secret: Any, alg: str) -> None:
+    """The signature only (PyJWT); the claims are Realtime's checks, below."""
     try:
         pyjwt.decode(token, secret, algorithms=[alg], options={"verify_signature": True,
                      "verify_exp": False, "verify_aud": False, "verify_iss": False,
@@ -101,16 +102,24 @@ def _check_signature(token: str, secret: str, alg: str) -> None:
         raise TokenRefused("token_malformed") from exc
 
 
-def verify(token: Any, secret: str, *, now: float | None = None) -> dict[str, Any]:
-    """Return the claims of a token Realtime accepts; raise :class:`TokenRefused` otherwise."""
+def verify(token: Any, secret: str, *, now: float | None = None,
+           key: SigningKey | None = None) -> dict[str, Any]:
+    """Return the claims of a token Realtime accepts; raise :class:`TokenRefused` otherwise.
+
+    ``key``: the project's asymmetric signing key (its JWKS), for ES256 tokens."""
     if not isinstance(token, str):
         raise TokenRefused("missing_api_key")
     token = "".join(token.split())
     header, claims = _peek(token)
     alg = str(header.get("alg"))
-    if alg not in _ALGORITHMS:
+    if alg == ASYMMETRIC_ALGORITHM and key is not None:
+        if header.get("kid") not in (None, key.kid):
+            raise TokenRefused("error_generating_signer")
+        _check_signature(token, key.public_key, alg)
+    elif alg not in _ALGORITHMS:
         raise TokenRefused("error_generating_signer")
-    _check_signature(token, secret, alg)
+    else:
+        _check_signature(token, secret, alg)
     current = int(time.time() if now is None else now)
     exp = claims.get("exp")
     if exp is not None:

@@ -7,7 +7,9 @@ only for DELETE on RLS tables); 400/401/413 errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from tablesync.devserver.errors import PayloadError
 
 MAX_RECORD_BYTES = 1024 * 1024  # Supabase's default max_record_bytes
 SMALL_VALUE_BYTES = 64  # what survives in a record over MAX_RECORD_BYTES
+TOAST_THRESHOLD = 2032  # PostgreSQL's TOAST_TUPLE_THRESHOLD (8 kB pages)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,33 @@ def parse_change(text: str) -> Change:
                       len(text.encode()))
     except (ValueError, KeyError, TypeError) as exc:
         raise PayloadError(f"captured change is not valid JSON from the trigger: {exc}") from exc
+
+
+def stored_bytes(value: Any) -> int:
+    """About what PostgreSQL stores for a value: its text (strings) or JSON, compressed
+    (zlib level 1 standing in for pglz) unless compression saves under 25 %, as pglz's
+    default strategy keeps such values uncompressed."""
+    raw = (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).encode()
+    if len(raw) <= TOAST_THRESHOLD:
+        return len(raw)
+    packed = len(zlib.compress(raw, 1))
+    return packed if packed <= len(raw) * 3 // 4 else len(raw)
+
+
+def omit_unchanged_toast(change: Change) -> Change:
+    """An UPDATE as logical decoding reports it: an unchanged value stored out of line
+    (TOAST) is not in the new tuple, so wal2json / Realtime leave it out of ``record``
+    (the ``columns`` list still names it). A value counts as stored out of line when,
+    compressed, it is still over :data:`TOAST_THRESHOLD` bytes (an approximation:
+    PostgreSQL decides on the whole row, and may move smaller values out too)."""
+    if change.type != "UPDATE" or not change.record or change.old is None:
+        return change
+    old = change.old
+    record = {k: v for k, v in change.record.items()
+              if not (k in old and old[k] == v and stored_bytes(v) > TOAST_THRESHOLD)}
+    if len(record) == len(change.record):
+        return change
+    return dataclasses.replace(change, record=record)
 
 
 def identity_values(change: Change, info: TableInfo) -> dict[str, Any]:

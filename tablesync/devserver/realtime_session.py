@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tablesync.devserver import realtime_auth as auth
 from tablesync.devserver import realtime_protocol as proto
+from tablesync.devserver.jwt import SigningKey
 from tablesync.devserver.realtime_filters import SubscriptionSpec
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class Hub(Protocol):
     """What a session needs from the service."""
 
     jwt_secret: str
+    signing_key: SigningKey | None
     join_error_backoff: float
     clock: Callable[[], float]
+    private_only: bool
 
     async def subscribe(self, channel: Channel) -> str | None: ...
 
@@ -75,6 +78,12 @@ class Channel:
 
     def system(self, extension: str, status: str, message: str) -> None:
         self.push(proto.system(self.topic, self.join_ref, extension, status, message))
+
+
+def _private(payload: dict[str, Any]) -> bool:
+    """Whether a join asks for a private channel (``config.private`` true)."""
+    config = payload.get("config")
+    return isinstance(config, dict) and config.get("private") is True
 
 
 def _entries(payload: dict[str, Any], sub_topic: str) -> tuple[bool, list[tuple[int, Any]]]:
@@ -241,9 +250,13 @@ class Session:
             await self._join_error(frame, "ChannelRateLimitReached: Too many channels")
             return
         payload = frame.payload if isinstance(frame.payload, dict) else {}
+        if self.hub.private_only and not _private(payload):
+            await self._join_error(frame, "PrivateOnly: This project only allows private "
+                                   "channels")
+            return
         token = self._channel_token(payload)
         try:
-            claims = auth.verify(token, self.hub.jwt_secret, now=self.hub.clock())
+            claims = self._verify(token)
         except auth.TokenRefused as exc:
             await self._join_error(frame, exc.join_reason)
             return
@@ -255,6 +268,16 @@ class Session:
         self.push(proto.reply(frame, "ok", {"postgres_changes": response}))
         self._start(channel, self._subscribe(channel))
         self._start(channel, self._confirm_token_loop(channel))
+
+    def _verify(self, token: Any) -> dict[str, Any]:
+        return auth.verify(token, self.hub.jwt_secret, now=self.hub.clock(), key=self.hub.signing_key)
+
+    def resubscribe(self) -> None:
+        """Subscribe every joined channel's postgres_changes again (a capture restart):
+        each gets a new "Subscribed to PostgreSQL" system message; none is closed."""
+        for channel in list(self.channels.values()):
+            if channel.entries and not channel.closed:
+                self._start(channel, self._subscribe(channel))
 
     def _channel_token(self, payload: dict[str, Any]) -> str:
         token = payload.get("access_token") or payload.get("user_token")
@@ -285,7 +308,7 @@ class Session:
         if not isinstance(token, str) or token.startswith("sb_") or token == channel.access_token:
             return
         try:
-            claims = auth.verify(token, self.hub.jwt_secret, now=self.hub.clock())
+            claims = self._verify(token)
         except auth.TokenRefused as exc:
             self.shutdown(channel, exc.shutdown_message)
             return
@@ -307,8 +330,7 @@ class Session:
             while (left := due - self.hub.clock()) > 0:
                 await asyncio.sleep(min(left, CLOCK_POLL_S))
             try:
-                channel.claims = auth.verify(channel.access_token, self.hub.jwt_secret,
-                                             now=self.hub.clock())
+                channel.claims = self._verify(channel.access_token)
             except auth.TokenRefused as exc:
                 self.shutdown(channel, exc.shutdown_message)
                 return

@@ -32,7 +32,8 @@ OBJECT_TYPE = "application/vnd.pgrst.object+json"
 _GUCS = sql.SQL(
     "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
     "set_config('request.method', %s, true), set_config('request.path', %s, true), "
-    "set_config('request.headers', %s, true), set_config('search_path', 'public, extensions', true)")
+    "set_config('request.headers', %s, true), set_config('search_path', 'public, extensions', true), "
+    "set_config('statement_timeout', coalesce(%s, current_setting('statement_timeout')), true)")
 
 
 def _db_failure(exc: psycopg.Error, role: str) -> HTTPFailure:
@@ -82,13 +83,23 @@ class RestService:
                 async with conn.transaction():
                     await conn.execute(_GUCS, (
                         who.role, json.dumps(who.claims), request.method,
-                        request.url.path.removeprefix("/rest/v1"), headers))
+                        request.url.path.removeprefix("/rest/v1"), headers,
+                        self._statement_timeout(who.role)))
                     return await work(conn)
         except PoolTimeout as exc:
             raise pgrst(504, "PGRST003",
                         "Timed out acquiring connection from connection pool.") from exc
         except psycopg.Error as exc:
             raise _db_failure(exc, who.role) from exc
+
+    def _statement_timeout(self, role: str) -> str | None:
+        """The role's statement_timeout (as hosted sets it on the role: anon 3 s,
+        authenticated 8 s), applied with SET LOCAL; None leaves the server's setting."""
+        seconds = {"authenticated": self.settings.statement_timeout,
+                   "anon": self.settings.anon_statement_timeout}.get(role)
+        if not seconds or seconds <= 0:
+            return None
+        return f"{max(1, round(seconds * 1000))}ms"
 
     async def _reload(self) -> None:
         try:

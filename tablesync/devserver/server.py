@@ -20,8 +20,11 @@ from typing import Any, Sequence
 
 from tablesync.devserver import postgres
 from tablesync.devserver.faults import Faults
-from tablesync.devserver.settings import (DEFAULT_HOST, DEFAULT_JWT_EXP, Clock, Settings,
-                                          load_or_create_secret)
+from tablesync.devserver import jwt
+from tablesync.devserver.settings import (
+    DEFAULT_ANON_STATEMENT_TIMEOUT, DEFAULT_HOST, DEFAULT_JWT_EXP, DEFAULT_MAX_ROWS,
+    DEFAULT_REALTIME_RATE_LIMIT, DEFAULT_REFRESH_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
+    JWT_SIGNING, Clock, Settings, load_or_create_secret, load_or_create_signing_key)
 from tablesync.devserver.errors import DevServerError
 
 DATABASE = "postgres"
@@ -37,6 +40,8 @@ class DevServerInfo:
     anon_key: str
     service_key: str
     dsn: str = field(repr=False)
+    publishable_key: str = ""  # sb_publishable_... (maps to anon)
+    secret_key: str = ""       # sb_secret_... (maps to service_role)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -81,7 +86,19 @@ class DevServer:
                  jwt_secret: str | None = None, apply: Sequence[str | os.PathLike[str]] = (),
                  enable_faults: bool = False, realtime: Any = None,
                  auto_realtime: bool = True, clock: Clock = time.time,
-                 **settings: Any) -> None:
+                 max_rows: int = DEFAULT_MAX_ROWS,
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+                 anon_statement_timeout: float = DEFAULT_ANON_STATEMENT_TIMEOUT,
+                 toast_omission: bool = True,
+                 realtime_rate_limit: int = DEFAULT_REALTIME_RATE_LIMIT,
+                 private_only_channels: bool = False,
+                 refresh_lock_timeout: float = DEFAULT_REFRESH_LOCK_TIMEOUT,
+                 jwt_signing: str = "hs256", **settings: Any) -> None:
+        """Keywords after ``clock`` are the hosted behaviours (docs/devserver.md,
+        "Hosted behaviours"); other keywords go to :class:`Settings`."""
+        if jwt_signing not in JWT_SIGNING:
+            raise DevServerError(f"unknown JWT signing {jwt_signing!r}",
+                                 hint="use " + " or ".join(JWT_SIGNING))
         self._owns_data = data_dir is None and dsn is None
         if self._owns_data:
             data_dir = tempfile.mkdtemp(prefix="tablesync-devserver-")
@@ -92,8 +109,15 @@ class DevServer:
         self._apply = list(apply)
         self._enable_faults = enable_faults
         self._realtime, self._auto_realtime = realtime, auto_realtime
-        self._extra = settings
+        self._extra = dict(settings, max_rows=max_rows, statement_timeout=statement_timeout,
+                           anon_statement_timeout=anon_statement_timeout,
+                           toast_omission=toast_omission,
+                           realtime_rate_limit=realtime_rate_limit,
+                           private_only_channels=private_only_channels,
+                           refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
         self.clock = clock
+        self._signing_key: jwt.SigningKey | None = None
+        self._app: Any = None
         self.faults = Faults()
         self._applied = False
         self._pg: postgres.PostgresServer | None = None
@@ -111,7 +135,8 @@ class DevServer:
             self.port = free_port(self.host)
         self.settings = Settings.create(
             dsn, self._jwt_secret(), host=self.host, port=self.port, jwt_exp=self.jwt_exp,
-            enable_faults=self._enable_faults, clock=self.clock, **self._extra)
+            enable_faults=self._enable_faults, clock=self.clock, signing_key=self._key(),
+            **self._extra)
         try:
             self._serve()
         except BaseException:
@@ -124,7 +149,17 @@ class DevServer:
         if self.settings is None:
             raise DevServerError("devserver is not running")
         s = self.settings
-        return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn)
+        return DevServerInfo(url=s.url, anon_key=s.anon_key, service_key=s.service_key, dsn=s.dsn,
+                             publishable_key=s.publishable_key, secret_key=s.secret_key)
+
+    def restart_capture(self) -> None:
+        """Restart Realtime's change capture (as when its replication process restarts):
+        every joined channel with postgres_changes gets a second "Subscribed to PostgreSQL"
+        system message and stays open. Returns once capture runs again."""
+        service = self._app.state.realtime() if self._app is not None else None
+        if service is None or not hasattr(service, "restart_capture_threadsafe"):
+            raise DevServerError("realtime is not running")
+        service.restart_capture_threadsafe()
 
     def stop(self, *, keep_postgres: bool = False) -> None:
         """Stop uvicorn, then PostgreSQL (if this object started it and ``keep_postgres`` is
@@ -163,6 +198,15 @@ class DevServer:
                 self._secret = secrets.token_urlsafe(48)
         return self._secret
 
+    def _key(self) -> jwt.SigningKey | None:
+        """The ES256 signing key (``jwt_signing="asymmetric"``): per data dir, persisted."""
+        if self._extra.get("jwt_signing") != "asymmetric":
+            return None
+        if self._signing_key is None:
+            self._signing_key = (load_or_create_signing_key(self.data_dir)
+                                 if self.data_dir is not None else jwt.SigningKey.generate())
+        return self._signing_key
+
     def _start_postgres(self) -> str:
         if self._external_dsn is not None:
             dsn = self._external_dsn
@@ -191,6 +235,7 @@ class DevServer:
         assert self.settings is not None
         app = create_app(self.settings, self._realtime, faults=self.faults,
                          auto_realtime=self._auto_realtime)
+        self._app = app
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
                                 lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)

@@ -73,7 +73,8 @@ def test_cli_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         info = json.loads(line)
-        assert set(info) == {"url", "anon_key", "service_key"}
+        assert set(info) == {"url", "anon_key", "service_key", "publishable_key", "secret_key"}
+        assert info["publishable_key"].startswith("sb_publishable_")
         resp = httpx.get(f"{info['url']}/rest/v1/", headers={"apikey": info["anon_key"]})
         assert resp.status_code == 200
         resp = httpx.post(f"{info['url']}/auth/v1/signup", headers={"apikey": info["anon_key"]},
