@@ -7,14 +7,13 @@ batches of ``batch_size`` through the apply RPC; outcomes go to ``LocalStore.ack
 with an ``error`` outcome is skipped for the rest of the drain.
 
 Pull: ``watermark()`` first, then per table pages of ``_ts_xid >= cursor`` ordered by
-``_ts_seq`` until a short page, applied with ``LocalStore.apply_remote``; the cursor becomes
+``_ts_seq`` until an empty page, applied with ``LocalStore.apply_remote``; the cursor becomes
 the watermark only after the whole table was read.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
                                    ResponseTooLarge, encoded_rows, unencodable)
 from tablesync.rows import row_from_state
+from tablesync.sender import NotSent, Sender, server_hlc
 from tablesync.store import LocalStore
 
 log = logging.getLogger("tablesync.engine")
@@ -136,7 +136,7 @@ class Cycles:
         if not self.backlog:
             return PushResult(RunOutcome.OK, backlog=self._has_backlog())
         deadline = time.monotonic() + RUN_SECONDS
-        sender = _Sender(self.remote)
+        sender = Sender(self.remote)
         queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="tablesync-push") as pool:
             try:
@@ -162,7 +162,7 @@ class Cycles:
                 raise
 
     def _fill(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
-              pool: ThreadPoolExecutor, sender: _Sender, deadline: float) -> None:
+              pool: ThreadPoolExecutor, sender: Sender, deadline: float) -> None:
         """Queue prepared batches for the sender up to the pipeline depth (reading the
         next chunk once when the cached one is used up)."""
         read = False
@@ -185,7 +185,7 @@ class Cycles:
             queued.append((batch, pool.submit(sender.send, batch[0].table, rows)))
 
     def _unsend(self, queued: deque[tuple[list[Change], Future[list[ApplyOutcome]]]],
-                sender: _Sender) -> None:
+                sender: Sender) -> None:
         """After a failure: the batches queued behind it were not sent; back to the front
         of the backlog, in order."""
         sender.stopped = True
@@ -573,37 +573,3 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
-
-
-_SKEW = re.compile(r"tablesync: clock skew: .*server_hlc=(\d+)")
-
-
-def server_hlc(outcome: ApplyOutcome) -> int | None:
-    """The server's clock (an HLC) from an ``error`` outcome refusing a version too far
-    ahead of it; None for any other outcome."""
-    if outcome.outcome != Outcome.ERROR or not outcome.message:
-        return None
-    found = _SKEW.search(outcome.message)
-    return int(found.group(1)) if found else None
-
-
-class _NotSent(Exception):
-    """A queued batch the sender refused to send (an earlier one failed)."""
-
-
-class _Sender:
-    """Sends queued batches strictly one after another (one worker thread); after the first
-    failure, or once ``stopped`` is set, every later batch ends unsent (:class:`_NotSent`)."""
-
-    def __init__(self, remote: Remote) -> None:
-        self.remote = remote
-        self.stopped = False
-
-    def send(self, table: str, rows: list[dict[str, Any]]) -> list[ApplyOutcome]:
-        if self.stopped:
-            raise _NotSent(table)
-        try:
-            return self.remote.apply(table, rows)
-        except BaseException:
-            self.stopped = True
-            raise

@@ -12,8 +12,7 @@ cycle in the caller's thread (``sync_once()``). All decisions come from
   connection every ``watch_interval`` seconds (the app writes with plain sqlite3, maybe in
   another process), and fed to the machine as :class:`~tablesync.machine.LocalChange`.
 
-Push and pull themselves are in :mod:`tablesync.cycles`; the status snapshot read from
-the store in :mod:`tablesync.snapshot`.
+Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`tablesync.snapshot`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import pytest
 from tablesync.devserver.server import DevServer, DevServerInfo
 from tablesync.engine import Engine
 from tablesync.errors import DuplicateReplicaError
+from tablesync.model import EXITS_TABLE
 
 from .stack import app_db, create_schema, create_users, engine_for, pg, wait_for
 
@@ -132,11 +133,13 @@ def test_a_exit_over_realtime_while_rest_fails_then_cached_push_is_not_parked(
     e.start()
     try:
         # the push read the change into its backlog and failed; Realtime is live
-        wait_for(lambda: "503" in e.status.last_error and e.status.realtime,
-                 what=f"a failed push with Realtime live ({e.status})")
+        # the exit log's channel is a hint channel, not part of "live": wait for it too
+        wait_for(lambda: "503" in e.status.last_error and e.status.realtime
+                 and EXITS_TABLE in e._live,
+                 timeout=20, what=f"a failed push with Realtime live ({e.status})")
         _ok(dashboard.patch("/rest/v1/tasks?id=eq.t1", json={"system_id": A}))
         wait_for(lambda: not app.execute("SELECT 1 FROM tasks WHERE id = 't1'").fetchone(),
-                 what="the exit applied over Realtime")
+                 timeout=20, what="the exit applied over Realtime")
         assert _conflicts(app, "t1")                          # logged by the exit
         backend.faults.clear()
         app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('canary', ?, 'c')",
