@@ -73,9 +73,9 @@ def test_a_second_subscribed_on_a_live_channel_starts_a_catch_up(
                  what="connected with Realtime live")
         app = app_db(tmp_path, A)
         _insert_unseen_by_realtime(info.dsn, "missed")
-        # what the Realtime client reports when the server confirms a live channel again
-        # (its change capture restarted); the devserver's own restart hook is separate work
-        e._on_realtime_status("tasks", True)
+        # Realtime's change capture restarts: every live channel gets a second
+        # "Subscribed to PostgreSQL" without being closed
+        backend.restart_capture()
         wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'missed'").fetchone(),
                  timeout=10, what="the catch-up after the second Subscribed")
     finally:
