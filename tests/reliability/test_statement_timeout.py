@@ -2,8 +2,8 @@
 after 8 s: HTTP 500, SQLSTATE 57014) halves the push batch, down to one row, then parks
 that row with the reason; the batch is never resent unchanged for ever.
 
-Real PostgreSQL: the devserver's login role gets a 1 s ``statement_timeout`` in this
-test's database, and a trigger makes rows titled ``slow...`` cost 0.1 s each and the row
+Real PostgreSQL: the devserver's per-request ``statement_timeout`` for ``authenticated``
+(``--statement-timeout``, hosted: 8 s) is 1 s here, and a trigger makes rows titled ``slow...`` cost 0.1 s each and the row
 titled ``hopeless`` 1.5 s."""
 
 from __future__ import annotations
@@ -38,10 +38,7 @@ def test_a_statement_timeout_halves_the_batch_then_parks_the_one_row(
     create_schema(pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(SLOW_TRIGGER)
-        db = conn.execute("SELECT current_database()").fetchone()[0]   # type: ignore[index]
-        conn.execute(f'ALTER ROLE authenticator IN DATABASE "{db}" SET statement_timeout = '
-                     "'1s'")
-    srv = DevServer(dsn=pg_dsn)
+    srv = DevServer(dsn=pg_dsn, statement_timeout=1)     # hosted: 8 s for authenticated
     srv.start()
     try:
         create_users(srv.info, (A,))
