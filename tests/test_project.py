@@ -119,3 +119,14 @@ def test_reserved_words_mixed_case_spaces_and_blob_are_accepted(tmp_path: Path) 
     assert spec.name == "Order Items" and spec.scope == "user"
     assert spec.column_names == ("ID", "user", "order", "x; DROP", "a'b", "Name", "img")
 
+
+
+@pytest.mark.parametrize("kind", ["SERIAL", "MONEY"])
+def test_a_type_no_generator_can_render_is_refused_naming_file_table_and_column(
+        kind: str) -> None:
+    from tablesync.sql.parse import parse_schema
+
+    with pytest.raises(ConfigError, match=rf"t\.sql: table t: column 'n': type '{kind}' "
+                                          r"cannot be synced") as info:
+        parse_schema(f"CREATE TABLE t (id TEXT PRIMARY KEY, n {kind})", "t.sql")
+    assert "docs/types.md" in str(info.value)

@@ -127,6 +127,13 @@ def _column(item: exp.ColumnDef, location: str) -> tuple[ColumnSpec, bool, Forei
     if kind is None:
         raise ConfigError(f"column {name!r} has no type", location=location,
                           hint="declare a type, e.g. TEXT or INTEGER")
+    try:
+        exp.DataType.build(kind.sql())          # what every generator renders it from
+    except (SqlglotError, ValueError) as exc:
+        raise ConfigError(f"column {name!r}: type {kind.sql()!r} cannot be synced",
+                          location=location,
+                          hint="use a type of docs/types.md (e.g. INTEGER instead of SERIAL, "
+                               "NUMERIC(12,2) instead of MONEY)") from exc
     nullable, default, is_pk, fk = True, None, False, None
     for cons in item.constraints:
         k = cons.args.get("kind")
