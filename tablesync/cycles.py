@@ -352,7 +352,6 @@ class Cycles:
 
     def catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""
-        self._returned = {}
         try:
             return self._catch_up(summary)
         finally:
@@ -492,8 +491,10 @@ class Cycles:
         seen, name, pk = self._returned, spec.name, spec.primary_key
         for row in rows:
             seq = row.get("_ts_seq")
-            if type(seq) is int and seq > seen.get((name, str(row.get(pk))), -1):
-                seen[(name, str(row.get(pk)))] = seq
+            if type(seq) is int:
+                key = (name, str(row.get(pk)))
+                if seq > seen.get(key, -1):
+                    seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
         self._note(summary, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))

@@ -182,8 +182,9 @@ class LocalStore:
         n = 0
         with self._tx() as conn:
             stamp_pending(conn)
+            open_ids = still_pending(conn, [ch for ch, _server in changes])
             for ch, server in changes:
-                ids = sorted(still_pending(conn, [ch]))
+                ids = sorted(open_ids.intersection(ch.queue_ids))
                 if not ids:
                     continue
                 meta = metas(conn, ch.table, [ch.record_id]).get(ch.record_id)

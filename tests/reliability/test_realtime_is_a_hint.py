@@ -4,7 +4,9 @@ PostgreSQL" on a live channel starts a catch-up."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +14,7 @@ import psycopg
 import pytest
 
 from tablesync.devserver.server import DevServer
+from tablesync.engine import Engine
 
 from .stack import app_db, create_schema, create_users, engine_for, wait_for
 
@@ -44,42 +47,41 @@ def _insert_unseen_by_realtime(dsn: str, rid: str) -> None:
             (rid, A))
 
 
-def test_a_change_realtime_never_delivers_arrives_within_one_poll_interval(
-        backend: DevServer, tmp_path: Path) -> None:
-    info = backend.info
-    e = engine_for(tmp_path, info, A, poll_interval=1.0)
+@contextmanager
+def _live_engine(backend: DevServer, tmp_path: Path, poll_interval: float
+                 ) -> Iterator[tuple[Engine, sqlite3.Connection]]:
+    """A running engine of system A with Realtime live, and its app's connection; a row
+    'missed' is then written on the server without Realtime seeing it."""
+    e = engine_for(tmp_path, backend.info, A, poll_interval=poll_interval)
     e.start()
     try:
         wait_for(lambda: e.status.state == "connected" and e.status.realtime,
                  what="connected with Realtime live")
         app = app_db(tmp_path, A)
-        _insert_unseen_by_realtime(info.dsn, "missed")
+        _insert_unseen_by_realtime(backend.info.dsn, "missed")
+        yield e, app
+    finally:
+        e.close()
+
+
+def test_a_change_realtime_never_delivers_arrives_within_one_poll_interval(
+        backend: DevServer, tmp_path: Path) -> None:
+    with _live_engine(backend, tmp_path, poll_interval=1.0) as (e, app):
         t0 = time.monotonic()
         wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'missed'").fetchone(),
                  timeout=10, what="the missed change caught up while live")
         assert time.monotonic() - t0 < 3.0         # one poll interval, plus the catch-up
         assert e.status.realtime                     # it never left Realtime
-    finally:
-        e.close()
 
 
 def test_a_second_subscribed_on_a_live_channel_starts_a_catch_up(
         backend: DevServer, tmp_path: Path) -> None:
-    info = backend.info
-    e = engine_for(tmp_path, info, A, poll_interval=3600.0)
-    e.start()
-    try:
-        wait_for(lambda: e.status.state == "connected" and e.status.realtime,
-                 what="connected with Realtime live")
-        app = app_db(tmp_path, A)
-        _insert_unseen_by_realtime(info.dsn, "missed")
+    with _live_engine(backend, tmp_path, poll_interval=3600.0) as (_e, app):
         # Realtime's change capture restarts: every live channel gets a second
         # "Subscribed to PostgreSQL" without being closed
         backend.restart_capture()
         wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'missed'").fetchone(),
                  timeout=10, what="the catch-up after the second Subscribed")
-    finally:
-        e.close()
 
 
 def test_a_409_from_a_contended_token_refresh_is_retried_not_a_dead_session(

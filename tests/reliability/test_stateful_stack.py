@@ -182,12 +182,21 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return
             rid = ids[pick % len(ids)]
             self.steps.append(f"local_update {side} {table} {rid}")
+            self._overwrite(side, table, rid, delete=False)
+
+        def _overwrite(self, side: str, table: str, rid: str, *, delete: bool) -> None:
+            """The app updates (a new token) or deletes ``rid``, in one transaction with
+            the read of the value it overwrites (that value was seen by this write)."""
             app, col, tok = self.apps[side], FIELD[table], next(self.tokens)
-            app.execute("BEGIN IMMEDIATE")      # what it read is what it overwrote
+            app.execute("BEGIN IMMEDIATE")
             row = app.execute(f"SELECT {col} FROM {table} WHERE id = ?", (rid,)).fetchone()
             if row is not None:
                 self.seen.add(row[0])
-                app.execute(f"UPDATE {table} SET {col} = ? WHERE id = ?", (tok, rid))
+                if delete:
+                    app.execute(f"DELETE FROM {table} WHERE id = ?", (rid,))
+                    tok = f"DEL:{tok}"
+                else:
+                    app.execute(f"UPDATE {table} SET {col} = ? WHERE id = ?", (tok, rid))
                 self.writes.append(Write(side, table, rid, tok))
             app.execute("COMMIT")
 
@@ -198,15 +207,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return
             rid = ids[pick % len(ids)]
             self.steps.append(f"local_delete {side} {table} {rid}")
-            app = self.apps[side]
-            app.execute("BEGIN IMMEDIATE")
-            row = app.execute(f"SELECT {FIELD[table]} FROM {table} WHERE id = ?",
-                              (rid,)).fetchone()
-            if row is not None:
-                self.seen.add(row[0])
-                app.execute(f"DELETE FROM {table} WHERE id = ?", (rid,))
-                self.writes.append(Write(side, table, rid, f"DEL:{next(self.tokens)}"))
-            app.execute("COMMIT")
+            self._overwrite(side, table, rid, delete=True)
 
         # -- dashboard writes (SQL in one transaction: what it read is what it overwrote;
         #    the stamp and soft-delete triggers run as for REST)
@@ -273,14 +274,7 @@ def machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 stack.proxies[side].set_mode(cut)
                 self.partitioned.add(side)
             self.steps.append(f"reassign_while_pending {side} {table} {rid} cut={cut}")
-            app, col, tok = self.apps[side], FIELD[table], next(self.tokens)
-            app.execute("BEGIN IMMEDIATE")
-            row = app.execute(f"SELECT {col} FROM {table} WHERE id = ?", (rid,)).fetchone()
-            if row is not None:
-                self.seen.add(row[0])
-                app.execute(f"UPDATE {table} SET {col} = ? WHERE id = ?", (tok, rid))
-                self.writes.append(Write(side, table, rid, tok))
-            app.execute("COMMIT")
+            self._overwrite(side, table, rid, delete=False)
             self._move(side, table, rid)
 
         # -- faults
