@@ -213,14 +213,11 @@ class RestRemote:
                   "_ts_seq": f"gt.{int(after_seq)}", "order": "_ts_seq.asc",
                   "limit": str(limit)}
         try:
-            body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params,
-                              what=f"pull {table}")
+            body = self._rows(table, params, f"pull {table}")
         except ResponseTooLarge:
             if limit > 1:
                 raise                           # the caller asks again for fewer rows
             return self._oversized_row(table, params)
-        if not isinstance(body, list):
-            raise PayloadError(f"pull {table}: expected a JSON array, got {type(body).__name__}")
         if len(body) > limit:
             raise PayloadError(f"pull {table}: {len(body)} rows for limit {limit}")
         return self._page(table, body)
@@ -233,13 +230,16 @@ class RestRemote:
         ids = list(ids)[:MAX_PAGE]
         values = ",".join('"' + str(i).replace("\\", "\\\\").replace('"', '\\"') + '"'
                           for i in ids)
-        params = {"select": "*", scope: f"eq.{system_id}", key: f"in.({values})"}
-        body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params,
-                          what=f"fetch {table}")
+        params = {"select": "*", _quoted(scope): f"eq.{system_id}",
+                  _quoted(key): f"in.({values})"}
+        return self._page(table, self._rows(table, params, f"fetch {table}"))
+
+    def _rows(self, table: str, params: dict[str, str], what: str) -> list[Any]:
+        """GET ``table``'s rows matching ``params`` (PostgREST), checked to be an array."""
+        body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params, what=what)
         if not isinstance(body, list):
-            raise PayloadError(f"fetch {table}: expected a JSON array, got "
-                               f"{type(body).__name__}")
-        return self._page(table, body)
+            raise PayloadError(f"{what}: expected a JSON array, got {type(body).__name__}")
+        return body
 
     def _oversized_row(self, table: str, params: dict[str, str]) -> Page:
         """The next row alone is larger than the response cap: fetch only its key and

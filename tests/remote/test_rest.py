@@ -279,6 +279,20 @@ def test_pull_page_query(app: Scripted, remote: RestRemote) -> None:
     assert page.size == 2 and page.last_seq == 102 and page.rejected == []
 
 
+def test_fetch_query_quotes_filter_keys_and_values(app: Scripted, remote: RestRemote) -> None:
+    # completing a partial Realtime record of a table with awkward names
+    app.handler = lambda s: (200, [_row(1)])
+    page = remote.fetch("tasks", "Owner System", "system a", "order", ['a,"b"', "t1"])
+    seen = app.seen[0]
+    assert (seen.method, seen.path) == ("GET", "/rest/v1/tasks")
+    assert seen.query == {"select": "*", '"Owner System"': "eq.system a",
+                          '"order"': 'in.("a,\\"b\\"","t1")'}
+    assert [r["id"] for r in page.rows] == ["t1"]
+    app.handler = lambda s: (200, {"not": "a list"})
+    with pytest.raises(PayloadError, match="fetch tasks: expected a JSON array"):
+        remote.fetch("tasks", "system_id", "a", "id", ["t1"])
+
+
 def test_pull_page_rejects_bad_rows_but_advances(app: Scripted, remote: RestRemote) -> None:
     app.handler = lambda s: (200, [_row(1), _row(2, priority="high"), _row(3, bogus=1),
                                    "nope", _row(4, _ts_seq=None), _row(5)])
