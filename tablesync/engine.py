@@ -379,13 +379,13 @@ class Engine:
         result = work()
         histogram.observe(time.perf_counter() - t0)
         outcome = getattr(result, "outcome", RunOutcome.OK)
-        if outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN) and self.claim.due():
-            try:
-                self.claim.claim(renew=True)
-            except DuplicateReplicaError as exc:  # taken over while this one was away
-                self._set_error(str(exc))
-                return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
         if outcome in (RunOutcome.OK, RunOutcome.FORBIDDEN):
+            if self.claim.due():
+                try:
+                    self.claim.claim(renew=True)
+                except DuplicateReplicaError as exc:  # taken over while this one was away
+                    self._set_error(str(exc))
+                    return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
             self._errors_in_row = 0
             if self.status.last_error and self._errors_noted == errors:
                 # recovered: the page must not keep showing old errors (an error noted by
@@ -544,8 +544,8 @@ class Engine:
             if rows is None:
                 self._feed(SyncRequested())
                 return
-        if rows and self.cycles is not None and not self.cycles.admit(spec, rows):
-            return                              # beyond the clock bound: recorded, not adopted
+        if rows and self.cycles is not None:
+            rows = self.cycles.admit(spec, rows)    # beyond the clock bound: recorded only
         try:
             applied = self.store.apply_remote(spec.name, rows) if rows else []
         except StoreError as exc:

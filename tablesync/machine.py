@@ -41,8 +41,8 @@ from tablesync.events import (  # the vocabulary, re-exported: tablesync.machine
     TRANSIENT, AuthFailed, AuthFailure, AuthOk, Authenticate, CancelTimer, ConfigAbsent,
     ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline, Instruction,
     LocalChange, Probe, ProbeResult, PullResult, PushResult, ReportState, Resubscribed,
-    RunKind, RunOutcome, ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop, SyncRequested, Tick,
-    UpdateToken, WsDown, WsUp, event_from_dict,
+    RunKind, RunOutcome, ScheduleTimer, Shutdown, StartCatchUp, StartPush, State, Stop,
+    SyncRequested, Tick, UpdateToken, WsDown, WsUp, event_from_dict,
 )
 
 __all__ = [
@@ -359,10 +359,14 @@ class SyncMachine:
 
     def _reachable(self, out: list[Instruction]) -> None:
         """The backend answers again (a probe, or Realtime rejoined): retry now."""
-        self.flags.probing = False
         out.append(CancelTimer(RETRY_TIMER))
-        out.append(CancelTimer(PROBE_TIMER))
+        self._stop_probing(out)
         self._on_retry(out)
+
+    def _stop_probing(self, out: list[Instruction]) -> None:
+        if self.flags.probing:
+            self.flags.probing = False
+            out.append(CancelTimer(PROBE_TIMER))
 
     def _finish(self, outcome: RunOutcome, retry_after: float | None, out: list[Instruction],
                 *, push: bool, backlog: bool, unreachable: bool = False) -> None:
@@ -391,9 +395,7 @@ class SyncMachine:
                              unreachable=unreachable and outcome == TRANSIENT)
 
     def _mark_online(self, out: list[Instruction]) -> None:
-        if self.flags.probing:
-            self.flags.probing = False
-            out.append(CancelTimer(PROBE_TIMER))
+        self._stop_probing(out)
         if self.flags.offline:
             self.flags.offline = False
         self.backoff.reset()
@@ -407,9 +409,8 @@ class SyncMachine:
         if unreachable and 0 < probe < delay and retry_after is None:
             self.flags.probing = True
             out.append(ScheduleTimer(PROBE_TIMER, probe))
-        elif self.flags.probing:           # the server answers (5xx, 429): plain backoff
-            self.flags.probing = False
-            out.append(CancelTimer(PROBE_TIMER))
+        else:                              # the server answers (5xx, 429): plain backoff
+            self._stop_probing(out)
         if self.backoff.offline and not self.flags.offline:
             self.flags.offline = True
             out.append(GoOffline(delay))
@@ -438,6 +439,4 @@ class SyncMachine:
     def _cancel_all(self, out: list[Instruction]) -> None:
         out.extend(CancelTimer(name) for name in TIMERS)
         self.flags.debounce_armed = False
-        if self.flags.probing:
-            self.flags.probing = False
-            out.append(CancelTimer(PROBE_TIMER))
+        self._stop_probing(out)
