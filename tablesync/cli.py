@@ -34,6 +34,55 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 
 
+class BackfillProgress:
+    """Prints a progress bar line per table whose pre-existing rows are being pushed
+    (``read()`` gives :attr:`StatusSnapshot.backfill`), from a thread that stops with the
+    ``with`` block; a line when a table's count moved, at most every ``every`` seconds."""
+
+    def __init__(self, read: Callable[[], dict[str, dict[str, Any]]],
+                 every: float = 1.0) -> None:
+        import threading
+
+        self._read, self._every = read, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tablesync-progress",
+                                        daemon=True)
+        self._shown: dict[str, tuple[int, bool]] = {}
+        self._done_before: set[str] = set()
+
+    def __enter__(self) -> BackfillProgress:
+        self._done_before = {t for t, b in self._safe_read().items() if b.get("finished")}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.show()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.show()
+
+    def _safe_read(self) -> dict[str, dict[str, Any]]:
+        try:
+            return self._read()
+        except TablesyncError:
+            return {}
+
+    def show(self) -> None:
+        """Print the tables whose progress changed since the last call."""
+        from tablesync.status import progress_bar
+
+        for table, b in sorted(self._safe_read().items()):
+            now = (int(b.get("done", 0)), bool(b.get("finished")))
+            if table in self._done_before or not b.get("total"):
+                continue                        # finished before this command, or empty
+            if self._shown.get(table) != now:
+                self._shown[table] = now
+                typer.echo(progress_bar(table, b))
+
+
 def handle_errors(func: F) -> F:
     """Turn TablesyncError into one line on stderr and an exit code."""
 
@@ -227,8 +276,9 @@ def run_engine(
             typer.echo(f"status page: {status.url}")
         engine.start()
         try:
-            while not stop.wait(0.5):
-                pass
+            with BackfillProgress(engine.store.backfill_progress):
+                while not stop.wait(0.5):
+                    pass
         finally:
             if status is not None:
                 daemon.remove_control(project)
@@ -295,7 +345,8 @@ def sync_now(
         typer.echo(f"sync requested from the running engine ({running['url']})")
         return
     with daemon.build_engine(project) as engine:
-        summary = engine.sync_once()
+        with BackfillProgress(engine.store.backfill_progress):
+            summary = engine.sync_once()
     typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
                f"(applied {summary.applied}), parked {summary.parked}, "
                f"rejected {summary.rejected}")
@@ -329,6 +380,14 @@ def sync_status(
     for key in ("state", "indicator", "last_sync_at", "queue_depth", "oldest_queued_at",
                 "parked", "conflicts_24h", "websocket", "reauth_required", "last_error"):
         typer.echo(f"{key.replace('_', ' '):<18}{data.get(key)}")
+    from tablesync.status import StatusSnapshot, backfill_lines
+
+    for table, why in sorted((data.get("server_behind") or {}).items()):
+        typer.echo(f"{'server behind':<18}{why}")
+    snap = StatusSnapshot(system_id="", state="", engine_alive=False, queue_depth=0,
+                          backfill=dict(data.get("backfill") or {}))
+    for line in backfill_lines(snap):
+        typer.echo(f"{'backfill':<18}{line}")
 
 
 @sync_app.command("conflicts")

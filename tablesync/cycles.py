@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from tablesync.behind import ServerSchema, partial_rows
 from tablesync.clock import SystemClock, WallClock, too_far_ahead
 from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
                               TransientRemoteError)
@@ -93,6 +94,9 @@ class Cycles:
         self.max_skew_ms = int(project.config.sync.max_clock_skew * 1000)
         self._refused = True                    # _tablesync_refused may hold rows
         self._pruned_at: float | None = None
+        # tables the server lacks (or lacks columns of): pushes held (tablesync.behind)
+        self.schema = ServerSchema(project.tables, getattr(remote, "probe_columns", None),
+                                   reprobe_s=project.config.sync.poll_interval)
 
     def prune_if_due(self) -> None:
         """Drop long-synced queue entries, at most once per ``PRUNE_EVERY`` seconds."""
@@ -111,21 +115,22 @@ class Cycles:
 
     def push_batch(self, summary: SyncSummary | None) -> PushResult:
         """Push a run of batches (each one table, up to batch_size records) and record the
-        outcomes; returns when no request is in flight.
+        outcomes; returns when no request is in flight. Tables the server lacks are held
+        (:mod:`tablesync.behind`); rows that predate sync are queued by the backfill.
 
-        The run is pipelined: up to ``PIPELINE_DEPTH`` batches (``PREFETCH_DEPTH`` near the
-        end of a chunk, when the next one will be read while they are sent) are taken from
-        the cached chunk, encoded and queued for one sender thread, which sends them strictly one
-        after another over one connection (batch k+1 goes out only after k's answer came
-        back, and never after a failure), while this thread acknowledges answered batches
-        in order and prepares the next ones. When the chunk is used up, the next chunk is
-        read (:meth:`_prefetch`) while the queued batches are being sent. The run ends
-        after about ``RUN_SECONDS``, when the queue is drained, or at the first failure:
-        the failed batch and every batch queued after it go back to the front of the
-        backlog, in order, with nothing acknowledged for them.
-        """
+        Pipelined: up to ``PIPELINE_DEPTH`` batches (``PREFETCH_DEPTH`` near the end of a
+        chunk) are encoded and queued for one sender thread, which sends them strictly one
+        after another (k+1 only after k's answer, never after a failure) while this thread
+        acknowledges answered batches in order; the next chunk is read (:meth:`_prefetch`)
+        while queued batches are sent. The run ends after about ``RUN_SECONDS``, when the
+        queue is drained, or at the first failure: the failed batch and every batch queued
+        after it go back to the front of the backlog, in order, unacknowledged."""
         try:
+            self.schema.check()
             return self._push_run(summary)
+        except RemoteError as exc:              # a schema probe failed (network...)
+            outcome, retry, unreachable = self._failure(exc)
+            return PushResult(outcome, retry_after=retry, unreachable=unreachable)
         finally:
             if self._unsendable:
                 self._note(summary, parked=self._unsendable)
@@ -204,7 +209,8 @@ class Cycles:
         queue entries and versions, and applies server winners for those records only --
         the same as for the rest of a cached chunk while its earlier batches are acked."""
         keys = {(c.table, c.record_id) for c in unacked}
-        raw = self.store.pending(limit=self.chunk, skip=keys | self._failed)
+        raw = self.store.pending(limit=self.chunk, skip=keys | self._failed,
+                                 skip_tables=self.schema.held_tables)
         # skipped records may have entries newer than their unacknowledged batch
         self._more = (raw.more and bool(raw)) or bool(keys)
         self.backlog.extend(raw)
@@ -271,6 +277,11 @@ class Cycles:
     def _batch_failed(self, batch: list[Change], exc: BaseException,
                       summary: SyncSummary | None) -> PushResult:
         """The request for ``batch`` failed as a whole (nothing of it acknowledged)."""
+        table = batch[0].table
+        if self.schema.note_error(table, exc):  # the server lacks the table or a column:
+            self.backlog = deque(c for c in self.backlog if c.table != table)   # held
+            self._more = True
+            return PushResult(RunOutcome.OK, backlog=self._has_backlog())
         if isinstance(exc, ForbiddenError):
             parked = self.store.park_changes(batch, str(exc))
             self._note(summary, parked=parked, error=str(exc))
@@ -318,12 +329,15 @@ class Cycles:
         # a short first read, so the sender starts at once; the next (full) chunk is then
         # read while these batches are being sent
         first = min(self.chunk, PREFETCH_DEPTH * self.batch_size)
-        raw = self.store.pending(limit=first, skip=self._failed)
+        raw = self.store.pending(limit=first, skip=self._failed,
+                                 skip_tables=self.schema.held_tables)
         self._more = raw.more and bool(raw)     # a chunk of vanished rows only: stop here
         self.backlog.extend(raw)
 
     def _has_backlog(self) -> bool:
         more = bool(self.backlog) or self._more
+        if not more and self.store.backfilling:     # rows that predate sync: next chunk
+            more = self.store.backfill_step(skip_tables=self.schema.held_tables) > 0
         if not more:
             self._failed.clear()                # the drain is over
             self._cap = None
@@ -359,21 +373,32 @@ class Cycles:
 
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
+            self.schema.check()
             mark = self.remote.watermark()
             self._retry_refused(summary)
             for spec in self.project.tables:
-                self._catch_up_table(spec, mark, summary)
+                behind = self.schema.held.get(spec.name)
+                if behind is not None and behind.missing_table:
+                    continue                    # nothing to pull: the server has no table
+                try:
+                    self._catch_up_table(spec, mark, summary)
+                except RemoteError as exc:
+                    if not self.schema.note_error(spec.name, exc):
+                        raise
             self._catch_up_exits(mark, summary)
-        except AuthError as exc:
-            self._error(str(exc))
-            return PullResult(RunOutcome.AUTH)
-        except TransientRemoteError as exc:
-            self._error(str(exc))
-            return PullResult(RunOutcome.TRANSIENT, exc.retry_after, unreachable=exc.status is None)
-        except RemoteError as exc:              # PayloadError, 4xx
-            self._error(str(exc))
-            return PullResult(RunOutcome.PAYLOAD)
+        except RemoteError as exc:              # PayloadError, 4xx, auth, transient
+            outcome, retry, unreachable = self._failure(exc)
+            return PullResult(outcome, retry, unreachable=unreachable)
         return PullResult(RunOutcome.OK)
+
+    def _failure(self, exc: RemoteError) -> tuple[RunOutcome, float | None, bool]:
+        """A cycle's outcome for a failed request (noted as the last error)."""
+        self._error(str(exc))
+        if isinstance(exc, AuthError):
+            return RunOutcome.AUTH, None, False
+        if isinstance(exc, TransientRemoteError):
+            return RunOutcome.TRANSIENT, exc.retry_after, exc.status is None
+        return RunOutcome.PAYLOAD, None, False
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
         """Page through ``spec``'s changes (see :meth:`_page_through`)."""
@@ -479,14 +504,18 @@ class Cycles:
 
     def _apply_page(self, spec: TableSpec, page: Page, summary: SyncSummary | None) -> None:
         raw = page.rejected_rows if len(page.rejected_rows) == len(page.rejected) else []
+        # rows without columns the server lacks: applied without them, not refused
+        partial, taken = partial_rows(self.schema, spec, raw)
         for i, bad in enumerate(page.rejected):
+            if i in taken:
+                continue
             log.error("engine: rejected a remote row: %s", bad)
             row = raw[i] if raw else None
             if isinstance(row, dict) and row.get(spec.primary_key) is not None:
                 # recorded (not retried: the same bytes would be refused again)
                 self._refuse(spec, str(row[spec.primary_key]), str(bad), None,
                              row.get("_ts_seq"))
-        rows = self.admit(spec, page.rows)
+        rows = self.admit(spec, [*page.rows, *partial] if partial else page.rows)
         applied = self._apply_rows(spec, rows)
         seen, name, pk = self._returned, spec.name, spec.primary_key
         for row in rows:
@@ -496,8 +525,8 @@ class Cycles:
                 if seq > seen.get(key, -1):
                     seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
-        self._note(summary, pulled=len(page.rows), applied=len(applied),
-                   rejected=len(page.rejected))
+        self._note(summary, pulled=len(page.rows) + len(partial), applied=len(applied),
+                   rejected=len(page.rejected) - len(partial))
         self._notify(applied)
 
     def admit(self, spec: TableSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -563,14 +592,9 @@ class Cycles:
             self._notify(applied)
 
     @staticmethod
-    def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
-              applied: int = 0, rejected: int = 0, parked: int = 0, error: str = "") -> None:
-        if summary is None:
-            return
-        summary.pushed += pushed
-        summary.pulled += pulled
-        summary.applied += applied
-        summary.rejected += rejected
-        summary.parked += parked
-        if error:
-            summary.errors.append(error)
+    def _note(summary: SyncSummary | None, *, error: str = "", **counts: int) -> None:
+        if summary is not None:
+            for name, n in counts.items():
+                setattr(summary, name, getattr(summary, name) + n)
+            if error:
+                summary.errors.append(error)

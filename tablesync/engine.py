@@ -18,6 +18,7 @@ Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`table
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -28,8 +29,7 @@ from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
 from tablesync.errors import (AuthError, DuplicateReplicaError, PayloadError, RemoteError,
-                              StoreError,
-                              TablesyncError, TransientRemoteError)
+                              StoreError, TablesyncError, TransientRemoteError)
 from tablesync.cycles import Cycles, SyncSummary
 from tablesync.replica import ReplicaClaim
 from tablesync.watch import watch_queue
@@ -44,8 +44,7 @@ from tablesync.machine import (
 from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change
 from tablesync.project import Project
-from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableChannel,
-                                   validate_row)
+from tablesync.remote.base import ChangeEvent, DeadSessionError, Remote, TableChannel, validate_row
 from tablesync.session import Session
 from tablesync.snapshot import store_snapshot
 from tablesync.status import StatusSnapshot
@@ -169,7 +168,9 @@ class Engine:
         self._thread = None
 
     def sync_now(self) -> None:
-        """Ask the running engine to push and catch up now."""
+        """Ask the running engine to push and catch up now (probing held tables again)."""
+        if self.cycles is not None:
+            self.cycles.schema.recheck()
         self._feed(SyncRequested())
 
     # ------------------------------------------------- StatusProvider (web page)
@@ -197,7 +198,8 @@ class Engine:
             engine_alive=alive, websocket=websocket,
             websocket_down_s=now - self._ws_down_since if self._ws_down_since else 0.0,
             reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
-            last_error=st.last_error or None)
+            last_error=st.last_error or None,
+            server_behind=self.cycles.schema.reasons() if self.cycles is not None else {})
         self._snap = (now, snap)
         return snap
 
@@ -268,6 +270,7 @@ class Engine:
 
     def _sync_once(self, summary: SyncSummary) -> SyncSummary:
         cycles = self._cycles()
+        cycles.schema.recheck()                 # held tables: probe again now
         while True:
             result = cycles.push_batch(summary)
             if result.outcome not in (RunOutcome.OK, RunOutcome.FORBIDDEN):
@@ -462,8 +465,7 @@ class Engine:
 
     def _probe(self) -> Event:
         """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""
-        probe = getattr(self.remote, "probe", None)
-        return ProbeResult(bool(probe()) if probe is not None else True)
+        return ProbeResult(bool(getattr(self.remote, "probe", lambda: True)()))
 
     # -------------------------------------------------------------- realtime
 
@@ -595,6 +597,4 @@ class Engine:
     def _set_error(self, message: str) -> None:
         if message:
             self._errors_noted += 1
-        s = self.status
-        self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
-                                   s.realtime, message[:500])
+        self.status = dataclasses.replace(self.status, last_error=message[:500])

@@ -11,6 +11,9 @@ from typing import Any, Mapping, NamedTuple
 
 # The server's log of records that left a system's scope (see tablesync.sql.postgres).
 EXITS_TABLE = "tablesync_exits"
+# The version of a row that existed before its table was synced (tablesync.backfill): the
+# lowest there is, so it never beats a copy the server already holds.
+BACKFILL_HLC = 1
 
 
 class DeletePolicy(str, Enum):

@@ -26,7 +26,7 @@ from tablesync import lww
 from tablesync.conflicts import record_conflict
 from tablesync.localdb import (CHUNK, META_UPSERT, echo_guard, images, insert_rows,
                                is_decode_error, lossless_text, metas, park, quote, utcnow)
-from tablesync.model import (SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
+from tablesync.model import (BACKFILL_HLC, SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
                              TableSpec, Version)
 from tablesync.rows import state_from_row
 from tablesync.sql.wire import codec
@@ -36,6 +36,8 @@ from tablesync.sql.wire import codec
 _DATA_ERROR = re.compile(r"(?:^|HTTP 4\d\d )22[0-9A-Z]{3}\b")
 _DELETE, _INSERT, _UPDATE = Op.DELETE, Op.INSERT, Op.UPDATE   # enum lookups off hot loops
 DEFAULT_MAX_RETRIES = 5
+BACKFILL_REASON = ("row existed locally before sync and differs from the server's copy; "
+                   "the server's copy was kept")
 _SETTLED = SETTLED
 
 
@@ -98,6 +100,14 @@ def still_pending(conn: sqlite3.Connection, changes: Sequence[Change]) -> set[in
         "json_each(?))", (json.dumps(ids),))}
 
 
+def differs(spec: TableSpec, server_row: Mapping[str, Any], local: Mapping[str, Any]) -> bool:
+    """Whether the server's row and a local row image (wire form) differ in a declared
+    column (compared in their local form, so wire spellings of one value agree)."""
+    wire = codec(spec)
+    a, b = wire.to_local(dict(server_row)), wire.to_local(dict(local))
+    return any(a.get(c) != b.get(c) for c in spec.column_names)
+
+
 def held_before(entries: list[Entry], meta: RowState | None, system_id: str) -> Version:
     """The version the local copy held before the latest pending write: the previous
     pending write (acknowledged or not, it was this copy's state), else the meta."""
@@ -135,12 +145,12 @@ class Outbox:
     # -- pending changes ----------------------------------------------------------------
 
     def read(self, conn: sqlite3.Connection, limit: int | None,
-             skip: Collection[tuple[str, str]]
+             skip: Collection[tuple[str, str]], skip_tables: Collection[str] = ()
              ) -> tuple[list[Change], set[tuple[str, str]], bool]:
         """The pending changes for :meth:`LocalStore.pending` (unordered), the deletes of
         records the server never acknowledged among them, and whether the limit was
         reached; inside a read transaction."""
-        groups = self.groups(conn, limit, skip)
+        groups = self.groups(conn, limit, skip, skip_tables=skip_tables)
         changes = []
         unknown: set[tuple[str, str]] = set()
         for table, recs in groups.items():
@@ -155,8 +165,8 @@ class Outbox:
         return Pending(changes, more)
 
     def groups(self, conn: sqlite3.Connection, limit: int | None = None,
-               skip: Collection[tuple[str, str]] = (), *,
-               include_parked: bool = False) -> dict[str, dict[str, list[Entry]]]:
+               skip: Collection[tuple[str, str]] = (), *, include_parked: bool = False,
+               skip_tables: Collection[str] = ()) -> dict[str, dict[str, list[Entry]]]:
         """Unparked pending entries of synced tables grouped by table and record, in queue
         order (records in ``skip`` left out like parked ones). ``include_parked``: parked
         records too (the apply paths compare remote rows with *every* pending local write:
@@ -166,20 +176,22 @@ class Outbox:
         records are found; the later entries of exactly those records are then added
         (one scan of the rest of the queue through an ephemeral key set)."""
         try:
-            return self._groups(conn, limit, skip, include_parked)
+            return self._groups(conn, limit, skip, include_parked, skip_tables)
         except sqlite3.OperationalError as exc:
             if not is_decode_error(exc):
                 raise
             with lossless_text(conn):           # a delete's image holds non-UTF-8 text
-                return self._groups(conn, limit, skip, include_parked)
+                return self._groups(conn, limit, skip, include_parked, skip_tables)
 
     def _groups(self, conn: sqlite3.Connection, limit: int | None,
-                skip: Collection[tuple[str, str]], include_parked: bool
-                ) -> dict[str, dict[str, list[Entry]]]:
+                skip: Collection[tuple[str, str]], include_parked: bool,
+                skip_tables: Collection[str] = ()) -> dict[str, dict[str, list[Entry]]]:
         parked = (set() if include_parked else
                   set(conn.execute("SELECT table_name, record_id FROM _tablesync_parked")))
         parked.update(skip)
         specs = self._specs
+        if skip_tables:
+            specs = {k: v for k, v in specs.items() if k not in skip_tables}
         (upto,) = conn.execute("SELECT coalesce((SELECT stamped_id FROM _tablesync_stamp), "
                                "0)").fetchone()  # entries after it are not stamped yet
         cur = conn.execute(
@@ -270,7 +282,7 @@ class Outbox:
         transaction; the winning server rows of superseded changes per table (for the
         store to apply) and the new conflict log entries (for the file)."""
         winners: dict[str, list[Mapping[str, Any]]] = {}
-        conflicts: list[tuple[str, str, RowState, RowState]] = []
+        conflicts: list[tuple[str, str, RowState, RowState, str]] = []
         now = utcnow()
         acked = False
         synced: list[int] = []
@@ -297,9 +309,17 @@ class Outbox:
                 row = out.row
                 if isinstance(row, Mapping):
                     winners.setdefault(ch.table, []).append(row)
-                    won = state_from_row(row, self._specs[ch.table])
-                    if lww.overwrote_pending(won, ch.state):
-                        conflicts.append((ch.table, ch.record_id, won, ch.state))
+                    spec = self._specs[ch.table]
+                    won = state_from_row(row, spec)
+                    if ch.state.version.hlc == BACKFILL_HLC:
+                        # a pre-existing row the server already held: the server's copy
+                        # is kept (applied locally); a difference is logged
+                        if differs(spec, row, ch.state.data):
+                            conflicts.append((ch.table, ch.record_id, won, ch.state,
+                                              BACKFILL_REASON))
+                    elif lww.overwrote_pending(won, ch.state):
+                        conflicts.append((ch.table, ch.record_id, won, ch.state,
+                                          "pushed write superseded"))
                 acked = True
             elif kind == Outcome.FORBIDDEN:
                 park(conn, ch.table, ch.record_id, str(out.message or Outcome(kind).value))
@@ -314,7 +334,7 @@ class Outbox:
         self._set_metas_if_newer(conn, versions)
         if acked:
             conn.execute("UPDATE _tablesync_state SET last_synced_at = ?", (now,))
-        logged = [record_conflict(conn, *c, "pushed write superseded") for c in conflicts]
+        logged = [record_conflict(conn, *c) for c in conflicts]
         return winners, [x for x in logged if x]
 
     def _adopt(self, conn: sqlite3.Connection,

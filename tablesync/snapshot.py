@@ -29,6 +29,7 @@ def store_snapshot(store: LocalStore, system_id: str, *, state: str = State.STOP
         system_id=system_id, state=state, engine_alive=engine_alive,
         queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
         last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,
+        backfill=store.backfill_progress(),
         generated_at=now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", **live)
 
 

@@ -44,6 +44,12 @@ class StatusSnapshot:
     last_error: str | None = None
     generated_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # per table: rows that predate sync being pushed (done, total, rate rows/s, eta_s,
+    # finished) and rows of other scopes counted and listed, never queued (other_scope,
+    # other_keys): docs/backfill.md
+    backfill: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # table -> why its pushes are held (the server lacks the table or columns)
+    server_behind: dict[str, str] = field(default_factory=dict)
 
     @property
     def indicator(self) -> str:
@@ -62,13 +68,47 @@ def indicator(s: StatusSnapshot) -> str:
     # that is "offline and queueing" (yellow), not a fault a human must look at.
     repeated = (s.consecutive_errors >= REPEATED_ERRORS
                 and s.state != State.DISCONNECTED.label)
-    if s.reauth_required or s.parked > 0 or repeated:
+    if s.reauth_required or s.parked > 0 or repeated or s.server_behind:
         return RED
     if s.state == State.FAILED.label or (not s.engine_alive and s.state != State.STOPPED.label):
         return RED
-    if s.state == State.CONNECTED.label and s.queue_depth == 0:
+    backfilling = any(not b.get("finished", True) for b in s.backfill.values())
+    if s.state == State.CONNECTED.label and s.queue_depth == 0 and not backfilling:
         return GREEN
     return YELLOW
+
+
+def backfill_lines(s: StatusSnapshot) -> list[str]:
+    """One line per table with a backfill running or rows of other scopes (for the CLI and
+    the page): ``tasks: 300/1000 rows pushed, 250 rows/s, about 3 s left``."""
+    out = []
+    for table, b in sorted(s.backfill.items()):
+        parts = []
+        if not b.get("finished", True):
+            eta = b.get("eta_s")
+            parts.append(f"{b.get('done', 0)}/{b.get('total', 0)} pre-existing rows pushed, "
+                         f"{b.get('rate', 0)} rows/s"
+                         + (f", about {eta:.0f} s left" if isinstance(eta, (int, float)) else ""))
+        others = b.get("other_scope", 0)
+        if others:
+            keys = ", ".join(str(k) for k in b.get("other_keys", []))
+            more = "..." if others > len(b.get("other_keys", [])) else ""
+            parts.append(f"{others} row(s) of other systems' scope not synced ({keys}{more})")
+        if parts:
+            out.append(f"{table}: " + "; ".join(parts))
+    return out
+
+
+def progress_bar(table: str, b: dict[str, Any], width: int = 24) -> str:
+    """A text progress bar of one table's backfill: ``backfill tasks [######......]
+    300/1000 rows, 250.0 rows/s, ETA 3 s`` (``done`` when finished)."""
+    done, total = int(b.get("done", 0)), int(b.get("total", 0))
+    filled = width if total <= 0 else min(width, round(width * done / total))
+    eta = b.get("eta_s")
+    tail = ("done" if b.get("finished") else
+            f"ETA {eta:.0f} s" if isinstance(eta, (int, float)) else "ETA ?")
+    return (f"backfill {table} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows, "
+            f"{b.get('rate', 0)} rows/s, {tail}")
 
 
 def health(s: StatusSnapshot) -> tuple[bool, list[str]]:

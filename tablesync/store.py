@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tablesync import backfill
 from tablesync.applied import Applied
 from tablesync.config import Project
 from tablesync.conflicts import recent_conflicts, write_conflict_log
@@ -79,6 +80,8 @@ class LocalStore:
         self._specs = {t.name: t for t in project.tables}
         self._outbox = Outbox(project.tables, self.system_id)
         self._inbox = Inbox(project.tables, self.system_id, self._outbox)
+        with self._lock:
+            self._backfill_open = backfill.active(conn, project.tables)
 
     @classmethod
     def open(cls, project: Project, path: str | Path | None = None, *,
@@ -133,7 +136,8 @@ class LocalStore:
     # -- pending changes and acknowledgement (tablesync.outbox) --------------------------
 
     def pending(self, limit: int | None = None,
-                skip: Collection[tuple[str, str]] = ()) -> Pending:
+                skip: Collection[tuple[str, str]] = (),
+                skip_tables: Collection[str] = ()) -> Pending:
         """Pending records coalesced to their latest state, in FK-safe push order.
 
         Deletes come first, children before parents; then upserts parents before
@@ -146,12 +150,13 @@ class LocalStore:
         do not grow with the queue's length), ordered as above within that chunk.
         Records in ``skip`` ((table, record id) pairs) are left out like parked ones and
         do not count towards ``limit`` (the push skips records still in flight), as are
-        entries of tables that are not synced (any more). ``more`` on the result: the
+        entries of tables that are not synced (any more) and of ``skip_tables`` (held
+        while the server lacks the table or a column: docs/backfill.md). ``more`` on the result: the
         limit was reached, so pending records may be left unread.
         """
         self.stamp()
         with self._tx("DEFERRED") as conn:
-            changes, unknown, more = self._outbox.read(conn, limit, skip)
+            changes, unknown, more = self._outbox.read(conn, limit, skip, skip_tables)
         return self._outbox.order(changes, unknown, more)
 
     def ack(self, changes: Sequence[Change],
@@ -357,6 +362,37 @@ class LocalStore:
             (conflicts,) = conn.execute("SELECT count(*) FROM _tablesync_conflicts").fetchone()
             (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
         return QueueStats(depth, records, oldest, parked, conflicts, last)
+
+    # -- backfill of rows that predate sync (tablesync.backfill) --------------------------
+
+    def backfill_step(self, limit: int | None = None,
+                      skip_tables: Collection[str] = ()) -> int:
+        """Queue the next chunk of rows that existed before their table was synced (see
+        :mod:`tablesync.backfill`); how many rows were queued. Tables in ``skip_tables``
+        (held: the server lacks them) and the tables after them wait."""
+        with self._lock:
+            if not self._backfill_open:
+                return 0
+            tables = []
+            for spec in self.project.tables:
+                if spec.name in skip_tables:
+                    break                   # FK order: nothing after a held table
+                tables.append(spec)
+            with self._tx() as conn:
+                n = backfill.step(conn, tables, self.system_id,
+                                  limit or backfill.BACKFILL_CHUNK)
+                self._backfill_open = backfill.active(conn, self.project.tables)
+            return n
+
+    @property
+    def backfilling(self) -> bool:
+        """Whether some table still has pre-existing rows to queue (or was not looked at)."""
+        return self._backfill_open
+
+    def backfill_progress(self) -> dict[str, dict[str, Any]]:
+        """Per table: done, total, rate, eta_s, finished, other_scope, other_keys."""
+        with self._tx("DEFERRED") as conn:
+            return backfill.progress(conn)
 
     def note_synced(self) -> None:
         """A sync cycle completed: both sides were in step at this moment."""

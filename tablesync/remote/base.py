@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
@@ -237,6 +238,33 @@ def _message_and_code(body: Any) -> tuple[str, str | None]:
     if isinstance(body, str):
         return body.strip()[:200], None
     return "", None
+
+
+# Answers that mean "the server's schema is behind this project's" (PostgREST):
+# a missing table (PGRST205, or 42P01 before v12.2), a missing function (PGRST202, 42883),
+# a missing column in a select or filter (42703) or in a request body (PGRST204).
+MISSING_RELATION = frozenset({"PGRST205", "42P01", "PGRST202", "42883"})
+MISSING_COLUMN = frozenset({"42703", "PGRST204"})
+_COLUMN_NAMES = (re.compile(r"column\s+(?:\"?[^\"\s.]+\"?\.)?\"?([^\"\s]+)\"?\s+does not exist"),
+                 re.compile(r"the '([^']+)' column"))
+
+
+def server_behind(exc: BaseException) -> tuple[str, str | None] | None:
+    """``("table", None)`` when ``exc`` says the server lacks a table or function,
+    ``("column", name)`` when it lacks a column (name None if the message names none),
+    None for any other error."""
+    if not isinstance(exc, RemoteError) or exc.code is None:
+        return None
+    if exc.code in MISSING_RELATION and exc.status in (404, None):
+        return ("table", None)
+    if exc.code in MISSING_COLUMN:
+        text = str(exc)
+        for pattern in _COLUMN_NAMES:
+            found = pattern.search(text)
+            if found:
+                return ("column", found.group(1))
+        return ("column", None)
+    return None
 
 
 # --------------------------------------------------------------------- validation

@@ -234,6 +234,13 @@ class RestRemote:
                   _quoted(key): f"in.({values})"}
         return self._page(table, self._rows(table, params, f"fetch {table}"))
 
+    def probe_columns(self, table: str, columns: Sequence[str]) -> None:
+        """Ask for no rows of ``columns`` of ``table``: returns when the server has them
+        all; raises the server's error (404 PGRST205 for a missing table, 400 42703 naming
+        a missing column: :func:`~tablesync.remote.base.server_behind`) otherwise."""
+        params = {"select": ",".join(_quoted(c) for c in columns), "limit": "0"}
+        self._rows(table, params, f"probe {table}")
+
     def _rows(self, table: str, params: dict[str, str], what: str) -> list[Any]:
         """GET ``table``'s rows matching ``params`` (PostgREST), checked to be an array."""
         body = self._data("GET", "/rest/v1/" + quote(table, safe=""), params=params, what=what)

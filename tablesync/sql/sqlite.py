@@ -147,6 +147,21 @@ OWN_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     PRIMARY KEY (table_name, record_id)
 );""",
     )),
+    (5, "backfill of rows that predate sync", (
+        # per synced table: progress of queueing its pre-existing rows (tablesync.backfill)
+        """CREATE TABLE IF NOT EXISTS _tablesync_backfill (
+    table_name TEXT PRIMARY KEY,
+    total INTEGER NOT NULL DEFAULT 0,
+    queued INTEGER NOT NULL DEFAULT 0,
+    last_key,
+    first_id INTEGER,
+    last_id INTEGER,
+    other_scope INTEGER NOT NULL DEFAULT 0,
+    other_keys TEXT NOT NULL DEFAULT '[]',
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);""",
+    )),
 )
 
 MIGRATIONS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS _tablesync_migrations (

@@ -42,9 +42,11 @@
     const light = $("indicator");
     light.dataset.indicator = s.indicator;
     light.setAttribute("aria-label", "status " + s.indicator);
+    const behind = Object.keys(s.server_behind || {}).sort().map(function (t) { return s.server_behind[t]; });
     let label = LABELS[s.indicator] || s.indicator;
     if (s.indicator === "red" && s.reauth_required) label = "Re-authentication required";
     else if (s.indicator === "red" && s.parked > 0) label = "Records parked: the server refused them";
+    else if (s.indicator === "red" && behind.length) label = "Server behind: " + behind.join("; ");
     else if (s.indicator === "yellow" && s.queue_depth > 0) {
       label = s.queue_depth + (s.queue_depth === 1 ? " change" : " changes") + " queued";
       if (s.state !== "Connected" && s.state !== "Syncing") label = "Offline: " + label;
@@ -59,6 +61,8 @@
     $("conflicts-24h").textContent = String(s.conflicts_24h);
     $("websocket").textContent = websocketText(s);
     $("last-error").textContent = s.last_error || "none";
+    $("server-behind").textContent = behind.length ? behind.join("; ") : "up to date";
+    $("backfill").textContent = backfillText(s.backfill || {});
     $("generated-at").textContent = utc(s.generated_at);
     $("reauth-banner").hidden = !s.reauth_required;
     $("failure-banner").hidden = true;
@@ -68,6 +72,23 @@
       loadConflicts();
     }
     renderConflictBanner();
+  }
+
+  function backfillText(b) {
+    const parts = Object.keys(b).sort().map(function (t) {
+      const x = b[t];
+      const bits = [];
+      if (!x.finished) {
+        bits.push(x.done + "/" + x.total + " pushed, " + x.rate + " rows/s" +
+                  (x.eta_s != null ? ", about " + Math.round(x.eta_s) + " s left" : ""));
+      }
+      if (x.other_scope) {
+        bits.push(x.other_scope + " of other scopes not synced (" + (x.other_keys || []).join(", ") +
+                  (x.other_scope > (x.other_keys || []).length ? ", ..." : "") + ")");
+      }
+      return bits.length ? t + ": " + bits.join("; ") : "";
+    }).filter(Boolean);
+    return parts.length ? parts.join(" | ") : "none";
   }
 
   function websocketText(s) {
