@@ -85,6 +85,19 @@ CREATE TABLE IF NOT EXISTS _tablesync_refused (
     PRIMARY KEY (table_name, record_id)
 );
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (4, 'refused remote rows');
+CREATE TABLE IF NOT EXISTS _tablesync_backfill (
+    table_name TEXT PRIMARY KEY,
+    total INTEGER NOT NULL DEFAULT 0,
+    queued INTEGER NOT NULL DEFAULT 0,
+    last_key,
+    first_id INTEGER,
+    last_id INTEGER,
+    other_scope INTEGER NOT NULL DEFAULT 0,
+    other_keys TEXT NOT NULL DEFAULT '[]',
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (5, 'backfill of rows that predate sync');
 
 -- table transaction
 /* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" REAL(12, 2) NOT NULL DEFAULT 0, "index" INTEGER CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" INTEGER DEFAULT FALSE, "data" JSON, "meta" JSONB DEFAULT '{}', "ratio" REAL, "code" TEXT(3), "label" TEXT(20) NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT);

@@ -85,6 +85,19 @@ CREATE TABLE IF NOT EXISTS _tablesync_refused (
     PRIMARY KEY (table_name, record_id)
 );
 INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (4, 'refused remote rows');
+CREATE TABLE IF NOT EXISTS _tablesync_backfill (
+    table_name TEXT PRIMARY KEY,
+    total INTEGER NOT NULL DEFAULT 0,
+    queued INTEGER NOT NULL DEFAULT 0,
+    last_key,
+    first_id INTEGER,
+    last_id INTEGER,
+    other_scope INTEGER NOT NULL DEFAULT 0,
+    other_keys TEXT NOT NULL DEFAULT '[]',
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+INSERT OR IGNORE INTO _tablesync_migrations (version, name) VALUES (5, 'backfill of rows that predate sync');
 
 -- table projects
 CREATE TABLE IF NOT EXISTS "projects" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "name" TEXT NOT NULL, "description" TEXT, "created_at" TEXT);
