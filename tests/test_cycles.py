@@ -177,8 +177,8 @@ def test_next_chunk_read_while_batches_are_in_flight(env: Any) -> None:
     reads: list[int] = []
     real = store.pending
 
-    def counting(limit: int | None = None, skip: Any = ()) -> Any:
-        out = real(limit=limit, skip=skip)
+    def counting(limit: int | None = None, skip: Any = (), **kw: Any) -> Any:
+        out = real(limit=limit, skip=skip, **kw)
         reads.append(len(out))
         return out
 
