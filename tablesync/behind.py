@@ -172,27 +172,25 @@ class ServerSchema:
 
 def partial_rows(schema: ServerSchema, spec: TableSpec, rejected: Sequence[Any]
                  ) -> tuple[list[dict[str, Any]], list[int]]:
-    """Pulled rows refused only because they lack columns the server does not have: those
-    rows (applied without the columns, which keep their local values) and their indexes in
-    ``rejected``. Holds the table for columns found missing this way (one log line)."""
+    """Pulled rows refused only because they lack columns the server is known to lack
+    (:meth:`ServerSchema.missing_columns`): those rows (applied without the columns, which
+    keep their local values) and their indexes in ``rejected``. Rows lacking anything
+    else (a cut-down oversized row, a version column) stay refused."""
+    known = schema.missing_columns(spec.name)
     rows: list[dict[str, Any]] = []
     taken: list[int] = []
-    lacking: set[str] = set()
+    if not known:
+        return rows, taken
     for i, raw in enumerate(rejected):
         if not isinstance(raw, dict) or not isinstance(raw.get("_ts_seq"), int):
+            continue
+        missing = {c for c in (*spec.column_names, *VERSION_COLUMNS) if c not in raw}
+        if not missing or not missing <= known:
             continue
         try:
             validate_row(spec, raw, partial=True, where=f"pull {spec.name}")
         except PayloadError:
             continue
-        missing = {c for c in spec.column_names if c not in raw}
-        if not missing or spec.primary_key in missing:
-            continue
-        lacking |= missing
         rows.append(raw)
         taken.append(i)
-    known = schema.missing_columns(spec.name)
-    if lacking - known:
-        schema.hold(Behind(spec.name, False, tuple(sorted(lacking | known)),
-                           "pulled rows lack them"))
     return rows, taken

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pytest
 
-from tablesync.behind import Behind, ServerSchema, partial_rows
+from tablesync.behind import ServerSchema, partial_rows
 from tablesync.errors import RemoteError, TransientRemoteError
 from tablesync.project import load_project
 from tablesync.remote.base import error_for_status, server_behind
@@ -94,12 +94,15 @@ def test_held_once_named_then_released(caplog: pytest.LogCaptureFixture) -> None
 
 def test_rows_pulled_without_a_column_the_server_lacks_are_kept() -> None:
     tasks = next(t for t in TABLES if t.name == "tasks")
-    schema = ServerSchema(TABLES, None)
+    schema = ServerSchema(TABLES, Server({"tasks": _full("tasks") - {"payload"}}))
     row = {"id": "t1", "system_id": "system-a", "project_id": None, "title": "x",
            "status": "pending", "priority": 0, "updated_at": None, "_ts_hlc": 1 << 16,
            "_ts_origin": "server", "_ts_deleted": False, "_ts_base_hlc": 0,
            "_ts_base_origin": "", "_ts_seq": 3, "_ts_xid": 1}
     bad = {**row, "id": "t2", "title": 5}       # refused for another reason: stays refused
-    rows, taken = partial_rows(schema, tasks, [row, bad])
+    cut = {"id": "t3", "_ts_seq": 4}            # an oversized row cut to its key: refused
+    assert partial_rows(schema, tasks, [row]) == ([], [])      # not known to be missing
+    schema.check()
+    assert schema.missing_columns("tasks") == {"payload"}
+    rows, taken = partial_rows(schema, tasks, [row, bad, cut])
     assert rows == [row] and taken == [0]
-    assert schema.held["tasks"] == Behind("tasks", False, ("payload",), "pulled rows lack them")
