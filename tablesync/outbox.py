@@ -26,8 +26,8 @@ from tablesync import lww
 from tablesync.conflicts import record_conflict
 from tablesync.localdb import (CHUNK, META_UPSERT, echo_guard, images, insert_rows,
                                is_decode_error, lossless_text, metas, park, quote, utcnow)
-from tablesync.model import (BACKFILL_HLC, SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome, RowState,
-                             TableSpec, Version)
+from tablesync.model import (BACKFILL_HLC, SETTLED, ZERO, ApplyOutcome, Change, Op, Outcome,
+                             RowState, TableSpec, Version)
 from tablesync.rows import state_from_row
 from tablesync.sql.wire import codec
 
