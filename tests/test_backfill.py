@@ -142,3 +142,35 @@ def test_a_reopened_store_resumes_without_queueing_twice(
         assert sorted(c.record_id for c in again.pending()) == ["p2", "p3"]
     finally:
         again.close()
+
+
+def test_sync_status_lists_backfill_and_other_scopes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from typer.testing import CliRunner
+
+    from tablesync.cli import BackfillProgress, app
+
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text((ROOT / "sync.toml").read_text()
+                   .replace('database = "data/system-a.db"',
+                            f'database = "{tmp_path / "app.db"}"')
+                   .replace('schemas = "schemas"', f'schemas = "{ROOT / "schemas"}"'))
+    project = load_project(cfg)
+    app_db = _app(tmp_path)
+    app_db.execute((ROOT / "schemas" / "projects.sql").read_text())
+    app_db.executemany("INSERT INTO projects (id, system_id, name) VALUES (?, ?, 'n')",
+                       [("p0", "system-a"), ("p1", "system-a"), ("q0", "system-b")])
+    store = LocalStore.open(project)
+    try:
+        with BackfillProgress(store.backfill_progress, every=60) as bar:
+            assert store.backfill_step(limit=1) == 1
+            bar.show()
+        bars = capsys.readouterr().out.splitlines()
+        printed = [line for line in CliRunner().invoke(
+            app, ["sync", "status", "--config", str(cfg)]).output.splitlines()
+            if line.startswith("backfill")]
+    finally:
+        store.close()
+    assert bars == ["backfill projects [........................] 0/2 rows, 0.0 rows/s, ETA ?"]
+    assert printed == ["backfill          projects: 0/2 pre-existing rows pushed, 0.0 rows/s; "
+                       "1 row(s) of other systems' scope not synced (q0)"]
