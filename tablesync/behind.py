@@ -91,7 +91,7 @@ class ServerSchema:
 
     def reasons(self) -> dict[str, str]:
         """Table -> the status line, for every held table."""
-        return {t: b.reason for t, b in sorted(self.held.items())}
+        return {t: b.reason for t, b in sorted(dict(self.held).items())}   # other threads
 
     def recheck(self) -> None:
         """Probe the held tables again at the next :meth:`check` (``sync now``)."""
