@@ -314,7 +314,7 @@ class Outbox:
                     if ch.state.version.hlc == BACKFILL_HLC:
                         # a pre-existing row the server already held: the server's copy
                         # is kept (applied locally); a difference is logged
-                        if differs(spec, row, ch.state.data):
+                        if won.deleted or differs(spec, row, ch.state.data):
                             conflicts.append((ch.table, ch.record_id, won, ch.state,
                                               BACKFILL_REASON))
                     elif lww.overwrote_pending(won, ch.state):

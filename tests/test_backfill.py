@@ -174,3 +174,17 @@ def test_sync_status_lists_backfill_and_other_scopes(
     assert bars == ["backfill projects [........................] 0/2 rows, 0.0 rows/s, ETA ?"]
     assert printed == ["backfill          projects: 0/2 pre-existing rows pushed, 0.0 rows/s; "
                        "1 row(s) of other systems' scope not synced (q0)"]
+
+
+def test_a_server_tombstone_wins_over_a_pre_existing_row_and_is_logged(
+        store: LocalStore, tmp_path: Path) -> None:
+    assert store.backfill_step(limit=1) == 1
+    (change,) = list(store.pending())
+    tomb = {**row_from_state(change.state), "_ts_hlc": 7 << 16, "_ts_origin": "server",
+            "_ts_deleted": True, "_ts_base_hlc": 6 << 16, "_ts_base_origin": "server",
+            "_ts_seq": 1, "_ts_xid": 1}
+    store.ack([change], [ApplyOutcome("p0", Outcome.SUPERSEDED, tomb, None)])
+    assert _app(tmp_path).execute("SELECT count(*) FROM projects WHERE id = 'p0'"
+                                  ).fetchone() == (0,)
+    (conflict,) = store.conflicts(10)
+    assert conflict["reason"] == BACKFILL_REASON and conflict["loser"]["data"]["name"] == "n"
