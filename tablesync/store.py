@@ -369,6 +369,28 @@ class LocalStore:
         log.warning("dropped parked record %s %r; backup in %s", table, record_id, path)
         return path
 
+    def table_counts(self) -> dict[str, dict[str, int]]:
+        """Per synced table: pending entries and records not parked (``queued``,
+        ``queued_records``), parked records and refused server rows."""
+        out = {name: {"queued": 0, "queued_records": 0, "parked": 0, "refused": 0}
+               for name in self._specs}
+        with self._tx("DEFERRED") as conn:
+            for table, entries, records in conn.execute(
+                    "SELECT q.table_name, count(*), count(DISTINCT q.record_id) FROM "
+                    "sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+                    "_tablesync_parked p WHERE p.table_name = q.table_name AND "
+                    "p.record_id = q.record_id) GROUP BY q.table_name"):
+                row = out.setdefault(table, {"queued": 0, "queued_records": 0,
+                                             "parked": 0, "refused": 0})
+                row["queued"], row["queued_records"] = entries, records
+            for source, key in (("_tablesync_parked", "parked"),
+                                ("_tablesync_refused", "refused")):
+                for table, n in conn.execute(f"SELECT table_name, count(*) FROM {source} "
+                                             f"GROUP BY table_name"):
+                    out.setdefault(table, {"queued": 0, "queued_records": 0, "parked": 0,
+                                           "refused": 0})[key] = n
+        return out
+
     def stats(self) -> QueueStats:
         with self._tx("DEFERRED") as conn:
             depth, records, oldest = conn.execute(
