@@ -223,8 +223,9 @@ def run_engine(
         status = StatusServer.from_config(engine, project.config.status)
         if status is not None:
             status.start()
-            daemon.write_control(project, status.url, status.csrf_token)
-            typer.echo(f"status page: {status.url}")
+            daemon.write_control(project, status.url, status.csrf_token, status.api_token)
+            typer.echo(f"status page: {status.login_link()}  (one-time link; "
+                       f"`tablesync sync page` prints a fresh one)")
         engine.start()
         try:
             while not stop.wait(0.5):
@@ -299,6 +300,29 @@ def sync_now(
     typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
                f"(applied {summary.applied}), parked {summary.parked}, "
                f"rejected {summary.rejected}")
+
+
+@sync_app.command("page")
+@handle_errors
+def sync_page(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+) -> None:
+    """Print a fresh one-time link to the running engine's status page (open it in a
+    browser; it sets the page's cookie). Reads the engine's 0600 token file."""
+    from tablesync import daemon
+    from tablesync.errors import TablesyncError
+    from tablesync.project import load_project
+
+    project = load_project(config)
+    running = daemon.running_engine(project)
+    if running is None:
+        raise TablesyncError(f"no running engine with a status page for {config}",
+                             hint="start one with `tablesync run` and [status] port set")
+    try:
+        link = daemon.request_link(running)
+    except OSError as exc:
+        raise TablesyncError(f"the engine at {running['url']} gave no page link: {exc}") from exc
+    typer.echo(link)
 
 
 @sync_app.command("status")

@@ -140,7 +140,7 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
     backup = {"table": table, "record_id": key, "dropped_at": _utc(),
               "records": [r.to_dict() for r in records], "queue_entries": entries,
               "local_row": current}
-    path = _write_backup(backup_dir, table, key, backup)
+    path = write_backup(backup_dir, table, key, backup)
     if PUSH in kinds:
         conn.execute("UPDATE sync_queue SET synced_at = ?, last_error = 'dropped' WHERE "
                      "synced_at IS NULL AND table_name = ? AND record_id = ?",
@@ -188,8 +188,9 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _write_backup(folder: Path, table: str, key: str, data: dict[str, Any]) -> Path:
-    """``data`` as a new 0600 JSON file in ``folder`` (fsynced); its path."""
+def write_backup(folder: Path, table: str, key: str, data: dict[str, Any]) -> Path:
+    """``data`` as a new 0600 JSON file ``dropped-<table>-<key>-<time>.json`` in
+    ``folder`` (fsynced); its path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{table}-{key}")[:80]
     path = folder / f"dropped-{safe}-{stamp}.json"

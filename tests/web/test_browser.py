@@ -140,8 +140,11 @@ def test_red_with_reauth_banner(page: Any, served: Any, tmp_path: Path) -> None:
 
 
 def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
-    """A form on another origin posting to /api/sync is refused (Origin, token)."""
+    """A form on another origin posting to /api/sync is refused: the browser, logged in to
+    the page, does not send the SameSite=Strict cookie along (and Origin and the CSRF
+    token would be checked next)."""
     server, provider = served
+    open_page(page, server)
     target = f"{server.url}/api/sync"
     html = (f'<form id="f" method="post" action="{target}"></form>'
             '<script>document.getElementById("f").submit()</script>').encode()
@@ -162,8 +165,8 @@ def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
     try:
         with page.expect_response(target) as info:
             page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
-        assert info.value.status == 403
-        assert "cross-site request refused" in info.value.json()["error"]
+        assert info.value.status == 401
+        assert "authentication required" in info.value.json()["error"]
     finally:
         evil.shutdown()
         evil.server_close()
