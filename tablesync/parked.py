@@ -35,8 +35,8 @@ class ParkedRecord:
     """One record waiting for a human.
 
     ``kind`` is :data:`PUSH` (a local change the server refused: parked) or :data:`PULL`
-    (a server row this replica refused). ``since`` is the UTC time it was parked or last
-    refused; ``pending`` the unsynced queue entries held back (push); ``tries`` how often
+    (a server row this replica refused). ``since`` is the time it was parked or last
+    refused (ISO-8601 UTC, ``Z``); ``pending`` the unsynced queue entries held back (push); ``tries`` how often
     the row was refused (pull); ``version`` the newest version concerned as a decimal
     string (exact: HLC integers exceed JavaScript's range), or None; ``row`` the data
     concerned: the latest pending image (push) or the refused server row (pull), or None.
@@ -72,14 +72,14 @@ def list_parked(conn: sqlite3.Connection, limit: int = 1000,
         spec = (specs or {}).get(table)
         row = images(conn, spec, [rid]).get(rid) if spec is not None else None
         out.append(ParkedRecord(
-            PUSH, table, rid, reason, at, pending=len(entries),
+            PUSH, table, rid, reason, _iso(at), pending=len(entries),
             version=str(latest["hlc"]) if latest and latest["hlc"] else None,
             row=row if row is not None else (latest["record_data"] if latest else None)))
     for table, rid, reason, at, tries, hlc, img in conn.execute(
             "SELECT table_name, record_id, reason, refused_at, tries, hlc, row FROM "
             "_tablesync_refused ORDER BY refused_at, table_name, record_id LIMIT ?",
             (limit,)).fetchall():
-        out.append(ParkedRecord(PULL, table, rid, reason, at, tries=tries,
+        out.append(ParkedRecord(PULL, table, rid, reason, _iso(at), tries=tries,
                                 version=str(hlc) if hlc is not None else None,
                                 row=_loads(img)))
     return out
@@ -156,6 +156,12 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
         conn.execute("DELETE FROM _tablesync_refused WHERE table_name = ? AND record_id = ?",
                      (table, key))
     return path
+
+
+def _iso(sqlite_utc: str) -> str:
+    """SQLite's UTC ``YYYY-MM-DD HH:MM:SS.mmm`` as ISO-8601 with ``Z``."""
+    text = str(sqlite_utc).strip().replace(" ", "T")
+    return text if text.endswith("Z") or "+" in text else text + "Z"
 
 
 def _check_kind(kind: str | None) -> None:

@@ -62,6 +62,7 @@ def test_lists_parked_pushes_and_refused_pulls_with_reasons(store: LocalStore,
     assert push.row is not None and push.row["name"] == "mine"
     assert push.version is not None and int(push.version) > 0
     assert pull.reason == "version beyond the clock bound" and pull.tries == 1
+    assert push.since.endswith("Z") and "T" in push.since
     assert pull.version == str(BIG)                      # a string, exact
     assert json.loads(json.dumps(pull.to_dict()))["version"] == "117721298593447936"
 
