@@ -3,8 +3,8 @@
 Each one is kept in the table ``_tablesync_conflicts`` (once per record and version pair:
 a redelivered row logs nothing new) and appended to a JSON lines file (one object per
 conflict: table, record id, winner, loser, reason, resolved_at; 0600, as it holds whole
-rows). Rows are recorded inside
-the caller's transaction; the file is written after it commits.
+rows). Rows are recorded inside the caller's transaction; the file is written after it
+commits.
 """
 
 from __future__ import annotations
