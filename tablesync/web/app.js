@@ -302,9 +302,19 @@
     return typeof value === "string" ? value : JSON.stringify(value);
   }
 
-  function version(row) {
-    if (!row || row._ts_hlc === undefined) return "";
-    return String(row._ts_hlc) + (row._ts_origin ? " from " + row._ts_origin : "");
+  // a conflict side: the store's {version: [hlc, origin], deleted, data} or a flat row
+  // with _ts_* columns; versions are strings from the API and stay strings
+  function side(x) {
+    x = x || {};
+    if (Array.isArray(x.version) && x.data && typeof x.data === "object") {
+      return { fields: x.data, version: String(x.version[0]) + " from " + x.version[1] +
+        (x.deleted ? " (deleted)" : "") };
+    }
+    const fields = {};
+    for (const k of Object.keys(x)) if (!k.startsWith("_ts_")) fields[k] = x[k];
+    const v = x._ts_hlc === undefined ? "" :
+      String(x._ts_hlc) + (x._ts_origin ? " from " + x._ts_origin : "") + (x._ts_deleted === true ? " (deleted)" : "");
+    return { fields: fields, version: v };
   }
 
   // one conflict: who won, then every field side by side, changed ones marked
@@ -326,15 +336,15 @@
       head2.appendChild(th);
     }
     table.appendChild(head2);
-    const winner = c.winner || {}, loser = c.loser || {};
+    const w = side(c.winner), l = side(c.loser);
+    const winner = w.fields, loser = l.fields;
     const vrow = document.createElement("tr");
     vrow.className = "version";
     cell(vrow, "version");
-    cell(vrow, version(winner), true);
-    cell(vrow, version(loser), true);
+    cell(vrow, w.version, true);
+    cell(vrow, l.version, true);
     table.appendChild(vrow);
-    const fields = [...new Set([...Object.keys(winner), ...Object.keys(loser)])]
-      .filter((f) => !f.startsWith("_ts_")).sort();
+    const fields = [...new Set([...Object.keys(winner), ...Object.keys(loser)])].sort();
     for (const f of fields) {
       const tr = document.createElement("tr");
       const a = compact(winner[f]), b = compact(loser[f]);

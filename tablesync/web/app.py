@@ -40,6 +40,7 @@ CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_CONFLICT_LIMIT = 50
 MAX_CONFLICT_LIMIT = 500
 JS_SAFE = 2**53 - 1  # larger integers lose digits in JavaScript: sent as strings
+VERSION_KEYS = frozenset({"version", "base"})  # conflict log: [hlc, origin] pairs
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -90,7 +91,8 @@ def redact(value: Any) -> Any:
 
 
 def exact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with ``_ts_*`` integers and integers beyond 2^53 as strings."""
+    """A copy of ``value`` with version integers (``_ts_*`` keys, and the ``version`` and
+    ``base`` pairs of the conflict log) and any integer beyond 2^53 as strings."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -98,6 +100,8 @@ def exact(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: exact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if key in VERSION_KEYS:  # a [hlc, origin] pair
+            return [str(v) if type(v) is int else exact(v) for v in value]
         return [exact(v, key) for v in value]
     return value
 

@@ -149,6 +149,21 @@ def test_versions_are_exact_strings(server: StatusServer) -> None:
     assert conflict["winner"]["huge"] == str(2**60)
 
 
+def test_store_conflicts_keep_exact_version_pairs(server: StatusServer) -> None:
+    """The engine's conflict log shape: {version: [hlc, origin], base, deleted, data}."""
+    provider: MemoryStatusProvider = server.app.state.provider
+    state = {"version": [BIG, "sys-b"], "base": [5, "sys-a"], "deleted": False,
+             "data": {"version": 3, "title": "x"}}          # a column named "version"
+    provider.add_conflict({"table": "tasks", "record_id": "1", "reason": "newer",
+                           "resolved_at": "2026-12-01T00:00:00Z", "winner": state,
+                           "loser": state})
+    with _browser(server) as client:
+        (conflict,) = client.get("/api/conflicts").json()["conflicts"]
+    assert conflict["winner"]["version"] == [str(BIG), "sys-b"]
+    assert conflict["winner"]["base"] == ["5", "sys-a"]
+    assert conflict["winner"]["data"] == {"version": 3, "title": "x"}
+
+
 def test_parked_list_retry_and_drop(server: StatusServer, tmp_path: Path) -> None:
     provider: MemoryStatusProvider = server.app.state.provider
     provider.backup_dir = tmp_path
