@@ -66,7 +66,10 @@ class StatusServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The base URL on this machine (loopback when bound to all interfaces: what the
+        engine prints and announces to the CLI)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT_S) -> int:

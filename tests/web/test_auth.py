@@ -117,6 +117,8 @@ def test_a_logged_in_page_still_needs_same_origin_and_csrf(server: StatusServer)
 def test_host_allow_list_holds_on_all_interfaces() -> None:
     with StatusServer(MemoryStatusProvider(SNAP), "0.0.0.0", 0) as server:
         base = f"http://127.0.0.1:{server.port}"
+        assert server.url == base                      # what is printed and announced
+        assert httpx.get(server.login_link(), timeout=5).status_code == 303
         rebound = httpx.get(base + "/healthz", headers={"Host": f"evil.example:{server.port}"},
                             timeout=5)
         assert rebound.status_code == 400

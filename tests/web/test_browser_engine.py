@@ -91,6 +91,9 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
                                                                  timeout=TIMEOUT_MS)
         wait_for(lambda: engine.status.state == "disconnected", timeout=15,
                  what="engine disconnected")
+        # the engine's own retry timer (the probe of the unreachable backend) is shown
+        expect(page.locator("#next-retry-line")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.locator("#next-retry")).to_contain_text("UTC")
         shot(page, shots, "2-yellow-offline-queued")
         assert pg(info.dsn, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(0,)]
 
