@@ -398,10 +398,27 @@
       setTimeout(() => {
         if (lost === source && lost.readyState !== EventSource.OPEN) {
           unknown("No connection to the sync engine");
+          checkSession();
         }
       }, 2500);
       if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
     };
+  }
+
+  // a restarted engine no longer knows this page's cookie: say how to get back in
+  async function checkSession() {
+    try {
+      const r = await fetch("/api/status", { credentials: "same-origin" });
+      if (r.status !== 401) return;
+      const banner = $("failure-banner");
+      banner.textContent = "This page's session ended (the engine restarted). Run " +
+        "`tablesync sync page` and open the new link.";
+      banner.hidden = false;
+      source.close();
+      unknown("Signed out");
+    } catch (e) {
+      /* the engine is down: the grey light says so */
+    }
   }
 
   async function syncNow() {

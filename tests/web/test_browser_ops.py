@@ -158,3 +158,18 @@ def test_without_a_login_the_page_says_how_to_get_one(page: Any, served: Any,
     assert page.url == server.url + "/"                      # the token left the address bar
     page.goto(link)                                          # used up
     expect(page.locator('[data-testid="auth-needed"]')).to_contain_text("used or has expired")
+
+
+def test_a_session_the_server_no_longer_knows_says_how_to_get_back(page: Any,
+                                                                  tmp_path: Path) -> None:
+    expect = playwright_expect()
+    options = WebOptions(poll_interval_s=0.05, max_stream_s=0.5)   # streams reconnect often
+    with StatusServer(MemoryStatusProvider(green()), options=options) as server:
+        open_page(page, server)
+        expect(page.locator("#indicator")).to_have_attribute("data-indicator", "green",
+                                                             timeout=TIMEOUT_MS)
+        # what an engine restart does to an open page: the cookie's secret is gone
+        server.app.state.auth.session_secret = "a-new-run"
+        banner = page.locator("#failure-banner")
+        expect(banner).to_contain_text("tablesync sync page", timeout=TIMEOUT_MS)
+        expect(page.locator("#indicator-label")).to_have_text("Signed out")
