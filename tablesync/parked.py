@@ -58,15 +58,18 @@ class ParkedRecord:
 
 
 def list_parked(conn: sqlite3.Connection, limit: int = 1000,
-                specs: Mapping[str, TableSpec] | None = None) -> list[ParkedRecord]:
-    """Parked pushes then refused pulls, each oldest first; at most ``limit`` of each.
+                specs: Mapping[str, TableSpec] | None = None, *,
+                record: tuple[str, str] | None = None) -> list[ParkedRecord]:
+    """Parked pushes then refused pulls, each oldest first; at most ``limit`` of each
+    (only those of ``record``, a (table, record id) pair, when given).
 
     A push's ``row`` is the local row (read through ``specs``; without them, or for a
     deleted record, the last queue entry's image, which only deletes carry)."""
+    where, args = ("WHERE table_name = ? AND record_id = ?", [*record]) if record else ("", [])
     out: list[ParkedRecord] = []
     for table, rid, reason, at in conn.execute(
-            "SELECT table_name, record_id, reason, parked_at FROM _tablesync_parked "
-            "ORDER BY parked_at, table_name, record_id LIMIT ?", (limit,)).fetchall():
+            f"SELECT table_name, record_id, reason, parked_at FROM _tablesync_parked {where} "
+            f"ORDER BY parked_at, table_name, record_id LIMIT ?", (*args, limit)).fetchall():
         entries = _pending(conn, table, rid)
         latest = entries[-1] if entries else None
         spec = (specs or {}).get(table)
@@ -76,9 +79,9 @@ def list_parked(conn: sqlite3.Connection, limit: int = 1000,
             version=str(latest["hlc"]) if latest and latest["hlc"] else None,
             row=row if row is not None else (latest["record_data"] if latest else None)))
     for table, rid, reason, at, tries, hlc, img in conn.execute(
-            "SELECT table_name, record_id, reason, refused_at, tries, hlc, row FROM "
-            "_tablesync_refused ORDER BY refused_at, table_name, record_id LIMIT ?",
-            (limit,)).fetchall():
+            f"SELECT table_name, record_id, reason, refused_at, tries, hlc, row FROM "
+            f"_tablesync_refused {where} ORDER BY refused_at, table_name, record_id LIMIT ?",
+            (*args, limit)).fetchall():
         out.append(ParkedRecord(PULL, table, rid, reason, _iso(at), tries=tries,
                                 version=str(hlc) if hlc is not None else None,
                                 row=_loads(img)))
@@ -129,8 +132,8 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
     :class:`StoreError` naming the record when it is in neither list.
     """
     _check_kind(kind)
-    records = [r for r in list_parked(conn, 1_000_000, specs)
-               if r.table == table and r.record_id == key and kind in (None, r.kind)]
+    records = [r for r in list_parked(conn, 1, specs, record=(table, key))
+               if kind in (None, r.kind)]
     if not records:
         raise StoreError(f"no parked record {table} {key!r}" + (f" ({kind})" if kind else ""))
     kinds = {r.kind for r in records}
