@@ -109,6 +109,8 @@ def generate(
 
         for step in migrate_database(db, project):
             typer.echo(f"changed {db}: {step}")
+    for note in todo.diff.notes:
+        typer.echo(f"note: {note}")
     for name in todo.diff.removed:
         typer.echo(f"table {name} is no longer synced: the server keeps its table and rows")
     changed = write(arts) + write_plan(todo)

@@ -41,7 +41,9 @@ def _table_state(spec: TableSpec, ddl: str) -> dict[str, Any]:
                     for c in spec.columns],
         "foreign_keys": [{"columns": list(fk.columns), "ref_table": fk.ref_table,
                           "ref_columns": list(fk.ref_columns)} for fk in spec.foreign_keys],
-        "sql": _digest(postgres.table_objects_sql(spec, ddl)),
+        # what a migration re-creates (the CREATE TABLE, hence a foreign key added to an
+        # existing table, is not part of it: see Diff.notes)
+        "sql": _digest(postgres.table_rebuild_sql(spec)),
     }
 
 
@@ -90,11 +92,13 @@ class Step:
 
 @dataclass
 class Diff:
-    """What :func:`diff` found: migration steps, tables no longer synced, refusals."""
+    """What :func:`diff` found: migration steps, tables no longer synced, refusals, and
+    notes on changes no migration carries."""
 
     steps: list[Step] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def diff(old: dict[str, Any] | None, new: dict[str, Any], project: Project, *,
@@ -119,6 +123,10 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any], project: Project, *,
         out.refused += refused
         if refused and not accept:
             continue
+        if was.get("foreign_keys") != now["foreign_keys"]:
+            out.notes.append(f"the foreign keys of {name} changed: the server table keeps "
+                             "the ones it has; add or drop constraints with a migration "
+                             "of your own (ALTER TABLE ... ADD CONSTRAINT ... FOREIGN KEY)")
         have = {c["name"] for c in was["columns"]}
         added = tuple(c["name"] for c in now["columns"] if c["name"] not in have)
         if added:
