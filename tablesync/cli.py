@@ -254,14 +254,15 @@ def run_engine(
     typer.echo("stopped")
 
 
-def _announce_migration(project: Any) -> None:
-    """Migrate the database before the engine opens it, printing every change made."""
+def _announce_migration(project: Any, err: bool = False) -> None:
+    """Migrate the database before the store opens it, printing every change made (on
+    stderr with ``err``, for commands whose stdout is data)."""
     from tablesync.migrations import migrate_database
 
     db = project.config.database_path
     db.parent.mkdir(parents=True, exist_ok=True)
     for step in migrate_database(db, project):
-        typer.echo(f"changed {db}: {step}")
+        typer.echo(f"changed {db}: {step}", err=err)
 
 
 def _password(prompt: str) -> Secret:
@@ -322,6 +323,7 @@ def sync_now(
         daemon.request_sync(running)
         typer.echo(f"sync requested from the running engine ({running['url']})")
         return
+    _announce_migration(project, err=True)
     with daemon.build_engine(project) as engine:
         summary = engine.sync_once()
     typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
@@ -346,6 +348,7 @@ def sync_status(
     if running is not None:
         data = dict(running["status"])
     else:
+        _announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             data = store_snapshot(store, project.config.system.id).to_dict()
@@ -370,7 +373,9 @@ def sync_conflicts(
     from tablesync.project import load_project
     from tablesync.store import LocalStore
 
-    store = LocalStore.open(load_project(config))
+    project = load_project(config)
+    _announce_migration(project, err=True)
+    store = LocalStore.open(project)
     try:
         rows = store.conflicts(limit)
     finally:
@@ -411,6 +416,7 @@ def sync_reset(
         removed = int(data.get("removed_rows", 0))
         where = f"by the running engine ({running['url']})"
     else:
+        _announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             result = store.reset(discard_pending=discard_pending)

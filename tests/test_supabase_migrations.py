@@ -322,3 +322,17 @@ def test_dropped_column_by_the_manual_steps(pg_server: Any, pg_dsn: str,
     with psycopg.connect(pg_dsn, autocommit=True) as pg:
         pg.execute("SELECT tablesync_apply_notes('[]'::jsonb)")
     assert generate(cfg)[0] == 0 and len(migration_files(tmp_path)) == len(pushed) + 2
+
+
+def test_sync_commands_announce_on_stderr(tmp_path: Path) -> None:
+    """`sync status --json` on an app database tablesync never touched: the changes are
+    announced on stderr, stdout stays JSON."""
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, system_id TEXT NOT NULL, body TEXT)")
+    conn.close()
+    cfg = write_project(tmp_path, {"notes": NOTES})
+    res = CliRunner().invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["queue_depth"] == 0
+    assert "switched the journal mode from delete to WAL" in res.stderr
+    assert "installed capture triggers on notes" in res.stderr
