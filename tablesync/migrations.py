@@ -199,8 +199,8 @@ def _trigger_changes(project: Project, before: dict[str, str],
                          f"every insert, update and delete on {spec.name} also adds a row "
                          "to sync_queue")
         elif any(before[n] != after.get(n) for n in names):
-            steps.append(f"re-created the capture triggers on {spec.name} (its column "
-                         "list changed)")
+            steps.append(f"re-created the capture triggers on {spec.name} (their SQL changed: a "
+                         "new column list or a tablesync upgrade)")
     wanted = {n for spec in project.tables for n in sq.trigger_names(spec)}
     gone = sorted(n for n in before if n.startswith(sq.TRIGGER_PREFIX) and n not in after
                   and n not in wanted)

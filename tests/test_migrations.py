@@ -43,7 +43,7 @@ def test_sqlite_add_table_and_columns_keeps_rows(tmp_path: Path) -> None:
     steps = migrate_database(db, make_project(tmp_path, _grown()))
     assert steps == ["added column notes.stars", "added column notes.tag",
                      "created table labels",
-                     "re-created the capture triggers on notes (its column list changed)",
+                     "re-created the capture triggers on notes (their SQL changed: a new column list or a tablesync upgrade)",
                      "installed capture triggers on labels (tablesync_labels_insert, "
                      "tablesync_labels_update, tablesync_labels_update_pk, "
                      "tablesync_labels_delete): every insert, update and delete on labels "

@@ -237,7 +237,7 @@ def test_announces_every_change_to_an_existing_app_database(tmp_path: Path) -> N
     code, out = generate(cfg)
     assert code == 0, out
     assert "added column notes.tag" in out
-    assert "re-created the capture triggers on notes (its column list changed)" in out
+    assert "re-created the capture triggers on notes (their SQL changed: a new column list or a tablesync upgrade)" in out
     assert conn.execute("SELECT id, tag FROM notes").fetchall() == [("n1", None)]
 
 
