@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tablesync.cli import app
@@ -338,3 +340,49 @@ def test_sync_commands_announce_on_stderr(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["queue_depth"] == 0
     assert "switched the journal mode from delete to WAL" in res.stderr
     assert "installed capture triggers on notes" in res.stderr
+
+
+TYPES = ("TEXT", "INTEGER", "REAL", "BOOLEAN", "JSON", "TIMESTAMP", "NUMERIC", "BLOB")
+
+
+@pytest.mark.postgres
+@settings(max_examples=2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.lists(st.tuples(st.sampled_from(TYPES), st.booleans()),
+                                min_size=1, max_size=3), min_size=1, max_size=2),
+       new_table=st.integers(min_value=0, max_value=2))
+def test_any_sequence_of_supported_changes_equals_a_fresh_generate(
+        pg_server: Any, rounds: list[list[tuple[str, bool]]], new_table: int) -> None:
+    """Rounds of added columns (random types, some with a DEFAULT) and maybe a table:
+    each round's files pushed before the next generate; the end equals a fresh one."""
+    import tempfile
+
+    dsn_name = f"seq_{os.getpid()}_{next(_fresh)}"
+    dsn = pg_server.create_database(dsn_name, template="tablesync_template")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cols: list[str] = []
+        schemas = {"notes": NOTES}
+        cfg = write_project(root, schemas)
+        try:
+            assert generate(cfg, "--no-migrate")[0] == 0
+            pushed: set[Path] = set()
+            for i, adds in enumerate(rounds):
+                db_push(dsn, [f for f in migration_files(root) if f not in pushed])
+                pushed.update(migration_files(root))
+                for j, (typ, with_default) in enumerate(adds):
+                    default = {"TEXT": "'x'", "BOOLEAN": "FALSE", "JSON": "'{}'",
+                               "TIMESTAMP": "'2026-01-01 00:00:00'",
+                               "BLOB": "NULL"}.get(typ, "0") if with_default else None
+                    cols.append(f'"c{i}_{j}" {typ}' + (f" DEFAULT {default}" if default
+                                                         else ""))
+                schemas = {"notes": NOTES.replace("body TEXT", ", ".join(["body TEXT"] + cols))}
+                if 0 < new_table <= i + 1:      # added in round new_table, kept after
+                    schemas["extra"] = NOTES.replace("notes", "extra")
+                write_project(root, schemas)
+                code, out = generate(cfg, "--no-migrate")
+                assert code == 0 and "wrote" in out, out
+            db_push(dsn, [f for f in migration_files(root) if f not in pushed])
+            assert server_schema(dsn) == fresh_schema(pg_server, cfg)
+        finally:
+            pg_server.drop_database(dsn_name)
