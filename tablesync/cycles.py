@@ -125,13 +125,14 @@ class Cycles:
         backlog, in order, with nothing acknowledged for them.
         """
         self.metrics.activity.push_started()
-        backlog = True
+        going_on = False                        # a failed run ends the drain's progress
         try:
             result = self._push_run(summary)
-            backlog = result.backlog
+            going_on = result.backlog and result.outcome in (RunOutcome.OK,
+                                                             RunOutcome.FORBIDDEN)
             return result
         finally:
-            self.metrics.activity.push_finished(backlog)
+            self.metrics.activity.push_finished(going_on)
             if self._unsendable:
                 self._note(summary, parked=self._unsendable)
                 self._unsendable = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -180,3 +181,24 @@ def test_the_engine_snapshot_carries_the_activity(tmp_path: Path) -> None:
     assert snap.tables["tasks"]["pushed"] == 10 and snap.tables["projects"]["pushed"] == 0
     assert len(snap.per_minute) == MINUTES and snap.push is None and snap.pull is None
     assert snap.to_dict()["tables"]["tasks"]["queued"] == 0
+
+
+def test_a_failed_push_run_ends_the_drain_progress(tmp_path: Path) -> None:
+    from tablesync.remote.rest import RestRemote
+
+    project, store, _server = _env(tmp_path)
+    metrics = Metrics()
+    with socket.socket() as s:                  # a port nothing listens on: refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = RestRemote(f"http://127.0.0.1:{port}", "anon-key",
+                      tables={t.name: t for t in project.tables})
+    cycles = Cycles(project, store, down, batch_size=3,
+                    metrics=metrics, notify=lambda changes: None, on_error=lambda msg: None)
+    try:
+        assert cycles.push_batch(None).outcome == "transient"
+        snap = metrics.activity.decorate(store_snapshot(store, "system-a"))
+        assert snap.push is None and snap.tables["tasks"]["queued"] == 10
+    finally:
+        down.close()
+        store.close()
