@@ -7,7 +7,6 @@ per-system ``sync.toml`` files, engines wired like ``tests/test_engine.py``.
 from __future__ import annotations
 
 import json
-
 import sqlite3
 import time
 from pathlib import Path
