@@ -7,13 +7,13 @@ import asyncio
 import json
 from typing import Any, Iterator
 
+import psycopg
 import pytest
 import websockets
 
 from tablesync.devserver import realtime_protocol as proto
 
 from .realtime_harness import Phoenix, RealtimeServer, token
-from .test_realtime import run, sql
 
 pytestmark = pytest.mark.postgres
 
@@ -31,6 +31,15 @@ END $$;
 CREATE TRIGGER notes_changes AFTER INSERT OR UPDATE OR DELETE ON public.notes
   FOR EACH ROW EXECUTE FUNCTION public.notes_changes();
 """
+
+
+def sql(dsn: str, statement: str, params: Any = None) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement.encode() if params is None else statement, params)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 @pytest.fixture
