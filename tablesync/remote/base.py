@@ -35,10 +35,11 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "EncodedRows",
-    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber",
-    "RealtimeChannel", "SystemChannel", "TRANSPORTS", "TableChannel", "TokenSource",
-    "encoded_rows", "error_for_status", "filter_value", "parse_outcomes", "realtime_channels",
-    "row_checker", "system_topic", "unencodable", "validate_row",
+    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "RealtimeChannel", "Remote",
+    "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber", "SystemChannel", "TRANSPORTS",
+    "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "filter_value",
+    "parse_outcomes", "realtime_channels", "row_checker", "system_topic", "unencodable",
+    "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
@@ -134,10 +135,15 @@ class TableChannel:
 
 @dataclass(frozen=True)
 class SystemChannel:
-    """Broadcast from Database: one private channel carrying all of a system's tables."""
+    """One private channel for all of a system's tables: Broadcast from Database, or, with
+    ``changes`` ((table, scope column) pairs), one filtered ``postgres_changes`` entry each."""
 
     system_id: str
     tables: tuple[str, ...]
+    changes: tuple[tuple[str, str], ...] = ()
+
+    def filter(self, scope: str) -> str:
+        return f"{scope}=eq.{filter_value(self.system_id)}"
 
     @property
     def topic(self) -> str:
@@ -174,14 +180,16 @@ def filter_value(value: str) -> str:
 
 def realtime_channels(transport: str, tables: Sequence[tuple[str, str]], system_id: str,
                       extra: Sequence[tuple[str, str]] = ()) -> list[RealtimeChannel]:
-    """The channels of a transport: ``broadcast``, one private channel for every table
-    (``tables`` and ``extra``, as (name, scope column)); ``postgres_changes``, one filtered
-    channel per table."""
-    if transport == "broadcast":
-        return [SystemChannel(system_id, tuple(name for name, _ in (*tables, *extra)))]
-    if transport != "postgres_changes":
+    """The channel of a transport: one private channel for every table (``tables`` and
+    ``extra``, as (name, scope column)) of the system; with ``postgres_changes`` it carries
+    one filtered entry per table (a private channel: it works on private-only projects)."""
+    if transport not in TRANSPORTS:
         raise ValueError(f"unknown realtime transport {transport!r} (one of {TRANSPORTS})")
-    return [TableChannel(name, scope, system_id) for name, scope in (*tables, *extra)]
+    pairs = (*tables, *extra)
+    names = tuple(name for name, _ in pairs)
+    if transport == "broadcast":
+        return [SystemChannel(system_id, names)]
+    return [SystemChannel(system_id, names, tuple(pairs))]
 
 
 @dataclass(frozen=True)

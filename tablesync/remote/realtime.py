@@ -243,9 +243,14 @@ class RealtimeClient:
     async def _join(self, ch: _Channel) -> None:
         ref = self._ref()
         ch.join_ref, ch.joined, ch.live = ref, False, False
-        private = isinstance(ch.spec, SystemChannel)
-        changes = [] if isinstance(ch.spec, SystemChannel) else [
-            {"event": "*", "schema": "public", "table": ch.spec.table, "filter": ch.spec.filter}]
+        spec = ch.spec
+        private = isinstance(spec, SystemChannel)
+        if isinstance(spec, SystemChannel):
+            changes = [{"event": "*", "schema": "public", "table": table,
+                        "filter": spec.filter(scope)} for table, scope in spec.changes]
+        else:
+            changes = [{"event": "*", "schema": "public", "table": spec.table,
+                        "filter": spec.filter}]
         payload: dict[str, Any] = {
             "config": {
                 "broadcast": {"ack": False, "self": False},
@@ -382,7 +387,8 @@ class RealtimeClient:
         status = payload.get("status")
         if status == "ok":
             ch.joined = True
-            if isinstance(ch.spec, SystemChannel):  # broadcast: routed before the reply
+            if isinstance(ch.spec, SystemChannel) and not ch.spec.changes:
+                # broadcast: the server routes the topic to the channel before replying
                 ch.live, ch.rejoin_tries = True, 0
                 self.backoff.reset()
                 for table in ch.spec.tables:
@@ -401,7 +407,8 @@ class RealtimeClient:
                 self.backoff.reset()
             # reported again when already live: the server's change capture restarted
             # (changes in between may be lost), so the engine catches up
-            await self._status(ch.spec.table, True)
+            for table in ch.spec.tables:
+                await self._status(table, True)
             return
         if status == "error":
             self._error(f"realtime {ch.spec.table}: {ext}: {message[:200]}")
@@ -416,7 +423,7 @@ class RealtimeClient:
             data = payload                      # legacy API shape
         kind = str(data.get("type", "")).upper()
         table = data.get("table")
-        if kind not in ("INSERT", "UPDATE", "DELETE") or table != ch.spec.table:
+        if kind not in ("INSERT", "UPDATE", "DELETE") or table not in ch.spec.tables:
             self.stats.malformed += 1
             return
         record, old = data.get("record") or {}, data.get("old_record") or {}

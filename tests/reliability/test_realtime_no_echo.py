@@ -193,3 +193,26 @@ def test_a_private_join_on_another_systems_topic_is_refused(backend: DevServer) 
     refused = asyncio.run(join(system_topic(B)))
     assert refused["status"] == "error"
     assert refused["response"]["reason"].startswith("Unauthorized: ")
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "postgres_changes"])
+def test_both_transports_work_on_a_private_only_project(pg_dsn: str, tmp_path: Path,
+                                                        transport: str) -> None:
+    create_schema(pg_dsn)
+    srv = DevServer(dsn=pg_dsn, realtime_rate_limit=0, private_only_channels=True)
+    srv.start()
+    try:
+        create_users(srv.info, (A,))
+        e = engine_for(tmp_path, srv.info, A, poll_interval=NO_POLL,
+                       realtime_transport=transport)
+        e.start()
+        try:
+            _live(e)
+            _server_insert(pg_dsn, A, ["private"])
+            app = app_db(tmp_path, A)
+            wait_for(lambda: app.execute("SELECT 1 FROM tasks WHERE id = 'private'")
+                     .fetchone(), what="the row over a private channel")
+        finally:
+            e.close()
+    finally:
+        srv.stop()
