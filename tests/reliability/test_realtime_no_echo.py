@@ -216,3 +216,26 @@ def test_both_transports_work_on_a_private_only_project(pg_dsn: str, tmp_path: P
             e.close()
     finally:
         srv.stop()
+
+
+def test_an_oversized_change_arrives_as_a_hint_and_is_fetched(backend: DevServer,
+                                                              tmp_path: Path) -> None:
+    """Over the broadcast size limit the trigger sends keys only; the engine completes the
+    partial record by REST (polling is off, so only the hint can bring it) and applies it
+    whole."""
+    import psycopg
+
+    e = engine_for(tmp_path, backend.info, A, poll_interval=NO_POLL)
+    e.start()
+    try:
+        _live(e)
+        with psycopg.connect(backend.info.dsn, autocommit=True) as conn:
+            conn.execute("SET tablesync.broadcast_max_bytes = 1000")
+            conn.execute("INSERT INTO tasks (id, system_id, title, payload)"
+                         " VALUES ('big', %s, 't', %s)", (A, "x" * 5000))
+        assert pg(backend.info.dsn, "SELECT payload -> 'partial' FROM realtime.messages")[0][0]
+        app = app_db(tmp_path, A)
+        wait_for(lambda: app.execute("SELECT length(payload) FROM tasks WHERE id = 'big'")
+                 .fetchone() == (5000,), what="the whole row, fetched after the hint")
+    finally:
+        e.close()
