@@ -176,3 +176,15 @@ def test_oversized_broadcast_is_dropped(pg_dsn: str) -> None:
         run(main())
     finally:
         srv.stop()
+
+
+def test_devserver_passes_the_plan_payload_limit(pg_dsn: str) -> None:
+    from tablesync.devserver.server import DevServer
+
+    srv = DevServer(dsn=pg_dsn, realtime_max_payload_kb=3000)
+    srv.start()
+    try:
+        service = srv._app.state.realtime()  # the running RealtimeService
+        assert service.broadcasts.max_payload_bytes == 3000 * 1000 + 500
+    finally:
+        srv.stop()
