@@ -152,6 +152,7 @@ def test_official_client_private_channel_broadcast_changes(server: RealtimeServe
         await asyncio.wait_for(done.wait(), 5)
         assert other_states[0] == RealtimeSubscribeStates.CHANNEL_ERROR
         await client.remove_all_channels()
+        await client.close()
 
     run(main())
 
@@ -188,3 +189,19 @@ def test_devserver_passes_the_plan_payload_limit(pg_dsn: str) -> None:
         assert service.broadcasts.max_payload_bytes == 3000 * 1000 + 500
     finally:
         srv.stop()
+
+
+def test_a_new_token_without_read_permission_closes_the_private_channel(
+        server: RealtimeServer) -> None:
+    """access_token re-runs the authorization: a token of another system loses the topic."""
+    async def main() -> None:
+        async with websockets.connect(server.ws_url(vsn="1.0.0")) as ws:
+            ph = Phoenix(ws, "1.0.0")
+            assert (await _join(ph, "realtime:room:A", token(system_id="A")))["status"] == "ok"
+            await ph.send("realtime:room:A", "access_token",
+                          {"access_token": token(system_id="B")}, join_ref="1")
+            err = await ph.recv_until(lambda m: m["event"] == "system")
+            assert err["payload"]["status"] == "error"
+            assert err["payload"]["message"].startswith("You do not have permissions to read")
+            await ph.recv_until(lambda m: m["event"] == "phx_close")
+    run(main())
