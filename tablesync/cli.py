@@ -160,6 +160,9 @@ def devserver(
     private_only_channels: bool = typer.Option(
         False, "--private-only-channels", rich_help_panel=HOSTED,
         help="Refuse joins of public Realtime channels (hosted: 'Allow public access' off)."),
+    realtime_max_payload_kb: int = typer.Option(
+        256, "--realtime-max-payload-kb", rich_help_panel=HOSTED,
+        help="Largest Broadcast payload in KB; larger ones are dropped (hosted free: 256)."),
     refresh_lock_timeout: float = typer.Option(
         5.0, "--refresh-lock-timeout", rich_help_panel=HOSTED,
         help="Seconds a token refresh waits for a concurrent refresh of the same token "
@@ -186,6 +189,7 @@ def devserver(
             anon_statement_timeout=anon_statement_timeout, toast_omission=toast_omission,
             realtime_rate_limit=realtime_rate_limit,
             private_only_channels=private_only_channels,
+            realtime_max_payload_kb=realtime_max_payload_kb,
             refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
     except DevServerError as exc:
         raise TablesyncError(exc.args[0], hint=exc.hint) from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 from tablesync.engine import Engine
 from tablesync.project import Project
-from tablesync.remote.base import TableChannel
+from tablesync.remote.base import RealtimeChannel
 from tablesync.remote.realtime import RealtimeClient
 from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
@@ -27,7 +27,7 @@ __all__ = ["build_engine", "control_path", "engine_api", "realtime_factory", "re
            "request_link", "request_reset", "request_sync", "running_engine", "write_control"]
 
 
-def realtime_factory(url: str, anon_key: str, channels: list[TableChannel],
+def realtime_factory(url: str, anon_key: str, channels: list[RealtimeChannel],
                      **kw: Any) -> RealtimeClient:
     """The default Realtime client (vsn 2.0.0, 25 s heartbeat)."""
     return RealtimeClient(url, anon_key, channels, **kw)

@@ -43,7 +43,7 @@ from tablesync.machine import (
 from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change
 from tablesync.project import Project
-from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableChannel,
+from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, realtime_channels,
                                    validate_row)
 from tablesync.session import Session
 from tablesync.snapshot import store_snapshot
@@ -471,10 +471,10 @@ class Engine:
             return
         cfg = self.project.config
         assert cfg.supabase is not None
-        channels = [TableChannel(t.name, t.scope, cfg.system.id) for t in self.project.tables]
-        # records that left this system's scope: a hint channel only (not needed for
-        # "live"; a server without the table still syncs, and catch-ups read the exits)
-        channels.append(TableChannel(EXITS_TABLE, "scope", cfg.system.id))
+        # + records that left this system's scope (exits): not needed for "live"
+        channels = realtime_channels(cfg.sync.realtime_transport, [
+            (t.name, t.scope) for t in self.project.tables], cfg.system.id,
+            extra=[(EXITS_TABLE, "scope")])
         token = self.session.access_token() if self.session is not None else None
         self._realtime = self._realtime_factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
                                  on_change=self._on_remote_change,
