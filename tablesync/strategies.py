@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -180,24 +181,54 @@ def big_blob() -> bytes:
 _SAFE_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
-def _text(ct: ColumnType, edge: bool) -> SearchStrategy[Any]:
-    max_size = ct.length if ct.length is not None else 40
-    base: SearchStrategy[Any] = st.text(_SAFE_CHARS, max_size=max_size)
-    if edge:
-        edges = [e for e in VALID_TEXT_EDGES if ct.length is None or len(e) <= ct.length]
-        base = st.sampled_from(edges) | base
-    return base
+_VALID_EDGES: dict[Kind, tuple[Any, ...]] = {
+    Kind.INTEGER: VALID_INTEGER_EDGES, Kind.REAL: VALID_REAL_EDGES,
+    Kind.NUMERIC: (0, -1, 12.5, 0.1, 1e-300, 1e300, -1.7976931348623157e308, INT64_MAX,
+                   -INT64_MAX),
+    Kind.TEXT: VALID_TEXT_EDGES, Kind.OTHER: VALID_TEXT_EDGES,
+    Kind.BLOB: VALID_BLOB_EDGES + (bytes(LARGE_BLOB_BYTES),),
+    Kind.BOOLEAN: VALID_BOOLEAN_EDGES, Kind.DATE: VALID_DATE_EDGES,
+    Kind.TIME: VALID_TIME_EDGES, Kind.TIMESTAMP: VALID_TIMESTAMP_EDGES,
+    Kind.TIMESTAMPTZ: VALID_TIMESTAMPTZ_EDGES, Kind.JSON: VALID_JSON_EDGES,
+    Kind.UUID: VALID_UUID_EDGES,
+}
+_HOSTILE_EDGES: dict[Kind, tuple[Any, ...]] = {
+    Kind.INTEGER: WRONG_TYPE + NONFINITE + (1.5, 1e300, "12abc"),
+    Kind.NUMERIC: WRONG_TYPE + NONFINITE + ("12abc",),
+    Kind.REAL: WRONG_TYPE + NONFINITE,
+    Kind.TEXT: HOSTILE_TEXT_EDGES, Kind.OTHER: HOSTILE_TEXT_EDGES,
+    Kind.BLOB: ("text in a blob", "", "\\x0g", RawText(b"\xff\xfe")),
+    Kind.BOOLEAN: HOSTILE_BOOLEAN_EDGES, Kind.DATE: HOSTILE_DATE_EDGES,
+    Kind.TIME: HOSTILE_TIME_EDGES, Kind.TIMESTAMP: HOSTILE_TIMESTAMP_EDGES,
+    Kind.TIMESTAMPTZ: HOSTILE_TIMESTAMP_EDGES, Kind.JSON: HOSTILE_JSON_EDGES,
+    Kind.UUID: ("not-a-uuid", "", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", 42),
+}
 
 
-def _numeric(ct: ColumnType, edge: bool) -> SearchStrategy[Any]:
+def edge_values(column: ColumnSpec, *, hostile: bool = False) -> tuple[Any, ...]:
+    """The explicit edge values of ``column``'s type: valid ones (within a declared
+    VARCHAR(n)/NUMERIC(p,s)), or with ``hostile=True`` the hostile ones."""
+    ct = column_type(column)
+    if hostile:
+        return _HOSTILE_EDGES[ct.kind]
+    if ct.kind is Kind.NUMERIC and ct.precision is not None:
+        bound = 10 ** (ct.precision - (ct.scale or 0))
+        return tuple(v for v in (0, 1.234, -0.5, 0.005, bound - 1, -(bound - 1), 12.5)
+                     if abs(v) < bound)
+    edges = _VALID_EDGES[ct.kind]
+    if ct.length is not None:
+        edges = tuple(e for e in edges if len(e) <= ct.length)
+    return edges
+
+
+_SAFE_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+
+
+def _numeric(ct: ColumnType) -> SearchStrategy[Any]:
     if ct.precision is None:
-        base: SearchStrategy[Any] = (st.integers(-INT64_MAX, INT64_MAX) |
-                                     st.floats(-1e15, 1e15, allow_nan=False))
-        return (st.sampled_from((0, -1, 12.5, 0.1, 1e-300, INT64_MAX, -INT64_MAX)) | base
-                if edge else base)
+        return st.integers(-INT64_MAX, INT64_MAX) | st.floats(-1e15, 1e15, allow_nan=False)
     scale = ct.scale or 0
-    digits = ct.precision - scale
-    bound = 10 ** digits - 1
+    bound = 10 ** (ct.precision - scale) - 1
     ints = st.integers(-bound, bound)
     if scale == 0:
         return ints
@@ -205,9 +236,7 @@ def _numeric(ct: ColumnType, edge: bool) -> SearchStrategy[Any]:
     dec = st.decimals(-Decimal(bound), Decimal(bound), places=scale,
                       allow_nan=False, allow_infinity=False)
     # the application writes a float; more decimals than the scale are rounded (canonical)
-    floats = dec.map(lambda d: float(d.quantize(quantum)))
-    base = ints | floats
-    return st.sampled_from((0, 1.234, -0.5, 0.005)) | base if edge else base
+    return ints | dec.map(lambda d: float(d.quantize(quantum)))
 
 
 def _datetime(tz: bool) -> SearchStrategy[str]:
@@ -229,70 +258,44 @@ def json_values(max_leaves: int = 12) -> SearchStrategy[Any]:
         st.text(_SAFE_CHARS, max_size=8), inner, max_size=4), max_leaves=max_leaves)
 
 
-def _json(edge: bool) -> SearchStrategy[Any]:
-    spaced = st.builds(lambda v, sep: json.dumps(v, ensure_ascii=False,
-                                                 separators=(",", ":") if sep else None),
-                       json_values(), st.booleans())
-    return st.sampled_from(VALID_JSON_EDGES) | spaced if edge else spaced
-
-
-def _valid(ct: ColumnType, edge: bool) -> SearchStrategy[Any]:
+def _general(ct: ColumnType) -> SearchStrategy[Any]:
+    """Valid values of the type beyond its edge values."""
     k = ct.kind
-    pick = st.sampled_from
     if k is Kind.INTEGER:
-        ints = st.integers(-INT64_MAX, INT64_MAX)
-        return pick(VALID_INTEGER_EDGES) | ints if edge else ints
+        return st.integers(-INT64_MAX, INT64_MAX)
     if k is Kind.REAL:
-        floats = st.floats(allow_nan=False, allow_infinity=False)
-        return pick(VALID_REAL_EDGES) | floats if edge else floats
+        return st.floats(allow_nan=False, allow_infinity=False)
     if k is Kind.NUMERIC:
-        return _numeric(ct, edge)
+        return _numeric(ct)
     if k is Kind.BLOB:
-        blobs = st.binary(max_size=64)
-        return pick(VALID_BLOB_EDGES + (bytes(LARGE_BLOB_BYTES),)) | blobs if edge else blobs
+        return st.binary(max_size=64)
     if k is Kind.BOOLEAN:
-        return pick(VALID_BOOLEAN_EDGES) if edge else pick((0, 1))
+        return st.sampled_from((0, 1))
     if k is Kind.DATE:
-        dates = st.dates(date(1, 1, 1), date(9999, 12, 31)).map(date.isoformat)
-        return pick(VALID_DATE_EDGES) | dates if edge else dates
+        return st.dates(date(1, 1, 1), date(9999, 12, 31)).map(date.isoformat)
     if k is Kind.TIME:
-        times = st.times().map(time.isoformat)
-        return pick(VALID_TIME_EDGES) | times if edge else times
+        return st.times().map(time.isoformat)
     if k in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        tz = k is Kind.TIMESTAMPTZ
-        edges = VALID_TIMESTAMPTZ_EDGES if tz else VALID_TIMESTAMP_EDGES
-        return pick(edges) | _datetime(tz) if edge else _datetime(tz)
+        return _datetime(k is Kind.TIMESTAMPTZ)
     if k is Kind.JSON:
-        return _json(edge)
+        return st.builds(lambda v, compact: json.dumps(
+            v, ensure_ascii=False, separators=(",", ":") if compact else None),
+            json_values(), st.booleans())
     if k is Kind.UUID:
-        uuids = st.uuids().map(str)
-        return pick(VALID_UUID_EDGES) | uuids if edge else uuids
-    return _text(ct, edge)
+        return st.uuids().map(str)
+    return st.text(_SAFE_CHARS, max_size=ct.length if ct.length is not None else 40)
 
 
-def _hostile(ct: ColumnType) -> SearchStrategy[Any]:
-    k = ct.kind
-    extra: tuple[Any, ...] = HOSTILE_TEXT_EDGES
-    if k in (Kind.INTEGER, Kind.NUMERIC):
-        extra = WRONG_TYPE + NONFINITE + (1.5, 1e300, "12abc")
-    elif k is Kind.REAL:
-        extra = WRONG_TYPE + NONFINITE
-    elif k is Kind.BLOB:
-        extra = ("text in a blob", "", "\\x0g", RawText(b"\xff\xfe"))
-    elif k is Kind.BOOLEAN:
-        extra = HOSTILE_BOOLEAN_EDGES
-    elif k is Kind.DATE:
-        extra = HOSTILE_DATE_EDGES
-    elif k is Kind.TIME:
-        extra = HOSTILE_TIME_EDGES
-    elif k in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        extra = HOSTILE_TIMESTAMP_EDGES
-    elif k is Kind.JSON:
-        extra = HOSTILE_JSON_EDGES
-    elif k is Kind.UUID:
-        extra = ("not-a-uuid", "", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", 42)
-    out: SearchStrategy[Any] = st.sampled_from(extra)
-    if k in (Kind.TEXT, Kind.OTHER):
+def hostile_values(column: ColumnSpec) -> SearchStrategy[Any]:
+    """Only hostile values of ``column`` (its hostile edge values; for text also NUL
+    inside any text, random bytes as :class:`RawText` and as a BLOB). No NaN in a NOT NULL
+    column: SQLite stores a NaN as NULL, so the application's write fails there."""
+    ct = column_type(column)
+    edges = _HOSTILE_EDGES[ct.kind]
+    if not column.nullable:                     # SQLite stores NaN as NULL: refused here
+        edges = tuple(v for v in edges if not (isinstance(v, float) and math.isnan(v)))
+    out: SearchStrategy[Any] = st.sampled_from(edges)
+    if ct.kind in (Kind.TEXT, Kind.OTHER):
         piece = st.text(_SAFE_CHARS, max_size=10)
         with_nul = st.builds(lambda a, b: a + "\x00" + b, piece, piece)
         out = out | with_nul | st.binary(max_size=8).map(RawText) | st.binary(max_size=8)
@@ -301,11 +304,14 @@ def _hostile(ct: ColumnType) -> SearchStrategy[Any]:
 
 def values(column: ColumnSpec, *, hostile: bool = False, edge: bool = True,
            big: bool = False) -> SearchStrategy[Any]:
-    """Values of ``column`` as an application writes them (None only when nullable)."""
+    """Values of ``column`` as an application writes them (None only when nullable);
+    ``hostile=True`` mixes :func:`hostile_values` in."""
     ct = column_type(column)
-    out = _valid(ct, edge)
+    out = _general(ct)
+    if edge:
+        out = st.sampled_from(edge_values(column)) | out
     if hostile:
-        out = out | _hostile(ct)
+        out = out | hostile_values(column)
     if big and ct.kind in (Kind.TEXT, Kind.OTHER) and ct.length is None:
         out = out | st.just(big_text())
     if big and ct.kind is Kind.BLOB:
@@ -337,7 +343,8 @@ def rows(table: TableSpec, *, hostile: bool = False, edge: bool = True, big: boo
     the parent keys a foreign-key column may take (without them a nullable one is None and
     a NOT NULL one is an error); ``keys`` replaces :func:`key_values` for the primary key.
     A column with a DEFAULT, and a nullable one, may be left out (the database fills it).
-    The primary key is never hostile (it names the record everywhere)."""
+    ``hostile=True``: a valid row in which one or two columns hold a hostile value
+    (:func:`hostile_values`); the primary key, fixed and foreign-key columns stay valid."""
     fixed = dict(fixed or {})
     references = references or {}
     fk_cols = {c for fk in table.foreign_keys for c in fk.columns}
@@ -359,13 +366,27 @@ def rows(table: TableSpec, *, hostile: bool = False, edge: bool = True, big: boo
             parts[name] = (st.none() if col.nullable else st.nothing()) | \
                 st.sampled_from(choices) if choices else st.none()
             continue
-        parts[name] = values(col, hostile=hostile, edge=edge, big=big)
+        parts[name] = values(col, edge=edge, big=big)
         if col.default is not None or col.nullable:
             optional.add(name)
     present = st.fixed_dictionaries({n: st.booleans() for n in sorted(optional)})
-    full = st.fixed_dictionaries(parts)
-    return st.builds(lambda row, keep: {k: v for k, v in row.items() if keep.get(k, True)},
-                     full, present)
+    valid = st.builds(lambda row, keep: {k: v for k, v in row.items() if keep.get(k, True)},
+                      st.fixed_dictionaries(parts), present)
+    targets = [c for c in table.columns if c.name not in fixed and c.name not in fk_cols
+               and c.name != table.primary_key]
+    if not hostile or not targets:
+        return valid
+
+    @st.composite
+    def spoiled(draw: st.DrawFn) -> dict[str, Any]:
+        row = draw(valid)
+        cols = draw(st.lists(st.sampled_from(targets), min_size=1, max_size=2,
+                             unique_by=lambda c: c.name))
+        for col in cols:
+            row[col.name] = draw(hostile_values(col))
+        return row
+
+    return spoiled()
 
 
 def unique_rows(table: TableSpec, *, min_size: int = 0, max_size: int = 10,
