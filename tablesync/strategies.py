@@ -404,3 +404,19 @@ def insert(table: TableSpec, row: Mapping[str, Any]) -> tuple[str, list[Any]]:
     sql = (f"INSERT INTO {ident(table.name, 'sqlite')} "
            f"({', '.join(ident(c, 'sqlite') for c in cols)}) VALUES ({', '.join(marks)})")
     return sql, [bytes(v) if isinstance(v, RawText) else v for v in (row[c] for c in cols)]
+
+
+def update(table: TableSpec, row: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``UPDATE table SET ... WHERE key = ?`` for SQLite setting every column of ``row``
+    but the primary key (which ``row`` must hold), with its parameters."""
+    key = table.primary_key
+    cols = [c for c in row if c != key]
+    if not cols:
+        raise ValueError(f"table {table.name}: an update needs a column besides {key!r}")
+    sets = ", ".join(f"{ident(c, 'sqlite')} = "
+                     f"{'CAST(? AS TEXT)' if isinstance(row[c], RawText) else '?'}"
+                     for c in cols)
+    sql = (f"UPDATE {ident(table.name, 'sqlite')} SET {sets} "
+           f"WHERE {ident(key, 'sqlite')} = ?")
+    return sql, [*(bytes(v) if isinstance(v, RawText) else v for v in (row[c] for c in cols)),
+                 row[key]]

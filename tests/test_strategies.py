@@ -215,3 +215,15 @@ def test_hostile_rows_spoil_one_or_two_columns_of_a_valid_row() -> None:
         assert row.get("parent") in (None, "p1")
 
     keys_fixed_and_references_stay_valid()
+
+
+def test_update_sets_every_column_but_the_key_and_stores_raw_text_as_text() -> None:
+    db = sqlite3.connect(":memory:")
+    db.text_factory = bytes
+    db.execute(sqlite_sql.table_sql(PARSED.ddl))
+    db.execute(*S.insert(TABLE, {"id": "k'1", "owner": "a", "body": "x"}))
+    db.execute(*S.update(TABLE, {"id": "k'1", "body": S.RawText(b"\xff"), "n": 5}))
+    assert db.execute('SELECT body, typeof(body), n FROM "Odd Table"').fetchone() == \
+        (b"\xff", b"text", 5)
+    with pytest.raises(ValueError, match="Odd Table"):
+        S.update(TABLE, {"id": "k'1"})

@@ -2,7 +2,8 @@
 and hostile values of every type) are written on replica A with plain sqlite3, A pushes,
 replica B pulls; then A, the server and B hold identical values for the row (after the
 server's canonicalisation, which A adopts), or the row is parked on A with a reason and
-the canary written after it arrived everywhere.
+the canary written after it arrived everywhere. Valid rows are also updated to other
+drawn values (the UPDATE path), and every edge value is written once.
 
 The stack (PostgreSQL database, devserver, two engines of one system: A and a fresh
 database B, each claiming the system id only while it syncs) is built once per module.
@@ -214,21 +215,22 @@ def _exact_columns(table: TableSpec) -> list[str]:
 
 
 def write_then_check(stack: Stack, rows: list[dict[str, Any]], *,
-                     valid: bool = False) -> list[str]:
-    """Write ``rows`` (fresh record ids) and a canary after them on A with plain sqlite3,
-    sync A then B, and check each row: identical on A, the server and B, or parked on A
-    with a reason and absent elsewhere. ``valid``: the rows are valid writes, whose
-    values of :data:`EXACT` types must still be what SQLite held right after the write.
-    Returns what happened to each row."""
+                     valid: bool = False, update: bool = False) -> dict[str, str]:
+    """Write ``rows`` (fresh record ids; ``update``: UPDATE the records of those ids,
+    which must exist) and a canary after them on A with plain sqlite3, sync A then B, and
+    check each row: identical on A, the server and B, or parked on A with a reason and
+    absent elsewhere. ``valid``: the rows are valid writes, whose values of
+    :data:`EXACT` types must still be what SQLite held right after the write. Returns
+    what happened to each row, by record id, in the order of ``rows``."""
     table, key = stack.table, stack.table.primary_key
     n = next(_ids)
     written: dict[str, dict[str, Any]] = {}
     outcome: dict[str, str] = {}
-    ids = [f"e{n}.{i}:{row[key]}" for i, row in enumerate(rows)]
+    ids = [row[key] if update else f"e{n}.{i}:{row[key]}" for i, row in enumerate(rows)]
     for rid, row in zip(ids, rows):
         row = {**row, key: rid}
         try:
-            stack.app.execute(*strategies.insert(table, row))
+            stack.app.execute(*(strategies.update if update else strategies.insert)(table, row))
         except sqlite3.IntegrityError:           # a write the application cannot make
             outcome[rid] = "refused by SQLite"
             continue
@@ -246,7 +248,8 @@ def write_then_check(stack: Stack, rows: list[dict[str, Any]], *,
     for rid, row in written.items():
         if rid in reasons:
             assert reasons[rid].strip(), rid
-            assert rid not in on_server and rid not in on_b, (rid, reasons[rid])
+            if not update:                       # an earlier version may be there
+                assert rid not in on_server and rid not in on_b, (rid, reasons[rid])
             outcome[rid] = "parked"
             continue
         assert rid in on_server, f"{rid!r} neither parked nor on the server ({row!r})"
@@ -257,7 +260,7 @@ def write_then_check(stack: Stack, rows: list[dict[str, Any]], *,
                 assert on_a[rid][col] == before[rid][col], (rid, col, before[rid][col],
                                                             on_a[rid][col])
         outcome[rid] = "identical"
-    return [outcome[r] for r in ids]
+    return {r: outcome[r] for r in ids}
 
 
 def _rows(stack_table: TableSpec, hostile: bool) -> st.SearchStrategy[dict[str, Any]]:
@@ -275,7 +278,21 @@ _SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
 def test_valid_rows_arrive_identical_on_a_the_server_and_b(stack: Stack,
                                                            data: st.DataObject) -> None:
     row = data.draw(_rows(stack.table, hostile=False))
-    assert write_then_check(stack, [row], valid=True) == ["identical"]
+    assert list(write_then_check(stack, [row], valid=True).values()) == ["identical"]
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_valid_rows_updated_to_other_values_arrive_identical(stack: Stack,
+                                                             data: st.DataObject) -> None:
+    first = data.draw(_rows(stack.table, hostile=False))
+    second = data.draw(_rows(stack.table, hostile=False))
+    key = stack.table.primary_key
+    ((rid, what),) = write_then_check(stack, [first], valid=True).items()
+    assert what == "identical"
+    changes = {c: v for c, v in second.items() if c not in (key, "user")} or {"n": 1}
+    assert list(write_then_check(stack, [{key: rid, **changes}], valid=True,
+                                 update=True).values()) == ["identical"]
 
 
 @_SETTINGS
@@ -283,7 +300,7 @@ def test_valid_rows_arrive_identical_on_a_the_server_and_b(stack: Stack,
 def test_hostile_rows_arrive_identical_or_are_parked_with_a_reason(stack: Stack,
                                                                    data: st.DataObject) -> None:
     row = data.draw(_rows(stack.table, hostile=True))
-    for what in write_then_check(stack, [row]):
+    for what in write_then_check(stack, [row]).values():
         event(what)
 
 
@@ -297,12 +314,12 @@ def _edge_rows(table: TableSpec, hostile: bool) -> list[dict[str, Any]]:
 def test_every_valid_edge_value_arrives_identical(stack: Stack) -> None:
     rows = _edge_rows(stack.table, hostile=False)
     assert len(rows) > 100
-    assert set(write_then_check(stack, rows, valid=True)) == {"identical"}
+    assert set(write_then_check(stack, rows, valid=True).values()) == {"identical"}
 
 
 def test_every_hostile_edge_value_arrives_identical_or_is_parked(stack: Stack) -> None:
     rows = _edge_rows(stack.table, hostile=True)
-    outcomes = write_then_check(stack, rows)
+    outcomes = list(write_then_check(stack, rows).values())
     assert {"identical", "parked"} <= set(outcomes) <= {"identical", "parked",
                                                        "refused by SQLite"}
 
@@ -310,4 +327,4 @@ def test_every_hostile_edge_value_arrives_identical_or_is_parked(stack: Stack) -
 def test_a_10_mb_text_and_a_1_mib_blob_round_trip(stack: Stack) -> None:
     row = {"ID": "big", "user": A, "with space": strategies.big_text(),
            "bin": strategies.big_blob()}
-    assert write_then_check(stack, [row], valid=True) == ["identical"]
+    assert list(write_then_check(stack, [row], valid=True).values()) == ["identical"]
