@@ -84,7 +84,8 @@ def row(i: int, system: str) -> tuple[Any, ...]:
             f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
             f"2024-01-01T{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}",
             f"2024-06-01T{i % 24:02d}:{i % 60:02d}:00+00:00", f"{i % 24:02d}:30:00",
-            json.dumps({"i": i, "tags": ["a", "b"], "nested": {"ok": True}}, separators=(", ", ": ")),
+            json.dumps({"i": i, "tags": ["a", "b"], "nested": {"ok": True}},
+                       separators=(", ", ": ")),
             str(uuid.UUID(int=i * 7919 + 1)))
 
 

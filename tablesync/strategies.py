@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from tablesync.errors import ConfigError, TablesyncError
 from tablesync.model import ColumnSpec, TableSpec
 from tablesync.sql.base import ident, pg_type
 
@@ -341,7 +342,7 @@ def rows(table: TableSpec, *, hostile: bool = False, edge: bool = True, big: boo
 
     ``fixed`` pins columns (e.g. the scope column to the system id); ``references`` gives
     the parent keys a foreign-key column may take (without them a nullable one is None and
-    a NOT NULL one is an error); ``keys`` replaces :func:`key_values` for the primary key.
+    a NOT NULL one is a ConfigError); ``keys`` replaces :func:`key_values` for the key.
     A column with a DEFAULT, and a nullable one, may be left out (the database fills it).
     ``hostile=True``: a valid row in which one or two columns hold a hostile value
     (:func:`hostile_values`); the primary key, fixed and foreign-key columns stay valid."""
@@ -361,8 +362,10 @@ def rows(table: TableSpec, *, hostile: bool = False, edge: bool = True, big: boo
         if name in fk_cols:
             choices = list(references.get(name, ()))
             if not choices and not col.nullable:
-                raise ValueError(f"table {table.name} column {name}: NOT NULL foreign key "
-                                 "needs references={column: [parent keys]}")
+                raise ConfigError(f"table {table.name} column {name}: a NOT NULL foreign key "
+                                  "has no parent keys to draw from",
+                                  location=table.schema_file or table.name,
+                                  hint="pass references={column: [parent keys]}")
             parts[name] = (st.none() if col.nullable else st.nothing()) | \
                 st.sampled_from(choices) if choices else st.none()
             continue
@@ -412,7 +415,7 @@ def update(table: TableSpec, row: Mapping[str, Any]) -> tuple[str, list[Any]]:
     key = table.primary_key
     cols = [c for c in row if c != key]
     if not cols:
-        raise ValueError(f"table {table.name}: an update needs a column besides {key!r}")
+        raise TablesyncError(f"table {table.name}: an update needs a column besides {key!r}")
     sets = ", ".join(f"{ident(c, 'sqlite')} = "
                      f"{'CAST(? AS TEXT)' if isinstance(row[c], RawText) else '?'}"
                      for c in cols)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tablesync import strategies as S
+from tablesync.errors import ConfigError, TablesyncError
 from tablesync.model import ColumnSpec, ForeignKey, TableSpec
 from tablesync.sql import sqlite as sqlite_sql
 from tablesync.sql.parse import parse_schema
@@ -168,7 +169,7 @@ def test_a_not_null_foreign_key_needs_its_parents() -> None:
     table = TableSpec("child", (ColumnSpec("id", "TEXT", False),
                                 ColumnSpec("p", "TEXT", False)), "id", "id",
                       foreign_keys=(ForeignKey(("p",), "parent", ("id",)),))
-    with pytest.raises(ValueError, match="child column p"):
+    with pytest.raises(ConfigError, match="child column p"):
         S.rows(table)
     assert draws(S.rows(table, references={"p": ["x"]}), lambda r: r["p"] == "x")
 
@@ -225,5 +226,5 @@ def test_update_sets_every_column_but_the_key_and_stores_raw_text_as_text() -> N
     db.execute(*S.update(TABLE, {"id": "k'1", "body": S.RawText(b"\xff"), "n": 5}))
     assert db.execute('SELECT body, typeof(body), n FROM "Odd Table"').fetchone() == \
         (b"\xff", b"text", 5)
-    with pytest.raises(ValueError, match="Odd Table"):
+    with pytest.raises(TablesyncError, match="Odd Table"):
         S.update(TABLE, {"id": "k'1"})
