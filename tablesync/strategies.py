@@ -8,14 +8,16 @@ Values are in the form an application writes through plain ``sqlite3`` (docs/typ
   ``1.234`` in a NUMERIC(12,2)). NOT NULL, declared lengths (VARCHAR(n), NUMERIC(p,s)),
   primary keys and foreign keys (``references=``) are respected. Such a row is never
   parked.
-- **hostile** (``hostile=True``): the valid values plus values a careless application
-  writes: NUL in text, text that is not valid UTF-8 (:class:`RawText`), a BLOB in a TEXT
-  column, NaN and +-Infinity, impossible dates, text in a number column, JSON that is not
-  JSON. Each must either arrive identically everywhere or be parked with a reason.
+- **hostile** (``hostile=True``): values a careless application writes, mixed in
+  (:func:`values`) or spoiling one or two columns of a valid row (:func:`rows`): NUL in
+  text, text that is not valid UTF-8 (:class:`RawText`), a BLOB in a TEXT column, NaN and
+  +-Infinity, impossible dates, text in a number column, JSON that is not JSON. Each must
+  either arrive identically everywhere or be parked with a reason.
 
 ``edge=True`` mixes in the edge values of each type (+-(2^63-1), -0.0, 1e-300, emoji and
 RTL text, empty and 64 KiB blobs, odd offsets, nested JSON...); ``big=True`` adds the
-10 MB text and the 1 MiB blob. :func:`insert` renders a drawn row as an INSERT statement.
+10 MB text and the 1 MiB blob. :func:`insert` and :func:`update` render a drawn row as
+a statement with its parameters.
 """
 
 from __future__ import annotations
@@ -163,12 +165,10 @@ WRONG_TYPE: tuple[Any, ...] = ("abc", "", "1,5")       # text where a number is 
 @functools.lru_cache(maxsize=1)
 def big_text() -> str:
     """A 10 MB text (UTF-8 bytes) of ASCII, emoji, RTL and combining characters."""
-    unit = "plain ascii " + _EMOJI + " " + _RTL + " e\u0301\n"
-    n = BIG_TEXT_BYTES // len(unit.encode()) + 1
-    text = unit * n
-    while len(text.encode()) > BIG_TEXT_BYTES:
-        text = text[:-1]
-    return text
+    unit = ("plain ascii " + _EMOJI + " " + _RTL + " e\u0301\n").encode()
+    raw = (unit * (BIG_TEXT_BYTES // len(unit) + 1))[:BIG_TEXT_BYTES]
+    text = raw.decode("utf-8", "ignore")        # a character cut in two is dropped...
+    return text + "x" * (BIG_TEXT_BYTES - len(text.encode()))   # ...and made up in ASCII
 
 
 @functools.lru_cache(maxsize=1)
