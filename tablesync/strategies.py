@@ -380,16 +380,14 @@ def rows(table: TableSpec, *, hostile: bool = False, edge: bool = True, big: boo
     if not hostile or not targets:
         return valid
 
-    @st.composite
-    def spoiled(draw: st.DrawFn) -> dict[str, Any]:
-        row = draw(valid)
-        cols = draw(st.lists(st.sampled_from(targets), min_size=1, max_size=2,
-                             unique_by=lambda c: c.name))
-        for col in cols:
-            row[col.name] = draw(hostile_values(col))
-        return row
+    def spoil(picked: tuple[dict[str, Any], list[ColumnSpec]]) -> SearchStrategy[dict[str, Any]]:
+        row, cols = picked
+        bad = st.fixed_dictionaries({c.name: hostile_values(c) for c in cols})
+        return bad.map(lambda values: {**row, **values})
 
-    return spoiled()
+    cols = st.lists(st.sampled_from(targets), min_size=1, max_size=2,
+                    unique_by=lambda c: c.name)
+    return st.tuples(valid, cols).flatmap(spoil)
 
 
 def unique_rows(table: TableSpec, *, min_size: int = 0, max_size: int = 10,
