@@ -269,7 +269,6 @@ def _rows(stack_table: TableSpec, hostile: bool) -> st.SearchStrategy[dict[str, 
 
 _SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.too_slow,
-                                            HealthCheck.function_scoped_fixture,
                                             HealthCheck.data_too_large])
 
 
