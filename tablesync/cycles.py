@@ -57,6 +57,8 @@ class SyncSummary:
     rejected: int = 0
     parked: int = 0
     errors: list[str] = field(default_factory=list)
+    # per table: {"pushed": n, "pulled": n, "applied": n} (tables with any of them)
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Cycles:
@@ -242,7 +244,7 @@ class Cycles:
         if any(hlc is not None for _c, hlc in skewed):
             batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
-        self._note(summary, pushed=len(batch),
+        self._note(summary, table=batch[0].table, pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
@@ -500,7 +502,7 @@ class Cycles:
                 if seq > seen.get(key, -1):
                     seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
-        self._note(summary, pulled=len(page.rows), applied=len(applied),
+        self._note(summary, table=spec.name, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))
         self._notify(applied)
 
@@ -565,11 +567,11 @@ class Cycles:
             if spec is None or not isinstance(row, dict):
                 continue
             applied = self._apply_rows(spec, self.admit(spec, [row]))
-            self._note(summary, applied=len(applied))
+            self._note(summary, table=spec.name, applied=len(applied))
             self._notify(applied)
 
     @staticmethod
-    def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
+    def _note(summary: SyncSummary | None, *, table: str = "", pushed: int = 0, pulled: int = 0,
               applied: int = 0, rejected: int = 0, parked: int = 0, error: str = "") -> None:
         if summary is None:
             return
@@ -580,3 +582,8 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+        if table and (pushed or pulled or applied):
+            counts = summary.tables.setdefault(table, {"pushed": 0, "pulled": 0, "applied": 0})
+            counts["pushed"] += pushed
+            counts["pulled"] += pulled
+            counts["applied"] += applied

@@ -1,0 +1,72 @@
+"""Logging for the command line: one line per record on stderr, every line stamped in UTC.
+
+Text lines read ``2026-01-31T12:00:00.123Z INFO tablesync.engine: message``; with JSON on,
+each line is one object with ``ts``, ``level``, ``logger`` and ``msg`` (plus ``exc`` for a
+traceback). ``tablesync --log-level LEVEL --log-json`` (or ``TABLESYNC_LOG_LEVEL`` /
+``TABLESYNC_LOG_JSON``) choose; ``tablesync run`` shows INFO by default, other commands
+WARNING. Library code never configures logging: an embedding app keeps its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+__all__ = ["LEVELS", "JsonFormatter", "UtcFormatter", "configure", "parse_level"]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HANDLER_NAME = "tablesync-cli"
+
+
+def _utc(record: logging.LogRecord) -> str:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z")
+
+
+class UtcFormatter(logging.Formatter):
+    """``<ISO UTC> <LEVEL> <logger>: <message>`` (traceback lines follow, as usual)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_utc(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` (+ ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": _utc(record), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def parse_level(text: str) -> int:
+    """A level name (any case) or number; ValueError naming the choices otherwise."""
+    name = text.strip().upper()
+    if name in LEVELS:
+        return int(getattr(logging, name))
+    if name.isdigit():
+        return int(name)
+    raise ValueError(f"unknown log level {text!r} (one of {', '.join(LEVELS)})")
+
+
+def configure(level: int, *, json_lines: bool = False, stream: TextIO | None = None) -> None:
+    """Send records at ``level`` and above to ``stream`` (stderr) in the chosen format.
+    Idempotent: a second call replaces the handler the first one installed."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(JsonFormatter() if json_lines else UtcFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
