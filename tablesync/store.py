@@ -43,7 +43,10 @@ from tablesync.migrations import migrate
 from tablesync.model import ApplyOutcome, Change
 from tablesync.localdb import metas
 from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
-from tablesync.reset import ResetResult, reset_store
+from tablesync.parked import ParkedRecord, list_parked
+from tablesync.parked import drop as drop_parked
+from tablesync.parked import retry as retry_parked
+from tablesync.reset import ResetResult, db_path, reset_store
 from tablesync.sql.wire import codec
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
@@ -370,6 +373,26 @@ class LocalStore:
                                       "_tablesync_parked ORDER BY parked_at").fetchall()
         return [{"table": t, "record_id": r, "reason": why, "parked_at": at}
                 for t, r, why, at in rows]
+
+    def parked_records(self, limit: int = 1000) -> list[ParkedRecord]:
+        """Parked pushes and refused pulls with their reasons (:mod:`tablesync.parked`)."""
+        with self._tx("DEFERRED") as conn:
+            return list_parked(conn, limit, self._specs)
+
+    def retry_parked(self, table: str, record_id: str, kind: str | None = None) -> int:
+        """Release one parked/refused record (:func:`tablesync.parked.retry`)."""
+        with self._tx() as conn:
+            return retry_parked(conn, table, record_id, kind)
+
+    def drop_parked(self, table: str, record_id: str, backup_dir: Path | None = None,
+                    kind: str | None = None) -> Path:
+        """Give one parked/refused record up after a 0600 backup (default folder: next to
+        the database); the backup's path (:func:`tablesync.parked.drop`)."""
+        with self._tx() as conn:
+            folder = backup_dir if backup_dir is not None else Path(db_path(conn)).parent
+            path = drop_parked(conn, table, record_id, folder, self._specs, kind)
+        log.warning("dropped parked record %s %r; backup in %s", table, record_id, path)
+        return path
 
     def stats(self) -> QueueStats:
         with self._tx("DEFERRED") as conn:
