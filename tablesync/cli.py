@@ -1,7 +1,10 @@
 """The ``tablesync`` command line: parses arguments, calls the library, prints results.
 
-The only module that imports typer. Every :class:`~tablesync.errors.TablesyncError` is
-turned into one red line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+With :mod:`tablesync.cli_sync` (the ``sync`` subcommands) and :mod:`tablesync.cliutil`
+(error handling), the only modules that import typer. Every
+:class:`~tablesync.errors.TablesyncError` is turned into one red line on stderr and a
+non-zero exit; ``--debug`` shows the traceback. Global options set up logging
+(:mod:`tablesync.logsetup`); ``--install-completion``/``--show-completion`` come from typer.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ CONFINED = {
     "sqlglot": ("sql/",),
     "httpx": ("remote/rest.py", "devserver/"),
     "websockets": ("remote/realtime", "devserver/"),
-    "typer": ("cli.py",),
+    "typer": ("cli.py", "cli_sync.py", "cliutil.py"),
     "starlette": ("web", "devserver/"),
     "uvicorn": ("web", "devserver/"),
     "psycopg": ("devserver/",),
