@@ -64,7 +64,7 @@ def main(
         level = parse_level(log_level or default)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
-    configure(level, json_lines=log_json)
+    ctx.call_on_close(configure(level, json_lines=log_json))
 
 
 @app.command()

@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 __all__ = ["LEVELS", "JsonFormatter", "UtcFormatter", "configure", "parse_level"]
 
@@ -57,10 +57,14 @@ def parse_level(text: str) -> int:
     raise ValueError(f"unknown log level {text!r} (one of {', '.join(LEVELS)})")
 
 
-def configure(level: int, *, json_lines: bool = False, stream: TextIO | None = None) -> None:
-    """Send records at ``level`` and above to ``stream`` (stderr) in the chosen format.
-    Idempotent: a second call replaces the handler the first one installed."""
+def configure(level: int, *, json_lines: bool = False,
+              stream: TextIO | None = None) -> Callable[[], None]:
+    """Send records at ``level`` and above to ``stream`` (stderr) in the chosen format;
+    returns the function that undoes it (the CLI calls it when the command ends, so a
+    command run in-process, e.g. by tests, leaves the root logger as it found it).
+    A second call replaces the handler the first one installed."""
     root = logging.getLogger()
+    old_level = root.level
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
@@ -69,4 +73,9 @@ def configure(level: int, *, json_lines: bool = False, stream: TextIO | None = N
     handler.setFormatter(JsonFormatter() if json_lines else UtcFormatter())
     root.addHandler(handler)
     root.setLevel(level)
-    logging.captureWarnings(True)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+    return restore
