@@ -190,7 +190,8 @@ class Engine:
             return self._snap[1]
         alive = self._thread is not None and self._thread.is_alive()
         # ended without stop(): it crashed (red), unlike a stopped engine
-        died = self._thread is not None and not alive and self._started.is_set()
+        died = (self._thread is not None and not alive and self._started.is_set()
+                and not self.machine.flags.stopped)
         st = self.status
         if not alive:
             websocket = "off"

@@ -20,7 +20,8 @@ States (design section 4):
                    success retries at once, so sync resumes within seconds of the backend
                    coming back, whatever the backoff delay.
 * ``failed``       sync stopped; ``reauth_required`` when the refresh token is dead or the
-                   credentials are refused (``tablesync login`` then ``sync now`` resumes).
+                   credentials are refused (after ``tablesync login`` the engine feeds
+                   ``sync_requested`` by itself, as "Sync now" does).
 
 Rules: one cycle (push or pull) at a time; a trigger that arrives while one runs is
 remembered and runs right after (never concurrently, never lost); a local change is
