@@ -11,14 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Callable, TextIO
 
-__all__ = ["LEVELS", "JsonFormatter", "UtcFormatter", "configure", "parse_level"]
+__all__ = ["LEVELS", "JsonFormatter", "UtcFormatter", "configure", "parse_level", "scrub"]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HANDLER_NAME = "tablesync-cli"
+# A second line of defence (nothing logs tokens on purpose): the shapes the status page
+# scrubs too (tablesync/web/app.py), masked in every line written.
+_SECRETS = [
+    re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # JWT
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:apikey|api_key|password|refresh_token|access_token)[\"']?\s*[:=]\s*"
+               r"[\"']?)[^\s\"'&,;]+"),
+]
+
+
+def scrub(text: str) -> str:
+    """``text`` with token-shaped substrings replaced by ``***``."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
 
 
 def _utc(record: logging.LogRecord) -> str:
@@ -33,7 +49,7 @@ class UtcFormatter(logging.Formatter):
         line = f"{_utc(record)} {record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +60,7 @@ class JsonFormatter(logging.Formatter):
                "msg": record.getMessage()}
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        return json.dumps({k: scrub(v) for k, v in doc.items()}, ensure_ascii=False)
 
 
 def parse_level(text: str) -> int:
