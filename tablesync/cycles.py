@@ -244,7 +244,7 @@ class Cycles:
         if any(hlc is not None for _c, hlc in skewed):
             batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
-        self._note(summary, table=batch[0].table, pushed=len(batch),
+        self._note(summary, table=batch[0].table if batch else "", pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)

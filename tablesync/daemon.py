@@ -151,14 +151,16 @@ def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
     pushed and pulled meanwhile comes from its ``/metrics`` counters (all of the engine's
     work in that time, whatever triggered it); per-table counts are not available."""
     url = engine["url"]
-    before, status = _counters(url), dict(engine["status"])
+    # the status API's token, when the engine's control file carries one
+    auth = {"Authorization": f"Bearer {engine['api_token']}"} if engine.get("api_token") else {}
+    before, status = _counters(url, auth), dict(engine["status"])
     request_sync(engine)
     report: dict[str, Any] = {"by": url, "finished": wait <= 0, "requested": True}
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:          # bounded by `wait`
         time.sleep(SYNC_POLL)
         try:
-            now = _http_json("GET", url + "/api/status")
+            now = _http_json("GET", url + "/api/status", auth)
         except OSError as exc:
             report["reason"] = f"the engine stopped answering: {exc}"
             return report
@@ -169,7 +171,7 @@ def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
         if now.get("state") == "Connected" and now.get("last_sync_at") != status.get(
                 "last_sync_at"):
             report["finished"] = True
-            after = _counters(url)
+            after = _counters(url, auth)
             report.update(
                 pushed=int(after["pushed"] - before["pushed"]),
                 pulled=int(after["pulled"] - before["pulled"]),
@@ -182,7 +184,7 @@ def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
     return report
 
 
-def _counters(url: str) -> dict[str, float]:
+def _counters(url: str, headers: dict[str, str]) -> dict[str, float]:
     """The engine's pushed/pulled change counters from its ``/metrics``."""
     names = {"tablesync_changes_pushed_total": "pushed",
              "tablesync_changes_pulled_total": "pulled"}
@@ -190,7 +192,8 @@ def _counters(url: str) -> dict[str, float]:
     if not url.startswith("http://127.") and not url.startswith("http://[::1]"):
         raise OSError(f"refusing to contact a non-loopback engine at {url}")
     try:
-        with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:  # noqa: S310
+        req = urllib.request.Request(url + "/metrics", headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
             text = resp.read(5_000_000).decode("utf-8", "replace")
     except (urllib.error.URLError, OSError):
         return out
