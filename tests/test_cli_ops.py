@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from tablesync.cli import app
 from tablesync.project import load_project
 from tablesync.store import LocalStore
+from tablesync.vault import Secret, Tokens, Vault
 
 from reliability.stack import write_config
 
@@ -155,3 +156,16 @@ def test_sync_parked_lists_retries_and_drops_with_a_backup(tmp_path: Path) -> No
     assert json.loads(backup.read_text())["record_id"] == "t9"
     res = runner.invoke(app, ["sync", "parked", "--config", str(cfg)])
     assert res.output.strip() == "nothing parked"
+
+
+def test_tokens_of_another_project_url_are_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text(write_config(tmp_path, None, A).read_text().replace(
+        "[sync]", '[supabase]\nurl = "http://127.0.0.1:9"\nanon_key = "k"\n'
+        'email = "a@example.com"\n[sync]'))
+    Vault(tmp_path / f"{A}-auth.json").save(Tokens(Secret("x"), Secret("y"), 4e9, "u",
+                                                  "https://old.example.supabase.co"))
+    res = CliRunner().invoke(app, ["sync", "now", "--config", str(cfg)])
+    assert res.exit_code == 1
+    assert ("stored tokens belong to https://old.example.supabase.co, this config points at "
+            "http://127.0.0.1:9; run `tablesync login`") in res.output
