@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from tablesync.cli_sync import sync_app
-from tablesync.cliutil import EXIT_ERROR, handle_errors, state
+from tablesync.cliutil import EXIT_ERROR, announce_migration, handle_errors, state
 from tablesync.errors import TablesyncError
 
 if TYPE_CHECKING:
@@ -81,21 +81,31 @@ def generate(
     config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
     out: str = typer.Option("generated", "--out", "-o",
                             help="Output folder (relative to the current directory)."),
+    supabase_dir: Optional[str] = typer.Option(
+        None, "--supabase-dir",
+        help="Supabase CLI folder for migrations/ and tablesync-schema.json "
+             "(default: supabase/ next to sync.toml)."),
     check: bool = typer.Option(False, "--check",
-                               help="Write nothing; exit 1 naming stale files (for CI)."),
+                               help="Write nothing; exit 1 naming stale files or a due "
+                                    "migration (for CI)."),
     migrate: bool = typer.Option(True, "--migrate/--no-migrate",
                                  help="Also migrate the local SQLite database if it exists."),
+    accept_manual: bool = typer.Option(
+        False, "--accept-manual",
+        help="Record refused schema changes as done by hand (docs/schema-changes.md)."),
 ) -> None:
-    """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
-    from pathlib import Path
-
+    """Write the migration due in supabase/migrations/, sqlite.sql, supabase.sql,
+    realtime.json and schemas/sync.schema.json; migrate the local database."""
     from tablesync.generate import artifacts, stale as stale_files, write
     from tablesync.project import load_project
+    from tablesync.supabase_migrations import due, plan, write_plan
 
     project = load_project(config)
     arts = artifacts(project, Path(out))
+    sdir = Path(supabase_dir) if supabase_dir else project.config.base_dir / "supabase"
+    todo = plan(project, sdir, accept=accept_manual)  # refuses before anything is touched
     if check:
-        stale = stale_files(arts)
+        stale = stale_files(arts) + due(todo)
         if stale:
             typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
                         + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
@@ -107,12 +117,19 @@ def generate(
         from tablesync.migrations import migrate_database
 
         for step in migrate_database(db, project):
-            typer.echo(f"migrated {db}: {step}")
-    changed = write(arts)
+            typer.echo(f"changed {db}: {step}")
+    for note in todo.diff.notes:
+        typer.echo(f"note: {note}")
+    for name in todo.diff.removed:
+        typer.echo(f"table {name} is no longer synced: the server keeps its table and rows")
+    changed = write(arts) + write_plan(todo)
     for path in changed:
         typer.echo(f"wrote {path}")
-    if not changed:
-        typer.echo("generated files are up to date")
+    if todo.migrations:
+        typer.echo("next: apply the migration to the server (`supabase db push`), then "
+                   "update the replicas (docs/schema-changes.md)")
+    else:
+        typer.echo("schema unchanged since the last migration: nothing changed")
 
 
 HOSTED = "Hosted behaviours (docs/devserver.md)"
@@ -226,6 +243,7 @@ def run_engine(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     project = load_project(config)
+    announce_migration(project)
     with build_engine(project) as engine:
         engine.on_state(lambda st: typer.echo(
             f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))

@@ -15,7 +15,7 @@ from typing import Any, Optional, Tuple
 
 import typer
 
-from tablesync.cliutil import EXIT_ERROR, handle_errors
+from tablesync.cliutil import EXIT_ERROR, announce_migration, handle_errors
 
 __all__ = ["sync_app"]
 
@@ -47,6 +47,7 @@ def sync_now(
     if running is not None:
         report = daemon.sync_and_wait(running, wait)
     else:
+        announce_migration(project, err=True)
         with daemon.build_engine(project) as engine:
             before = engine.store.stats()
             summary = engine.sync_once()
@@ -105,6 +106,7 @@ def sync_status(
     if running is not None:
         data = dict(running["status"])
     else:
+        announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             data = store_snapshot(store, project.config.system.id).to_dict()
@@ -143,6 +145,7 @@ def sync_parked(
     if retry and drop:
         raise TablesyncError("give --retry or --drop, not both")
     project = load_project(config)
+    announce_migration(project, err=True)
     store = LocalStore.open(project)
     try:
         if retry:
@@ -182,7 +185,9 @@ def sync_conflicts(
     from tablesync.project import load_project
     from tablesync.store import LocalStore
 
-    store = LocalStore.open(load_project(config))
+    project = load_project(config)
+    announce_migration(project, err=True)
+    store = LocalStore.open(project)
     try:
         rows = store.conflicts(limit)
     finally:
@@ -223,6 +228,7 @@ def sync_reset(
         removed = int(data.get("removed_rows", 0))
         where = f"by the running engine ({running['url']})"
     else:
+        announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             result = store.reset(discard_pending=discard_pending)

@@ -14,7 +14,7 @@ import typer
 
 from tablesync.errors import ConfigError, TablesyncError
 
-__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "handle_errors", "state"]
+__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "announce_migration", "handle_errors", "state"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 state = {"debug": False}
@@ -39,3 +39,14 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def announce_migration(project: Any, err: bool = False) -> None:
+    """Migrate the database before the store opens it, printing every change made (on
+    stderr with ``err``, for commands whose stdout is data)."""
+    from tablesync.migrations import migrate_database
+
+    db = project.config.database_path
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for step in migrate_database(db, project):
+        typer.echo(f"changed {db}: {step}", err=err)
