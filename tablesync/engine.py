@@ -12,7 +12,9 @@ cycle in the caller's thread (``sync_once()``). All decisions come from
   connection every ``watch_interval`` seconds (the app writes with plain sqlite3, maybe in
   another process), and fed to the machine as :class:`~tablesync.machine.LocalChange`.
 
-Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`tablesync.snapshot`.
+Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`tablesync.snapshot`;
+Realtime changes in :mod:`tablesync.hints`; sign-in in :mod:`tablesync.signin`. Every failure
+is noted with its cause (:mod:`tablesync.causes`).
 """
 
 from __future__ import annotations
