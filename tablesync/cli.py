@@ -250,8 +250,9 @@ def run_engine(
         status = StatusServer.from_config(engine, project.config.status)
         if status is not None:
             status.start()
-            daemon.write_control(project, status.url, status.csrf_token)
-            typer.echo(f"status page: {status.url}")
+            daemon.write_control(project, status.url, status.csrf_token, status.api_token)
+            typer.echo(f"status page: {status.login_link()}  (one-time link; "
+                       f"`tablesync sync page` prints a fresh one)")
         engine.start()
         try:
             while not stop.wait(0.5):

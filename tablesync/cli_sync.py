@@ -19,7 +19,8 @@ from tablesync.cliutil import EXIT_ERROR, announce_migration, handle_errors
 
 __all__ = ["sync_app"]
 
-sync_app = typer.Typer(help="Operate a system's sync: now, status, parked, conflicts, reset.",
+sync_app = typer.Typer(help="Operate a system's sync: now, status, parked, page, conflicts, "
+                       "reset.",
                        no_args_is_help=True)
 
 CONFIG = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml.")
@@ -85,6 +86,29 @@ def _print_sync(r: dict[str, Any]) -> None:
                    f"applied {counts['applied']}")
     for error in r.get("errors", []):
         typer.echo(f"  error: {error}")
+
+
+@sync_app.command("page")
+@handle_errors
+def sync_page(
+    config: str = CONFIG,
+) -> None:
+    """Print a fresh one-time link to the running engine's status page (open it in a
+    browser; it sets the page's cookie). Reads the engine's 0600 token file."""
+    from tablesync import daemon
+    from tablesync.errors import TablesyncError
+    from tablesync.project import load_project
+
+    project = load_project(config)
+    running = daemon.running_engine(project)
+    if running is None:
+        raise TablesyncError(f"no running engine with a status page for {config}",
+                             hint="start one with `tablesync run` and [status] port set")
+    try:
+        link = daemon.request_link(running)
+    except OSError as exc:
+        raise TablesyncError(f"the engine at {running['url']} gave no page link: {exc}") from exc
+    typer.echo(link)
 
 
 @sync_app.command("status")

@@ -130,8 +130,7 @@ class Engine:
         self._realtime: Any = None
         self._realtime_task: asyncio.Task[Any] | None = None
         self._live: set[str] = set()
-        self._started = threading.Event()
-        self._done = threading.Event()
+        self._started, self._done = threading.Event(), threading.Event()
         self._metrics = Metrics()
         self.cycles = (Cycles(project, self.store, remote, batch_size=self.batch_size,
                               metrics=self._metrics, notify=self._notify,
@@ -143,7 +142,7 @@ class Engine:
         self._hints = RealtimeApply(project, self.store, self.cycles, metrics=self._metrics,
                                     notify=self._notify, catch_up=self._catch_up_for)
         path = self.store.path
-        self._reader = StatusReader(path) if path else None
+        self._reader = StatusReader(path, project) if path else None
         self._login = LoginWatch(getattr(getattr(session, "vault", None), "path", None))
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
@@ -212,9 +211,10 @@ class Engine:
             reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
             last_error=st.last_error or None, cause=self.cause.value)
         # never the store's lock: it may be held for a write waiting on a locked database
-        snap = (self._reader.snapshot(self.project.config.system.id, **live)
-                if self._reader is not None
-                else store_snapshot(self.store, self.project.config.system.id, **live))
+        snap = self._metrics.activity.decorate(
+            self._reader.snapshot(self.project.config.system.id, **live)
+            if self._reader is not None
+            else store_snapshot(self.store, self.project.config.system.id, **live))
         self._snap = (now, snap)
         return snap
 
@@ -353,6 +353,7 @@ class Engine:
         if isinstance(ins, ScheduleTimer):
             self._schedule(ins.name, ins.delay)
         elif isinstance(ins, CancelTimer):
+            self._metrics.activity.cancel(ins.name)
             handle = self._timers.pop(ins.name, None)
             if handle is not None:
                 handle.cancel()
@@ -384,6 +385,7 @@ class Engine:
 
     def _schedule(self, name: str, delay: float) -> None:
         assert self._loop is not None
+        self._metrics.activity.schedule(name, delay)
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()

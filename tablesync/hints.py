@@ -85,6 +85,7 @@ class RealtimeApply:
             self._catch_up(f"cannot apply a realtime {spec.name} change: {exc}", cause)
             return
         self.metrics.changes_pulled.inc(len(applied))
+        self.metrics.activity.pulled(spec.name, len(rows or []))
         self._notify(applied)
 
     def _apply_exit(self, event: ChangeEvent) -> None:

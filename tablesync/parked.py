@@ -35,8 +35,8 @@ class ParkedRecord:
     """One record waiting for a human.
 
     ``kind`` is :data:`PUSH` (a local change the server refused: parked) or :data:`PULL`
-    (a server row this replica refused). ``since`` is the UTC time it was parked or last
-    refused; ``pending`` the unsynced queue entries held back (push); ``tries`` how often
+    (a server row this replica refused). ``since`` is the time it was parked or last
+    refused (ISO-8601 UTC, ``Z``); ``pending`` the unsynced queue entries held back (push); ``tries`` how often
     the row was refused (pull); ``version`` the newest version concerned as a decimal
     string (exact: HLC integers exceed JavaScript's range), or None; ``row`` the data
     concerned: the latest pending image (push) or the refused server row (pull), or None.
@@ -58,28 +58,31 @@ class ParkedRecord:
 
 
 def list_parked(conn: sqlite3.Connection, limit: int = 1000,
-                specs: Mapping[str, TableSpec] | None = None) -> list[ParkedRecord]:
-    """Parked pushes then refused pulls, each oldest first; at most ``limit`` of each.
+                specs: Mapping[str, TableSpec] | None = None, *,
+                record: tuple[str, str] | None = None) -> list[ParkedRecord]:
+    """Parked pushes then refused pulls, each oldest first; at most ``limit`` of each
+    (only those of ``record``, a (table, record id) pair, when given).
 
     A push's ``row`` is the local row (read through ``specs``; without them, or for a
     deleted record, the last queue entry's image, which only deletes carry)."""
+    where, args = ("WHERE table_name = ? AND record_id = ?", [*record]) if record else ("", [])
     out: list[ParkedRecord] = []
     for table, rid, reason, at in conn.execute(
-            "SELECT table_name, record_id, reason, parked_at FROM _tablesync_parked "
-            "ORDER BY parked_at, table_name, record_id LIMIT ?", (limit,)).fetchall():
+            f"SELECT table_name, record_id, reason, parked_at FROM _tablesync_parked {where} "
+            f"ORDER BY parked_at, table_name, record_id LIMIT ?", (*args, limit)).fetchall():
         entries = _pending(conn, table, rid)
         latest = entries[-1] if entries else None
         spec = (specs or {}).get(table)
         row = images(conn, spec, [rid]).get(rid) if spec is not None else None
         out.append(ParkedRecord(
-            PUSH, table, rid, reason, at, pending=len(entries),
+            PUSH, table, rid, reason, _iso(at), pending=len(entries),
             version=str(latest["hlc"]) if latest and latest["hlc"] else None,
             row=row if row is not None else (latest["record_data"] if latest else None)))
     for table, rid, reason, at, tries, hlc, img in conn.execute(
-            "SELECT table_name, record_id, reason, refused_at, tries, hlc, row FROM "
-            "_tablesync_refused ORDER BY refused_at, table_name, record_id LIMIT ?",
-            (limit,)).fetchall():
-        out.append(ParkedRecord(PULL, table, rid, reason, at, tries=tries,
+            f"SELECT table_name, record_id, reason, refused_at, tries, hlc, row FROM "
+            f"_tablesync_refused {where} ORDER BY refused_at, table_name, record_id LIMIT ?",
+            (*args, limit)).fetchall():
+        out.append(ParkedRecord(PULL, table, rid, reason, _iso(at), tries=tries,
                                 version=str(hlc) if hlc is not None else None,
                                 row=_loads(img)))
     return out
@@ -129,8 +132,8 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
     :class:`StoreError` naming the record when it is in neither list.
     """
     _check_kind(kind)
-    records = [r for r in list_parked(conn, 1_000_000, specs)
-               if r.table == table and r.record_id == key and kind in (None, r.kind)]
+    records = [r for r in list_parked(conn, 1, specs, record=(table, key))
+               if kind in (None, r.kind)]
     if not records:
         raise StoreError(f"no parked record {table} {key!r}" + (f" ({kind})" if kind else ""))
     kinds = {r.kind for r in records}
@@ -140,7 +143,7 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
     backup = {"table": table, "record_id": key, "dropped_at": _utc(),
               "records": [r.to_dict() for r in records], "queue_entries": entries,
               "local_row": current}
-    path = _write_backup(backup_dir, table, key, backup)
+    path = write_backup(backup_dir, table, key, backup)
     if PUSH in kinds:
         conn.execute("UPDATE sync_queue SET synced_at = ?, last_error = 'dropped' WHERE "
                      "synced_at IS NULL AND table_name = ? AND record_id = ?",
@@ -156,6 +159,12 @@ def drop(conn: sqlite3.Connection, table: str, key: str, backup_dir: Path,
         conn.execute("DELETE FROM _tablesync_refused WHERE table_name = ? AND record_id = ?",
                      (table, key))
     return path
+
+
+def _iso(sqlite_utc: str) -> str:
+    """SQLite's UTC ``YYYY-MM-DD HH:MM:SS.mmm`` as ISO-8601 with ``Z``."""
+    text = str(sqlite_utc).strip().replace(" ", "T")
+    return text if text.endswith("Z") or "+" in text else text + "Z"
 
 
 def _check_kind(kind: str | None) -> None:
@@ -188,8 +197,9 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _write_backup(folder: Path, table: str, key: str, data: dict[str, Any]) -> Path:
-    """``data`` as a new 0600 JSON file in ``folder`` (fsynced); its path."""
+def write_backup(folder: Path, table: str, key: str, data: dict[str, Any]) -> Path:
+    """``data`` as a new 0600 JSON file ``dropped-<table>-<key>-<time>.json`` in
+    ``folder`` (fsynced); its path."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{table}-{key}")[:80]
     path = folder / f"dropped-{safe}-{stamp}.json"

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from tablesync.conflicts import recent_conflicts
 from tablesync.machine import State
 from tablesync.status import StatusSnapshot
-from tablesync.store import QueueStats, queue_stats
+from tablesync.config import Project
+from tablesync.store import QueueStats, queue_stats, table_counts
 
 __all__ = ["READ_BUSY_TIMEOUT", "StatusReader", "StoreCounts", "store_snapshot"]
 
@@ -29,16 +30,21 @@ READ_BUSY_TIMEOUT = 0.03               # seconds a status read waits for a lock
 class StoreCounts(Protocol):
     """What a snapshot reads: :class:`~tablesync.store.LocalStore` or :class:`StatusReader`."""
 
+    project: Project
+
     def stats(self) -> QueueStats: ...
 
     def conflicts(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def table_counts(self) -> dict[str, dict[str, int]]: ...
 
 
 class StatusReader:
     """The status half of the store on a private read-only connection (thread-safe)."""
 
-    def __init__(self, path: str | Path, busy_timeout: float = READ_BUSY_TIMEOUT) -> None:
-        self.path, self.busy_timeout = Path(path), busy_timeout
+    def __init__(self, path: str | Path, project: Project,
+                 busy_timeout: float = READ_BUSY_TIMEOUT) -> None:
+        self.path, self.project, self.busy_timeout = Path(path), project, busy_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._last: StatusSnapshot | None = None
@@ -64,6 +70,15 @@ class StatusReader:
     def conflicts(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
             return recent_conflicts(self._connection(), limit)
+
+    def table_counts(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                return table_counts(conn, [t.name for t in self.project.tables])
+            finally:
+                conn.execute("COMMIT")
 
     def snapshot(self, system_id: str, **live: Any) -> StatusSnapshot:
         """:func:`store_snapshot` through this reader; if the database cannot be read now
@@ -101,7 +116,11 @@ def store_snapshot(store: StoreCounts, system_id: str, *, state: str = State.STO
     if oldest is not None:
         age = max(0.0, (now - datetime.fromisoformat(oldest.replace("Z", "+00:00")))
                   .total_seconds())
+    tables = store.table_counts()
+    sb = store.project.config.supabase
     return StatusSnapshot(
+        backend_url=sb.url if sb is not None else None, tables=tables,
+        refused=sum(t["refused"] for t in tables.values()),
         system_id=system_id, state=state, engine_alive=engine_alive,
         queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
         last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,

@@ -51,7 +51,8 @@ from tablesync.sql.wire import codec
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
 __all__ = ["CHUNK", "DEFAULT_MAX_RETRIES", "ROWS_PER_INSERT", "LocalStore", "Pending",
-           "QueueStats", "ResetResult", "_Fresh", "queue_stats", "utcnow"]   # re-exported for their users
+           "QueueStats", "ResetResult", "_Fresh", "queue_stats", "table_counts",
+           "utcnow"]   # re-exported for their users
 
 log = logging.getLogger("tablesync.store")
 
@@ -81,6 +82,27 @@ def queue_stats(conn: sqlite3.Connection) -> QueueStats:
     (conflicts,) = conn.execute("SELECT count(*) FROM _tablesync_conflicts").fetchone()
     (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
     return QueueStats(depth, records, oldest, parked, conflicts, last)
+
+
+def table_counts(conn: sqlite3.Connection, tables: Iterable[str]) -> dict[str, dict[str, int]]:
+    """:meth:`LocalStore.table_counts` read on ``conn`` (inside the caller's read
+    transaction); every name of ``tables`` is present, with zeros when idle."""
+    def zero() -> dict[str, int]:
+        return {"queued": 0, "queued_records": 0, "parked": 0, "refused": 0}
+
+    out = {name: zero() for name in tables}
+    for table, entries, records in conn.execute(
+            "SELECT q.table_name, count(*), count(DISTINCT q.record_id) FROM "
+            "sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+            "_tablesync_parked p WHERE p.table_name = q.table_name AND "
+            "p.record_id = q.record_id) GROUP BY q.table_name"):
+        row = out.setdefault(table, zero())
+        row["queued"], row["queued_records"] = entries, records
+    for source, key in (("_tablesync_parked", "parked"), ("_tablesync_refused", "refused")):
+        for table, n in conn.execute(f"SELECT table_name, count(*) FROM {source} "
+                                     f"GROUP BY table_name"):
+            out.setdefault(table, zero())[key] = n
+    return out
 
 
 class LocalStore:
@@ -393,6 +415,12 @@ class LocalStore:
             path = drop_parked(conn, table, record_id, folder, self._specs, kind)
         log.warning("dropped parked record %s %r; backup in %s", table, record_id, path)
         return path
+
+    def table_counts(self) -> dict[str, dict[str, int]]:
+        """Per synced table: pending entries and records not parked (``queued``,
+        ``queued_records``), parked records and refused server rows."""
+        with self._tx("DEFERRED") as conn:
+            return table_counts(conn, self._specs)
 
     def stats(self) -> QueueStats:
         with self._tx("DEFERRED") as conn:

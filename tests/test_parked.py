@@ -62,6 +62,7 @@ def test_lists_parked_pushes_and_refused_pulls_with_reasons(store: LocalStore,
     assert push.row is not None and push.row["name"] == "mine"
     assert push.version is not None and int(push.version) > 0
     assert pull.reason == "version beyond the clock bound" and pull.tries == 1
+    assert push.since.endswith("Z") and "T" in push.since
     assert pull.version == str(BIG)                      # a string, exact
     assert json.loads(json.dumps(pull.to_dict()))["version"] == "117721298593447936"
 
@@ -145,3 +146,18 @@ def test_a_failed_backup_drops_nothing(store: LocalStore, tmp_path: Path) -> Non
     with pytest.raises(StoreError, match="nothing was dropped"):
         store.drop_parked("projects", "p1", backup_dir=blocker / "sub")
     assert [r.record_id for r in store.parked_records()] == ["p1"]
+
+
+def test_drop_and_retry_touch_only_their_record(store: LocalStore, tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    _park_new(store, db, "p1")
+    _park_new(store, db, "p2")
+    store.refuse("projects", "p1", "constraint", _server_row("p1", 7))   # p1 both ways
+    store.drop_parked("projects", "p1", backup_dir=tmp_path, kind=PUSH)
+    assert [(r.kind, r.record_id) for r in store.parked_records()] == [
+        (PUSH, "p2"), (PULL, "p1")]
+    assert store.retry_parked("projects", "p1") == 1                      # the pull only
+    assert [(r.kind, r.record_id) for r in store.parked_records()] == [
+        (PUSH, "p2"), (PULL, "p1")]
+    with sqlite3.connect(db) as a:
+        assert a.execute("SELECT id FROM projects ORDER BY id").fetchall() == [("p2",)]

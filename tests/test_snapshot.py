@@ -21,13 +21,13 @@ A = "system-a"
 
 
 def test_a_locked_database_gives_the_last_counts_marked_stale_at_once(tmp_path: Path) -> None:
-    store = LocalStore.open(load_project(write_config(tmp_path, None, A)))
-    store.close()
+    project = load_project(write_config(tmp_path, None, A))
+    LocalStore.open(project).close()
     db = tmp_path / f"{A}.db"
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("PRAGMA journal_mode = DELETE")   # here a writer's lock blocks readers too
     app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t1', ?, 'x')", (A,))
-    reader = StatusReader(db)
+    reader = StatusReader(db, project)
     try:
         first = reader.snapshot(A, state="Connected", engine_alive=True)
         assert (first.queue_depth, first.stale) == (1, False)
@@ -46,14 +46,14 @@ def test_a_locked_database_gives_the_last_counts_marked_stale_at_once(tmp_path: 
 
 
 def test_no_good_read_yet_is_an_error_not_made_up_counts(tmp_path: Path) -> None:
-    store = LocalStore.open(load_project(write_config(tmp_path, None, A)))
-    store.close()
+    project = load_project(write_config(tmp_path, None, A))
+    LocalStore.open(project).close()
     db = tmp_path / f"{A}.db"
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("PRAGMA journal_mode = DELETE")
     app.execute("BEGIN EXCLUSIVE")
     app.execute("INSERT INTO tasks (id, system_id, title) VALUES ('t1', ?, 'x')", (A,))
-    reader = StatusReader(db)
+    reader = StatusReader(db, project)
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             reader.snapshot(A)
