@@ -82,8 +82,8 @@ def _print_sync(r: dict[str, Any]) -> None:
                + f", conflicts {r['conflicts']}, parked {r['parked']}"
                + (f", rejected {r['rejected']}" if r.get("rejected") else ""))
     for table, counts in sorted(r.get("tables", {}).items()):
-        typer.echo(f"  {table}: pushed {counts['pushed']}, pulled {counts['pulled']}, "
-                   f"applied {counts['applied']}")
+        applied = f", applied {counts['applied']}" if "applied" in counts else ""
+        typer.echo(f"  {table}: pushed {counts['pushed']}, pulled {counts['pulled']}{applied}")
     for error in r.get("errors", []):
         typer.echo(f"  error: {error}")
 

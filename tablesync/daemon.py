@@ -165,11 +165,10 @@ SYNC_POLL = 0.1                         # seconds between status reads while wai
 def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
     """Press "Sync now" on a running engine and wait (up to ``wait`` seconds) until its
     cycle is over: the last successful sync moved and the state is ``Connected``. What it
-    pushed and pulled meanwhile comes from its ``/metrics`` counters (all of the engine's
-    work in that time, whatever triggered it); per-table counts are not available."""
+    pushed and pulled meanwhile comes from its ``/metrics`` counters, per table from the
+    snapshot's ``tables`` (all of the engine's work in that time, whatever triggered it)."""
     url = engine["url"]
-    # the status API's token, when the engine's control file carries one
-    auth = {"Authorization": f"Bearer {engine['api_token']}"} if engine.get("api_token") else {}
+    auth = _auth(str(engine.get("api_token", "")))
     before, status = _counters(url, auth), dict(engine["status"])
     request_sync(engine)
     report: dict[str, Any] = {"by": url, "finished": wait <= 0, "requested": True}
@@ -194,11 +193,26 @@ def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
                 pulled=int(after["pulled"] - before["pulled"]),
                 conflicts=max(0, int(now.get("conflicts_24h", 0))
                               - int(status.get("conflicts_24h", 0))),
-                parked=int(now.get("parked", 0)), queue_depth=int(now.get("queue_depth", 0)))
+                parked=int(now.get("parked", 0)), queue_depth=int(now.get("queue_depth", 0)),
+                tables=_table_deltas(status.get("tables"), now.get("tables")))
             return report
     if not report["finished"]:
         report.setdefault("reason", "timed out")
     return report
+
+
+def _table_deltas(before: Any, after: Any) -> dict[str, dict[str, int]]:
+    """Per table, what ``pushed``/``pulled`` grew by between two snapshots' ``tables``."""
+    out: dict[str, dict[str, int]] = {}
+    if not isinstance(after, dict):
+        return out
+    old = before if isinstance(before, dict) else {}
+    for name, counts in after.items():
+        was = old.get(name) or {}
+        delta = {k: int(counts.get(k, 0)) - int(was.get(k, 0)) for k in ("pushed", "pulled")}
+        if any(delta.values()):
+            out[name] = delta
+    return out
 
 
 def _counters(url: str, headers: dict[str, str]) -> dict[str, float]:
