@@ -147,7 +147,9 @@ def test_status_api_answers_within_100ms_while_the_store_waits_on_a_lock(
         for _ in range(3):
             time.sleep(0.25)                     # past the snapshot's 0.2 s cache
             t0 = time.perf_counter()
-            with urllib.request.urlopen(server.url + "/api/status", timeout=5) as resp:
+            req = urllib.request.Request(server.url + "/api/status", headers={
+                "Authorization": f"Bearer {server.api_token}"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 body = json.loads(resp.read())
             assert time.perf_counter() - t0 < 0.1, "status API blocked by the store"
             assert body["state"] == "LocalOnly" and body["queue_depth"] == 0
