@@ -4,7 +4,9 @@ Text lines read ``2026-01-31T12:00:00.123Z INFO tablesync.engine: message``; wit
 each line is one object with ``ts``, ``level``, ``logger`` and ``msg`` (plus ``exc`` for a
 traceback). ``tablesync --log-level LEVEL --log-json`` (or ``TABLESYNC_LOG_LEVEL`` /
 ``TABLESYNC_LOG_JSON``) choose; ``tablesync run`` shows INFO by default, other commands
-WARNING. Library code never configures logging: an embedding app keeps its own.
+WARNING. Other libraries' records (sqlglot, httpx, uvicorn's access log, ...) show from
+ERROR up, all of them with DEBUG. Library code never configures logging: an embedding app
+keeps its own.
 """
 
 from __future__ import annotations
@@ -73,6 +75,18 @@ def parse_level(text: str) -> int:
     raise ValueError(f"unknown log level {text!r} (one of {', '.join(LEVELS)})")
 
 
+class _OursFirst(logging.Filter):
+    """tablesync's records at the chosen level; other libraries' from ERROR (all at DEBUG)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.name == "tablesync" or record.name.startswith("tablesync.")
+                or record.levelno >= logging.ERROR or self.level <= logging.DEBUG)
+
+
 def configure(level: int, *, json_lines: bool = False,
               stream: TextIO | None = None) -> Callable[[], None]:
     """Send records at ``level`` and above to ``stream`` (stderr) in the chosen format;
@@ -87,6 +101,7 @@ def configure(level: int, *, json_lines: bool = False,
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json_lines else UtcFormatter())
+    handler.addFilter(_OursFirst(level))
     root.addHandler(handler)
     root.setLevel(level)
 

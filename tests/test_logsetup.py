@@ -48,6 +48,18 @@ def test_json_lines() -> None:
     assert "ValueError: boom" in docs[1]["exc"]
 
 
+def test_other_libraries_show_from_error_unless_debug() -> None:
+    for level, shown in ((logging.INFO, ["ERROR"]), (logging.DEBUG, ["WARNING", "ERROR"])):
+        out = io.StringIO()
+        restore = configure(level, stream=out)
+        try:
+            logging.getLogger("sqlglot").warning("unsupported syntax")
+            logging.getLogger("uvicorn.error").error("bind failed")
+        finally:
+            restore()
+        assert [line.split()[1] for line in out.getvalue().splitlines()] == shown
+
+
 def test_configure_is_undone_and_levels_parse() -> None:
     root = logging.getLogger()
     before = (root.level, list(root.handlers))
