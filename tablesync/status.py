@@ -66,7 +66,8 @@ class StatusSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["indicator"] = self.indicator
+        d["indicator"], d["reasons"] = verdict(self)
+        d["cause_text"] = describe(self.cause)
         return d
 
 
