@@ -1,110 +1,71 @@
 """The ``tablesync`` command line: parses arguments, calls the library, prints results.
 
-The only module that imports typer. Every :class:`~tablesync.errors.TablesyncError` is
-turned into one red line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+With :mod:`tablesync.cli_sync` (the ``sync`` subcommands) and :mod:`tablesync.cliutil`
+(error handling), the only modules that import typer. Every
+:class:`~tablesync.errors.TablesyncError` is turned into one red line on stderr and a
+non-zero exit; ``--debug`` shows the traceback. Global options set up logging
+(:mod:`tablesync.logsetup`); ``--install-completion``/``--show-completion`` come from typer.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from tablesync.errors import ConfigError, TablesyncError
+from tablesync.cli_sync import sync_app
+from tablesync.cliutil import (EXIT_ERROR, BackfillProgress, announce_migration, handle_errors,
+                                state)
+from tablesync.errors import TablesyncError
 
 if TYPE_CHECKING:
     from tablesync.vault import Secret
 
 app = typer.Typer(
     help="Offline-first sync between local SQLite databases and Supabase.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False,
 )
-sync_app = typer.Typer(help="Operate a system's sync: now, status, conflicts, reset.",
-                       no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
 
-F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": False}
-
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
+# commands that log at INFO unless told otherwise (long-running: the log is their output)
+INFO_COMMANDS = ("run", "demo", "devserver")
 
 
-class BackfillProgress:
-    """Prints a progress bar line per table whose pre-existing rows are being pushed
-    (``read()`` gives :attr:`StatusSnapshot.backfill`), from a thread that stops with the
-    ``with`` block; a line when a table's count moved, at most every ``every`` seconds."""
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as _v
 
-    def __init__(self, read: Callable[[], dict[str, dict[str, Any]]],
-                 every: float = 1.0) -> None:
-        import threading
-
-        self._read, self._every = read, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tablesync-progress",
-                                        daemon=True)
-        self._shown: dict[str, tuple[int, bool]] = {}
-        self._done_before: set[str] = set()
-
-    def __enter__(self) -> BackfillProgress:
-        self._done_before = {t for t, b in self._safe_read().items() if b.get("finished")}
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.show()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self.show()
-
-    def _safe_read(self) -> dict[str, dict[str, Any]]:
-        try:
-            return self._read()
-        except TablesyncError:
-            return {}
-
-    def show(self) -> None:
-        """Print the tables whose progress changed since the last call."""
-        from tablesync.status import progress_bar
-
-        for table, b in sorted(self._safe_read().items()):
-            now = (int(b.get("done", 0)), bool(b.get("finished")))
-            if table in self._done_before or not b.get("total"):
-                continue                        # finished before this command, or empty
-            if self._shown.get(table) != now:
-                self._shown[table] = now
-                typer.echo(progress_bar(table, b))
-
-
-def handle_errors(func: F) -> F:
-    """Turn TablesyncError into one line on stderr and an exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TablesyncError as exc:
-            if _state["debug"]:
-                raise
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
-        except KeyboardInterrupt:
-            raise typer.Exit(130)
-
-    return wrapper  # type: ignore[return-value]
+        typer.echo(f"tablesync {_v('tablesync')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def main(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    log_level: Optional[str] = typer.Option(
+        None, "--log-level", envvar="TABLESYNC_LOG_LEVEL", metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO for run, demo and "
+        "devserver, else WARNING)."),
+    log_json: bool = typer.Option(False, "--log-json", envvar="TABLESYNC_LOG_JSON",
+                                  help="Log one JSON object per line (ts, level, logger, "
+                                  "msg)."),
+    show_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="Print the version and exit."),
+) -> None:
     """tablesync: declarative table sync between SQLite and Supabase."""
-    _state["debug"] = debug
+    from tablesync.logsetup import configure, parse_level
+
+    state["debug"] = debug
+    default = "INFO" if ctx.invoked_subcommand in INFO_COMMANDS else "WARNING"
+    try:
+        level = parse_level(log_level or default)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+    ctx.call_on_close(configure(level, json_lines=log_json))
 
 
 @app.command()
@@ -121,21 +82,31 @@ def generate(
     config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
     out: str = typer.Option("generated", "--out", "-o",
                             help="Output folder (relative to the current directory)."),
+    supabase_dir: Optional[str] = typer.Option(
+        None, "--supabase-dir",
+        help="Supabase CLI folder for migrations/ and tablesync-schema.json "
+             "(default: supabase/ next to sync.toml)."),
     check: bool = typer.Option(False, "--check",
-                               help="Write nothing; exit 1 naming stale files (for CI)."),
+                               help="Write nothing; exit 1 naming stale files or a due "
+                                    "migration (for CI)."),
     migrate: bool = typer.Option(True, "--migrate/--no-migrate",
                                  help="Also migrate the local SQLite database if it exists."),
+    accept_manual: bool = typer.Option(
+        False, "--accept-manual",
+        help="Record refused schema changes as done by hand (docs/schema-changes.md)."),
 ) -> None:
-    """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
-    from pathlib import Path
-
+    """Write the migration due in supabase/migrations/, sqlite.sql, supabase.sql,
+    realtime.json and schemas/sync.schema.json; migrate the local database."""
     from tablesync.generate import artifacts, stale as stale_files, write
     from tablesync.project import load_project
+    from tablesync.supabase_migrations import due, plan, write_plan
 
     project = load_project(config)
     arts = artifacts(project, Path(out))
+    sdir = Path(supabase_dir) if supabase_dir else project.config.base_dir / "supabase"
+    todo = plan(project, sdir, accept=accept_manual)  # refuses before anything is touched
     if check:
-        stale = stale_files(arts)
+        stale = stale_files(arts) + due(todo)
         if stale:
             typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
                         + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
@@ -147,12 +118,19 @@ def generate(
         from tablesync.migrations import migrate_database
 
         for step in migrate_database(db, project):
-            typer.echo(f"migrated {db}: {step}")
-    changed = write(arts)
+            typer.echo(f"changed {db}: {step}")
+    for note in todo.diff.notes:
+        typer.echo(f"note: {note}")
+    for name in todo.diff.removed:
+        typer.echo(f"table {name} is no longer synced: the server keeps its table and rows")
+    changed = write(arts) + write_plan(todo)
     for path in changed:
         typer.echo(f"wrote {path}")
-    if not changed:
-        typer.echo("generated files are up to date")
+    if todo.migrations:
+        typer.echo("next: apply the migration to the server (`supabase db push`), then "
+                   "update the replicas (docs/schema-changes.md)")
+    else:
+        typer.echo("schema unchanged since the last migration: nothing changed")
 
 
 HOSTED = "Hosted behaviours (docs/devserver.md)"
@@ -192,6 +170,9 @@ def devserver(
     private_only_channels: bool = typer.Option(
         False, "--private-only-channels", rich_help_panel=HOSTED,
         help="Refuse joins of public Realtime channels (hosted: 'Allow public access' off)."),
+    realtime_max_payload_kb: int = typer.Option(
+        256, "--realtime-max-payload-kb", rich_help_panel=HOSTED,
+        help="Largest Broadcast payload in KB; larger ones are dropped (hosted free: 256)."),
     refresh_lock_timeout: float = typer.Option(
         5.0, "--refresh-lock-timeout", rich_help_panel=HOSTED,
         help="Seconds a token refresh waits for a concurrent refresh of the same token "
@@ -218,6 +199,7 @@ def devserver(
             anon_statement_timeout=anon_statement_timeout, toast_omission=toast_omission,
             realtime_rate_limit=realtime_rate_limit,
             private_only_channels=private_only_channels,
+            realtime_max_payload_kb=realtime_max_payload_kb,
             refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
     except DevServerError as exc:
         raise TablesyncError(exc.args[0], hint=exc.hint) from exc
@@ -266,14 +248,16 @@ def run_engine(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     project = load_project(config)
+    announce_migration(project)
     with build_engine(project) as engine:
         engine.on_state(lambda st: typer.echo(
             f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))
         status = StatusServer.from_config(engine, project.config.status)
         if status is not None:
             status.start()
-            daemon.write_control(project, status.url, status.csrf_token)
-            typer.echo(f"status page: {status.url}")
+            daemon.write_control(project, status.url, status.csrf_token, status.api_token)
+            typer.echo(f"status page: {status.login_link()}  (one-time link; "
+                       f"`tablesync sync page` prints a fresh one)")
         engine.start()
         try:
             with BackfillProgress(engine.store.backfill_progress):
@@ -327,133 +311,6 @@ def provision(
     user = session.provision(load_config(config), system_id=system_id, email=email,
                              password=_password("New user's password"))
     typer.echo(f"created user {user['id']} ({email}) for system {system_id}")
-
-
-@sync_app.command("now")
-@handle_errors
-def sync_now(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-) -> None:
-    """Push and catch up now: asks the running engine, else syncs once in this process."""
-    from tablesync import daemon
-    from tablesync.project import load_project
-
-    project = load_project(config)
-    running = daemon.running_engine(project)
-    if running is not None:
-        daemon.request_sync(running)
-        typer.echo(f"sync requested from the running engine ({running['url']})")
-        return
-    with daemon.build_engine(project) as engine:
-        with BackfillProgress(engine.store.backfill_progress):
-            summary = engine.sync_once()
-    typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
-               f"(applied {summary.applied}), parked {summary.parked}, "
-               f"rejected {summary.rejected}")
-
-
-@sync_app.command("status")
-@handle_errors
-def sync_status(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
-) -> None:
-    """State, last successful sync, queue depth, oldest change, parked, conflicts (24 h)."""
-    from tablesync import daemon
-    from tablesync.snapshot import store_snapshot
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    project = load_project(config)
-    running = daemon.running_engine(project)
-    if running is not None:
-        data = dict(running["status"])
-    else:
-        store = LocalStore.open(project)
-        try:
-            data = store_snapshot(store, project.config.system.id).to_dict()
-        finally:
-            store.close()
-    if as_json:
-        typer.echo(json.dumps(data, sort_keys=True))
-        return
-    for key in ("state", "indicator", "last_sync_at", "queue_depth", "oldest_queued_at",
-                "parked", "conflicts_24h", "websocket", "reauth_required", "last_error"):
-        typer.echo(f"{key.replace('_', ' '):<18}{data.get(key)}")
-    from tablesync.status import StatusSnapshot, backfill_lines
-
-    for table, why in sorted((data.get("server_behind") or {}).items()):
-        typer.echo(f"{'server behind':<18}{why}")
-    snap = StatusSnapshot(system_id="", state="", engine_alive=False, queue_depth=0,
-                          backfill=dict(data.get("backfill") or {}))
-    for line in backfill_lines(snap):
-        typer.echo(f"{'backfill':<18}{line}")
-
-
-@sync_app.command("conflicts")
-@handle_errors
-def sync_conflicts(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    limit: int = typer.Option(50, "--limit", help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-) -> None:
-    """List recorded conflicts (both versions), newest first."""
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    store = LocalStore.open(load_project(config))
-    try:
-        rows = store.conflicts(limit)
-    finally:
-        store.close()
-    for c in rows:
-        if as_json:
-            typer.echo(json.dumps(c, sort_keys=True, default=str))
-        else:
-            typer.echo(f"{c['resolved_at']}  {c['table']} {c['record_id']}: {c['reason']} "
-                       f"(winner {c['winner'].get('version')}, loser {c['loser'].get('version')})")
-    if not rows and not as_json:
-        typer.echo("no conflicts")
-
-
-@sync_app.command("reset")
-@handle_errors
-def sync_reset(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    discard_pending: bool = typer.Option(
-        False, "--discard-pending",
-        help="Drop unsynced changes (saved to a 0600 JSON lines backup file first)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-) -> None:
-    """Clear the queue and re-sync everything from the server (full catch-up)."""
-    from tablesync import daemon
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    project = load_project(config)
-    if not yes:
-        what = " and DISCARD unsynced changes (backed up first)" if discard_pending else ""
-        typer.confirm(f"Reset sync state of {project.config.database_path}{what}?",
-                      abort=True)
-    running = daemon.running_engine(project)
-    if running is not None:
-        data = daemon.request_reset(running, discard_pending)
-        discarded, backup = int(data.get("discarded", 0)), data.get("backup")
-        removed = int(data.get("removed_rows", 0))
-        where = f"by the running engine ({running['url']})"
-    else:
-        store = LocalStore.open(project)
-        try:
-            result = store.reset(discard_pending=discard_pending)
-        finally:
-            store.close()
-        discarded, removed = result.discarded, result.removed_rows
-        backup = str(result.backup) if result.backup else None
-        where = "in the database (no running engine; the next sync catches up in full)"
-    if backup:
-        typer.echo(f"{discarded} unsynced change(s) saved to {backup}; "
-                   f"{removed} never-synced row(s) removed locally")
-    typer.echo(f"reset done {where}")
 
 
 @app.command()

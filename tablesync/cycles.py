@@ -17,10 +17,10 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from tablesync.behind import ServerSchema, partial_rows
+from tablesync.causes import LOCAL_CAUSES, Cause, classify
 from tablesync.clock import SystemClock, WallClock, too_far_ahead
 from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
                               TransientRemoteError)
@@ -33,6 +33,7 @@ from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page,
 from tablesync.rows import row_from_state
 from tablesync.sender import NotSent, Sender, server_hlc
 from tablesync.store import LocalStore
+from tablesync.summary import SyncSummary, note
 
 log = logging.getLogger("tablesync.engine")
 
@@ -47,18 +48,6 @@ PREFETCH_DEPTH = 16                             # ... near the end of a chunk, s
 __all__ = ["Cycles", "PENDING_CHUNK", "SyncSummary"]
 
 
-@dataclass
-class SyncSummary:
-    """What one ``sync_once()`` did."""
-
-    pushed: int = 0
-    pulled: int = 0
-    applied: int = 0
-    rejected: int = 0
-    parked: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
 class Cycles:
     """Push and pull for one project; called from one thread at a time.
 
@@ -67,13 +56,13 @@ class Cycles:
         batch_size: records per apply request.
         metrics: counters to feed.
         notify: called with remote changes applied locally (for callbacks).
-        on_error: called with a one-line description of every failure.
+        on_error: called with a one-line description of every failure and its cause.
     """
 
     def __init__(self, project: Project, store: LocalStore, remote: Remote, *,
                  batch_size: int, metrics: Metrics,
                  notify: Callable[[Iterable[Change]], None],
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str, Cause], None]) -> None:
         self.project, self.store, self.remote = project, store, remote
         self.batch_size, self.metrics = batch_size, metrics
         self._notify, self._error = notify, on_error
@@ -118,20 +107,29 @@ class Cycles:
         outcomes; returns when no request is in flight. Tables the server lacks are held
         (:mod:`tablesync.behind`); rows that predate sync are queued by the backfill.
 
-        Pipelined: up to ``PIPELINE_DEPTH`` batches (``PREFETCH_DEPTH`` near the end of a
-        chunk) are encoded and queued for one sender thread, which sends them strictly one
-        after another (k+1 only after k's answer, never after a failure) while this thread
-        acknowledges answered batches in order; the next chunk is read (:meth:`_prefetch`)
-        while queued batches are sent. The run ends after about ``RUN_SECONDS``, when the
-        queue is drained, or at the first failure: the failed batch and every batch queued
-        after it go back to the front of the backlog, in order, unacknowledged."""
+        Pipelined (docs/engine.md): up to ``PIPELINE_DEPTH`` batches queued for one sender
+        thread, sent strictly one after another; answered ones acknowledged in order here.
+        Ends after about ``RUN_SECONDS``, when drained, or at the first failure (that batch
+        and those queued after it go back to the front of the backlog, unacknowledged)."""
+        self.metrics.activity.push_started()
+        going_on = False                        # a failed run ends the drain's progress
         try:
-            self.schema.check()
-            return self._push_run(summary)
-        except RemoteError as exc:              # a schema probe failed (network...)
-            outcome, retry, unreachable = self._failure(exc)
-            return PushResult(outcome, retry_after=retry, unreachable=unreachable)
+            try:
+                self.schema.check()
+            except RemoteError as exc:          # a schema probe failed (network...)
+                cause = classify(exc)
+                self._error(str(exc), cause)
+                t = isinstance(exc, TransientRemoteError)
+                return PushResult(RunOutcome.AUTH if isinstance(exc, AuthError) else
+                                  RunOutcome.TRANSIENT if t else RunOutcome.PAYLOAD,
+                                  retry_after=getattr(exc, "retry_after", None),
+                                  unreachable=t and exc.status is None, cause=cause.value)
+            result = self._push_run(summary)
+            going_on = result.backlog and result.outcome in (RunOutcome.OK,
+                                                             RunOutcome.FORBIDDEN)
+            return result
         finally:
+            self.metrics.activity.push_finished(going_on)
             if self._unsendable:
                 self._note(summary, parked=self._unsendable)
                 self._unsendable = 0
@@ -235,7 +233,7 @@ class Cycles:
             self.store.park_changes([ch], reason)
             self._unsendable += 1
             log.error("engine: parked %s", reason)
-            self._error(f"parked {reason}")
+            self._error(f"parked {reason}", Cause.BAD_LOCAL_ROW)
         kept = [i for i in range(len(batch)) if i not in bad]
         if not kept:
             return None
@@ -247,9 +245,11 @@ class Cycles:
         if any(hlc is not None for _c, hlc in skewed):
             batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
-        self._note(summary, pushed=len(batch),
+        self._note(summary, table=batch[0].table if batch else "", pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
+        for ch in batch:
+            self.metrics.activity.pushed(ch.table)
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == Outcome.ERROR)
         self._notify(winners)
@@ -268,7 +268,7 @@ class Cycles:
             ahead = ((ch.state.version.hlc >> 16) - (hlc >> 16)) / 1000
             self._error(f"this machine's clock is about {ahead:.0f} s ahead of the server's "
                         f"(more than its max_clock_skew): re-stamped {done} record(s) "
-                        f"against the server's clock; fix the clock")
+                        f"against the server's clock; fix the clock", Cause.NONE)
             log.warning("engine: clock about %.0f s ahead of the server: re-stamped %d "
                         "record(s)", ahead, done)
         keep = [i for i, (_c, hlc) in enumerate(skewed) if hlc is None]
@@ -292,15 +292,16 @@ class Cycles:
         self.backlog.extendleft(reversed(batch))
         if not isinstance(exc, RemoteError):
             raise exc                           # a bug or an interrupt: the caller logs it
-        self._error(str(exc))
+        cause = classify(exc)
+        self._error(str(exc), cause)
         if isinstance(exc, AuthError):
-            return PushResult(RunOutcome.AUTH)
+            return PushResult(RunOutcome.AUTH, cause=cause.value)
         if isinstance(exc, TransientRemoteError) and exc.code == STATEMENT_TIMEOUT:
             return self._timed_out(batch, exc, summary)
         if isinstance(exc, TransientRemoteError):
             return PushResult(RunOutcome.TRANSIENT, retry_after=exc.retry_after,
-                              unreachable=exc.status is None)
-        return PushResult(RunOutcome.PAYLOAD)
+                              unreachable=exc.status is None, cause=cause.value)
+        return PushResult(RunOutcome.PAYLOAD, cause=cause.value)
 
     def _timed_out(self, batch: list[Change], exc: TransientRemoteError,
                    summary: SyncSummary | None) -> PushResult:
@@ -317,7 +318,7 @@ class Cycles:
                   f"SQLSTATE {STATEMENT_TIMEOUT}) even alone: {exc}")
         self.backlog.popleft()                  # parked: not resent in this drain
         parked = self.store.park_changes(batch, reason)
-        self._error(reason)
+        self._error(reason, Cause.SERVER_REFUSED)
         self._note(summary, parked=parked, error=reason)
         return PushResult(RunOutcome.OK, backlog=self._has_backlog())
 
@@ -354,7 +355,7 @@ class Cycles:
 
     def _batch_refused(self, batch: list[Change], exc: RemoteError,
                        summary: SyncSummary | None) -> PushResult:
-        self._error(str(exc))
+        self._error(str(exc), classify(exc))
         if len(batch) > 1:                      # isolate the bad record: one per request
             self.backlog.extendleft(reversed(batch))
             self._solo = len(batch)
@@ -366,10 +367,12 @@ class Cycles:
 
     def catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""
+        self.metrics.activity.pull_started()
         try:
             return self._catch_up(summary)
         finally:
             self._returned = {}
+            self.metrics.activity.pull_finished()
 
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
@@ -386,19 +389,18 @@ class Cycles:
                     if not self.schema.note_error(spec.name, exc):
                         raise
             self._catch_up_exits(mark, summary)
-        except RemoteError as exc:              # PayloadError, 4xx, auth, transient
-            outcome, retry, unreachable = self._failure(exc)
-            return PullResult(outcome, retry, unreachable=unreachable)
+        except (RemoteError, StoreError) as exc:
+            cause = classify(exc)
+            self._error(str(exc), cause)
+            if isinstance(exc, AuthError):
+                return PullResult(RunOutcome.AUTH, cause=cause.value)
+            if isinstance(exc, TransientRemoteError):
+                return PullResult(RunOutcome.TRANSIENT, exc.retry_after,
+                                  unreachable=exc.status is None, cause=cause.value)
+            if isinstance(exc, StoreError):     # locked or full here: the cursor stays,
+                return PullResult(RunOutcome.TRANSIENT, cause=cause.value)   # retried
+            return PullResult(RunOutcome.PAYLOAD, cause=cause.value)   # PayloadError, 4xx
         return PullResult(RunOutcome.OK)
-
-    def _failure(self, exc: RemoteError) -> tuple[RunOutcome, float | None, bool]:
-        """A cycle's outcome for a failed request (noted as the last error)."""
-        self._error(str(exc))
-        if isinstance(exc, AuthError):
-            return RunOutcome.AUTH, None, False
-        if isinstance(exc, TransientRemoteError):
-            return RunOutcome.TRANSIENT, exc.retry_after, exc.status is None
-        return RunOutcome.PAYLOAD, None, False
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
         """Page through ``spec``'s changes (see :meth:`_page_through`)."""
@@ -525,7 +527,9 @@ class Cycles:
                 if seq > seen.get(key, -1):
                     seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
-        self._note(summary, pulled=len(page.rows) + len(partial), applied=len(applied),
+        pulled = len(page.rows) + len(partial)
+        self.metrics.activity.pulled(spec.name, pulled)
+        self._note(summary, table=spec.name, pulled=pulled, applied=len(applied),
                    rejected=len(page.rejected) - len(partial))
         self._notify(applied)
 
@@ -556,6 +560,8 @@ class Cycles:
         try:
             applied = list(self.store.apply_remote(spec.name, rows))
         except StoreError as exc:
+            if classify(exc) in LOCAL_CAUSES:
+                raise                           # not the rows: the catch-up is retried
             if len(rows) == 1:
                 row = rows[0]
                 self._refuse(spec, str(row.get(spec.primary_key)), str(exc), row,
@@ -573,7 +579,7 @@ class Cycles:
         self._refused = True
         msg = f"refused remote row {spec.name} {rid!r}: {reason}"
         log.error("engine: %s", msg)
-        self._error(msg)
+        self._error(msg, Cause.BAD_LOCAL_ROW)
 
     def _retry_refused(self, summary: SyncSummary | None) -> None:
         """Apply again the refused rows kept with their image (first thing in a catch-up:
@@ -588,13 +594,7 @@ class Cycles:
             if spec is None or not isinstance(row, dict):
                 continue
             applied = self._apply_rows(spec, self.admit(spec, [row]))
-            self._note(summary, applied=len(applied))
+            self._note(summary, table=spec.name, applied=len(applied))
             self._notify(applied)
 
-    @staticmethod
-    def _note(summary: SyncSummary | None, *, error: str = "", **counts: int) -> None:
-        if summary is not None:
-            for name, n in counts.items():
-                setattr(summary, name, getattr(summary, name) + n)
-            if error:
-                summary.errors.append(error)
+    _note = staticmethod(note)

@@ -148,7 +148,8 @@ def test_sync_status_lists_backfill_and_other_scopes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from typer.testing import CliRunner
 
-    from tablesync.cli import BackfillProgress, app
+    from tablesync.cli import app
+    from tablesync.cliutil import BackfillProgress
 
     cfg = tmp_path / "sync.toml"
     cfg.write_text((ROOT / "sync.toml").read_text()
