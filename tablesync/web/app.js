@@ -134,6 +134,8 @@
       return bits.length ? t + ": " + bits.join("; ") : "";
     }).filter(Boolean);
     return parts.length ? parts.join(" | ") : "none";
+  }
+
   function renderProgress(s) {
     const push = s.push, pull = s.pull;
     $("progress-card").hidden = !push && !pull;
