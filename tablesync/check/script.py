@@ -1,0 +1,43 @@
+"""The readable record of one example: who wrote what, when each replica synced.
+
+The state machine adds one line per step as it runs; when an example fails, Hypothesis
+replays the shrunk example last, so the script held at the end is the shrunk one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["Script", "short"]
+
+
+def short(value: Any, width: int = 24) -> str:
+    """``value`` as a short repr (long texts and bytes cut with an ellipsis)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def row_text(data: Mapping[str, Any], keep: int = 4) -> str:
+    """A few ``column=value`` pairs of a written row."""
+    items = [f"{k}={short(v)}" for k, v in data.items()]
+    more = f", +{len(items) - keep} more" if len(items) > keep else ""
+    return ", ".join(items[:keep]) + more
+
+
+@dataclass
+class Script:
+    """Steps of one example, in order (``who: what``)."""
+
+    steps: list[str] = field(default_factory=list)
+
+    def add(self, who: str, what: str) -> None:
+        self.steps.append(f"{who}: {what}")
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def render(self) -> str:
+        """One numbered line per step."""
+        width = len(str(len(self.steps)))
+        return "\n".join(f"{i:>{width}}. {s}" for i, s in enumerate(self.steps, 1))
