@@ -23,8 +23,9 @@ from tablesync.sql.base import pg_type
 
 __all__ = ["column_values", "key_value", "kind_of"]
 
-_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
-                max_size=12)
+# mostly readable text, with quotes, spaces and a few multi-byte characters
+_ALPHABET = "abcdefxyzABC0123 '\"%_\\é日😀"
+_TEXT = st.text(alphabet=_ALPHABET, max_size=10)
 _JSON = st.recursive(st.none() | st.booleans() | st.integers(-1000, 1000)
                      | st.text(max_size=5, alphabet="abc é\"'"),
                      lambda inner: st.lists(inner, max_size=3)
@@ -87,9 +88,7 @@ def column_values(col: ColumnSpec) -> st.SearchStrategy[Any]:
         if n is not None and declared.startswith(("CHAR", "NCHAR", "CHARACTER(")):
             base = st.text(alphabet="abcXYZ019", min_size=n, max_size=n)
         else:
-            base = _TEXT if n is None else st.text(
-                alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
-                max_size=min(n, 12))
+            base = _TEXT if n is None else st.text(alphabet=_ALPHABET, max_size=min(n, 10))
     return st.none() | base if col.nullable else base
 
 
