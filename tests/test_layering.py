@@ -19,7 +19,7 @@ CONFINED = {
     "typer": ("cli.py",),
     "starlette": ("web", "devserver/"),
     "uvicorn": ("web", "devserver/"),
-    "psycopg": ("devserver/",),
+    "psycopg": ("devserver/", "check/"),
     "psycopg_pool": ("devserver/",),
     "jwt": ("devserver/",),
     "cryptography": ("vault.py", "devserver/jwt.py"),
@@ -27,7 +27,7 @@ CONFINED = {
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "events.py", "machine.py",
         "status.py", "metrics.py")
-EDGES = ("cli", "web", "devserver", "demo")
+EDGES = ("cli", "web", "devserver", "demo", "check")
 
 
 def _imports(path: Path) -> set[str]:

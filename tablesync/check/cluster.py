@@ -51,6 +51,7 @@ class Cluster:
         self.dsn = dsn
         self.schema_sql = pg_sql.schema_sql(project.tables, project.ddl)
         self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("SET synchronous_commit = off")      # a throwaway database
         try:
             self.conn.execute(self.schema_sql.encode())
         except psycopg.Error as exc:
@@ -67,7 +68,7 @@ class Cluster:
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``query`` as the superuser (the dashboard); rows if it returns any."""
-        cur = self.conn.execute(query.encode(), params)
+        cur = self.conn.execute(query.encode(), params or None)
         return cur.fetchall() if cur.description else []
 
     def rows(self, table: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ every example all replicas sync until quiet and :mod:`.invariants` are checked.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -45,6 +46,9 @@ DASHBOARD_KINDS = st.sampled_from(["insert", "update", "delete", "move"])
 FINAL_ROUNDS = 3
 ACCEPTED = ("applied", "duplicate", "superseded")
 P = "postgres"
+# replicas' SQLite files: in memory-backed /dev/shm where there is one (no fsync per commit;
+# they are thrown away after each example)
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class Stats:
@@ -77,7 +81,7 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             cluster.reset()
             stats.examples += 1
             self.script = stats.script = Script()
-            self.tmp = Path(tempfile.mkdtemp(prefix="tablesync-check-"))
+            self.tmp = Path(tempfile.mkdtemp(prefix="tablesync-check-", dir=SCRATCH))
             base = time.time_ns() // 1_000_000
             self.clocks = [WallClock(base, 0) for _ in range(replicas)]
             self.writes: list[inv.LocalWrite] = []
@@ -236,9 +240,10 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             self._app(i, table, kind, n, pick, data)
 
         @rule(i=who, table=tables, kind=APP_KINDS, n=KEYS, pick=PICK, data=st.data())
-        def app_write_more(self, i: int, table: str, kind: str, n: int, pick: int,
-                           data: Any) -> None:
+        def app_write_then_sync(self, i: int, table: str, kind: str, n: int, pick: int,
+                                data: Any) -> None:
             self._app(i, table, kind, n, pick, data)
+            self._sync(i)
 
         # -- the dashboard (SQL as the superuser; the stamp, soft-delete, exit and
         #    conflict triggers run as for a service-role REST write) ------------------
@@ -301,12 +306,21 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             return (str(rows[pick % len(rows)][0]), str(rows[pick % len(rows)][1])) \
                 if rows else None
 
+        def _server_pick_id(self, spec: TableSpec, rid: str) -> tuple[str, str] | None:
+            q = (f"SELECT {ident(spec.primary_key, P)}::text, {ident(spec.scope, P)}::text FROM "
+                 f"{qualified('public', spec.name, P)} WHERE NOT _ts_deleted AND "
+                 f"{ident(spec.primary_key, P)}::text = %s")
+            rows = cluster.execute(q, (rid,))
+            return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
         def _dashboard_update(self, table: str, pick: int, data: Any) -> None:
             spec = specs[table]
             found = self._server_pick(spec, pick)
-            if found is None:
-                return
-            rid, scope = found
+            if found is not None:
+                self._dashboard_update_id(spec, found[0], found[1], data)
+
+        def _dashboard_update_id(self, spec: TableSpec, rid: str, scope: str,
+                                 data: Any) -> None:
             values = self._values(data, spec, lambda t, c: self._server_values(specs[t], c, scope),
                                   update=True)
             if not values:
@@ -325,9 +339,10 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
         def _dashboard_delete(self, table: str, pick: int) -> None:
             spec = specs[table]
             found = self._server_pick(spec, pick)
-            if found is None:
-                return
-            rid = found[0]
+            if found is not None:
+                self._dashboard_delete_id(spec, found[0])
+
+        def _dashboard_delete_id(self, spec: TableSpec, rid: str) -> None:
             with cluster.conn.transaction():
                 self._seen_on_server(spec, rid)
                 cluster.execute(f"DELETE FROM {qualified('public', spec.name, P)} WHERE "
@@ -338,21 +353,68 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
         def _dashboard_move(self, table: str, pick: int, to: int) -> None:
             spec = specs[table]
             found = self._server_pick(spec, pick)
+            if found is not None:
+                self._dashboard_move_id(spec, found[0], found[1], to)
+
+        def _dashboard_move_id(self, spec: TableSpec, rid: str, scope: str, to: int) -> None:
             target = self.reps[to].system_id
-            if found is None or found[1] == target:
-                return
-            rid = found[0]
+            if scope == target:
+                target = self.reps[(to + 1) % len(self.reps)].system_id
+                if scope == target:
+                    return
             with cluster.conn.transaction():
                 self._seen_on_server(spec, rid)
                 cluster.execute(f"UPDATE {qualified('public', spec.name, P)} SET "
                                 f"{ident(spec.scope, P)} = %s WHERE "
                                 f"{ident(spec.primary_key, P)}::text = %s", (target, rid))
             self._record(spec, rid)
-            self._say("dashboard", f"move {spec.name} {rid!r} from {found[1]!r} to {target!r}")
+            self._say("dashboard", f"move {spec.name} {rid!r} from {scope!r} to {target!r}")
+
+        @rule(i=who, table=tables, kind=DASHBOARD_KINDS, to=who, pick=PICK, data=st.data())
+        def concurrent_edit(self, i: int, table: str, kind: str, to: int, pick: int,
+                            data: Any) -> None:
+            """Replica ``i`` edits (or deletes) a record it synced, and before it syncs
+            the dashboard updates, deletes or moves that same record."""
+            spec = specs[table]
+            meta = self.reps[i].meta()
+            ids = sorted(rid for (t, rid), (_, deleted) in meta.items()
+                         if t == table and not deleted)
+            live = set(map(str, self._local_fk(i)(spec.name, spec.primary_key)))
+            ids = [rid for rid in ids if rid in live]
+            if not ids:
+                return
+            rid_text = ids[pick % len(ids)]
+            rid = next(r for r in self._local_fk(i)(spec.name, spec.primary_key)
+                       if str(r) == rid_text)
+            if data.draw(st.integers(0, 3), label="local delete") == 0:
+                self._app_write(i, spec, rid, {}, "delete", delete=True)
+            else:
+                values = self._values(data, spec, self._local_fk(i), update=True)
+                if values is None:
+                    return
+                self._app_write(i, spec, rid, values, "update")
+            server = self._server_pick_id(spec, rid_text)
+            if server is None:
+                return
+            if kind in ("insert", "update"):
+                self._dashboard_update_id(spec, rid_text, server[1], data)
+            elif kind == "delete":
+                self._dashboard_delete_id(spec, rid_text)
+            else:
+                self._dashboard_move_id(spec, rid_text, server[1], to)
 
         # -- syncing, faults, time ----------------------------------------------------
         @rule(i=who)
         def sync(self, i: int) -> None:
+            self._sync(i)
+
+        @rule()
+        def sync_all(self) -> None:
+            for rep in self.reps:
+                rep.sync()
+            self._say("every replica", "syncs, in turn")
+
+        def _sync(self, i: int) -> None:
             rep = self.reps[i]
             ok = rep.sync()
             self._say(f"replica {_name(i)}", "sync" + ("" if ok or rep.remote.down else

@@ -63,6 +63,8 @@ class PgRemote:
                                    "app_metadata": {"system_id": system_id}})
         self._lock = threading.Lock()
         self._conn = psycopg.connect(dsn, autocommit=True)
+        # a throwaway database: commits need not wait for the disk
+        self._conn.execute("SET synchronous_commit = off")
 
     def __repr__(self) -> str:
         return f"PgRemote({self.system_id!r})"

@@ -7,6 +7,7 @@ raise :class:`~tablesync.errors.TablesyncError` subclasses.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -123,16 +124,26 @@ def run_check(config: str | os.PathLike[str] | Project, *, examples: int = DEFAU
                        conflicts=stats.conflicts, superseded=stats.superseded,
                        seconds=time.monotonic() - started, postgres=f"PostgreSQL {version}",
                        replicas=replicas, seed=seed, message=message,
-                       script=list(stats.script.steps) if message else [])
+                       script=stats.script.collapsed() if message else [])
 
 
 def _with_seed(seed: int | None, run: Callable[[], None]) -> None:
-    """Run with Hypothesis's global seed forced (what pytest's --hypothesis-seed sets)."""
+    """Run with Hypothesis's global seed forced (what pytest's --hypothesis-seed sets),
+    and the engine's log quiet (thousands of syncs; the script tells what happened)."""
     from hypothesis import core
 
-    old = core.global_force_seed
-    core.global_force_seed = seed
+    old = getattr(core, "global_force_seed", None)
+    logger = logging.getLogger("tablesync")
+    level, propagate = logger.level, logger.propagate
+    quiet = logging.NullHandler()
+    setattr(core, "global_force_seed", seed)
+    logger.addHandler(quiet)
+    logger.setLevel(logging.CRITICAL)
+    logger.propagate = False
     try:
         run()
     finally:
-        core.global_force_seed = old
+        setattr(core, "global_force_seed", old)
+        logger.removeHandler(quiet)
+        logger.setLevel(level)
+        logger.propagate = propagate

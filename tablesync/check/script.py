@@ -37,7 +37,20 @@ class Script:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def collapsed(self) -> list[str]:
+        """The steps with runs of the same step written once (``... (x3)``)."""
+        out: list[str] = []
+        count = 0
+        for i, step in enumerate(self.steps):
+            count += 1
+            if i + 1 < len(self.steps) and self.steps[i + 1] == step:
+                continue
+            out.append(step if count == 1 else f"{step} (x{count})")
+            count = 0
+        return out
+
     def render(self) -> str:
-        """One numbered line per step."""
-        width = len(str(len(self.steps)))
-        return "\n".join(f"{i:>{width}}. {s}" for i, s in enumerate(self.steps, 1))
+        """One numbered line per step (repeats collapsed)."""
+        lines = self.collapsed()
+        width = len(str(len(lines)))
+        return "\n".join(f"{i:>{width}}. {s}" for i, s in enumerate(lines, 1))
