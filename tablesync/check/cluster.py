@@ -11,8 +11,11 @@ schema_sql`, i.e. what ``tablesync generate`` writes) is applied once. Between e
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import psycopg
 
@@ -22,10 +25,13 @@ from tablesync.model import EXITS_TABLE
 from tablesync.sql import postgres as pg_sql
 from tablesync.sql.base import ident, qualified
 
-__all__ = ["Cluster", "SERVER_TABLES"]
+__all__ = ["Cluster", "SCRATCH", "SERVER_TABLES"]
 
 SERVER_TABLES = ("tablesync_conflicts", EXITS_TABLE, "tablesync_replicas")
 DATABASE = "tablesync_check"
+# scratch files (the cluster's data, replicas' SQLite files) go to memory-backed /dev/shm
+# where there is one: no fsync waits; all of it is thrown away after the run
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class Cluster:
@@ -36,10 +42,15 @@ class Cluster:
                  dsn: str | None = None) -> None:
         self.project = project
         self._server: Any = None
+        self._data_dir: Path | None = None
+        self.on_close: list[Callable[[], None]] = []     # run before the cluster stops
         if dsn is None:
             from tablesync.devserver import postgres
             from tablesync.devserver.errors import DevServerError
 
+            if data_dir is None:            # memory-backed where possible: no fsync waits
+                data_dir = self._data_dir = Path(tempfile.mkdtemp(prefix="tablesync-check-pg-",
+                                                                  dir=SCRATCH))
             try:
                 self._server = postgres.start(data_dir)
                 self._server.drop_database(DATABASE)
@@ -90,9 +101,15 @@ class Cluster:
 
     def close(self) -> None:
         """Close the connection and stop the cluster this object started."""
+        for close in self.on_close:
+            close()
+        self.on_close.clear()
         conn = getattr(self, "conn", None)
         if conn is not None:
             conn.close()
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None

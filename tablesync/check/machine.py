@@ -12,7 +12,6 @@ every example all replicas sync until quiet and :mod:`.invariants` are checked.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -24,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from tablesync.check import invariants as inv
-from tablesync.check.cluster import Cluster
+from tablesync.check.cluster import SCRATCH, Cluster
+from tablesync.check.remote_pg import PgRemote
 from tablesync.check.replicas import Replica, WallClock
 from tablesync.check.script import Script, row_text, short
 from tablesync.check.values import column_values, key_value
@@ -46,9 +46,6 @@ DASHBOARD_KINDS = st.sampled_from(["insert", "update", "delete", "move"])
 FINAL_ROUNDS = 3
 ACCEPTED = ("applied", "duplicate", "superseded")
 P = "postgres"
-# replicas' SQLite files: in memory-backed /dev/shm where there is one (no fsync per commit;
-# they are thrown away after each example)
-SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class Stats:
@@ -74,6 +71,8 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
     tables = st.sampled_from([t.name for t in project.tables])
     who = st.integers(0, replicas - 1)
     dashboard = replicas                # the dashboard's key space
+    remotes = [PgRemote(cluster.dsn, f"check-{_name(i)}", specs) for i in range(replicas)]
+    cluster.on_close.extend(r.close for r in remotes)
 
     class CheckMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -87,8 +86,10 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             self.writes: list[inv.LocalWrite] = []
             self.seen: set[tuple[str, str, Version]] = set()
             self.accepted: dict[tuple[str, str], list[RowState]] = defaultdict(list)
-            self.reps = [Replica(project, f"check-{_name(i)}", self.tmp, cluster.dsn,
-                                 self.clocks[i], self._on_apply) for i in range(replicas)]
+            for remote in remotes:
+                remote.on_apply, remote.down = self._on_apply, False
+            self.reps = [Replica(project, remotes[i].system_id, self.tmp, remotes[i],
+                                 self.clocks[i]) for i in range(replicas)]
 
         # -- bookkeeping -------------------------------------------------------------
         def _on_apply(self, table: str, rows: Sequence[Mapping[str, Any]],

@@ -1,6 +1,6 @@
 """A :class:`~tablesync.remote.base.Remote` that calls the generated SQL directly.
 
-What PostgREST would run for the engine, without HTTP: every call is one transaction as
+What PostgREST would run for the engine, without HTTP: every call is one statement as
 role ``authenticated`` with ``request.jwt.claims`` set (``app_metadata.system_id`` = the
 replica's system id), so the project's RLS policies, grants, triggers and apply functions
 run exactly as they do behind Supabase's REST API:
@@ -35,9 +35,13 @@ from tablesync.vault import Secret, Tokens
 __all__ = ["PgRemote"]
 
 D = "postgres"
-_GUCS = ("SELECT set_config('role', 'authenticated', true), "
-         "set_config('request.jwt.claims', %s, true), "
-         "set_config('search_path', 'public, extensions', true)")
+# Session-wide: the connection belongs to one system id for its whole life, so the role and
+# the claims are set once; each call is then one autocommit statement (one transaction, as
+# PostgREST runs one per request).
+_SESSION = ("SELECT set_config('role', 'authenticated', false), "
+            "set_config('request.jwt.claims', %s, false), "
+            "set_config('search_path', 'public, extensions', false), "
+            "set_config('synchronous_commit', 'off', false)")
 
 
 class PgRemote:
@@ -56,15 +60,16 @@ class PgRemote:
                                     None] | None = None) -> None:
         self.system_id = system_id
         self.tables = dict(tables)
-        self.on_apply = on_apply
+        self.on_apply: Callable[[str, Sequence[Mapping[str, Any]], list[ApplyOutcome]],
+                                None] | None = on_apply
         self.down = False                   # an offline replica: every call fails
         self._claims = json.dumps({"role": "authenticated", "sub": f"check-{system_id}",
                                    "aud": "authenticated",
                                    "app_metadata": {"system_id": system_id}})
         self._lock = threading.Lock()
         self._conn = psycopg.connect(dsn, autocommit=True)
-        # a throwaway database: commits need not wait for the disk
-        self._conn.execute("SET synchronous_commit = off")
+        # (synchronous_commit off: a throwaway database, commits need not wait for the disk)
+        self._conn.execute(_SESSION, (self._claims,))
 
     def __repr__(self) -> str:
         return f"PgRemote({self.system_id!r})"
@@ -82,15 +87,13 @@ class PgRemote:
         raise AuthError("tablesync check: no refresh (claims are set per transaction)")
 
     def _run(self, what: str, query: str, params: Sequence[Any]) -> Any:
-        """One transaction as ``authenticated`` with this system's claims; the first
-        column of the first row."""
+        """One statement (its own transaction) as ``authenticated`` with this system's
+        claims; the first column of the first row."""
         if self.down:
             raise TransientRemoteError(f"{what}: offline (tablesync check)")
         with self._lock:
             try:
-                with self._conn.transaction():
-                    self._conn.execute(_GUCS, (self._claims,))
-                    row = self._conn.execute(query.encode(), params).fetchone()
+                row = self._conn.execute(query.encode(), params or None).fetchone()
             except psycopg.Error as exc:
                 state = exc.sqlstate or ""
                 if not state:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from tablesync.config import Project
 from tablesync.cycles import Cycles
 from tablesync.machine import RunOutcome
 from tablesync.metrics import Metrics
-from tablesync.model import ZERO, ApplyOutcome, TableSpec, Version
+from tablesync.model import ZERO, TableSpec, Version
 from tablesync.rows import row_from_state
 from tablesync.sql.base import ident
 from tablesync.store import LocalStore
@@ -46,12 +46,10 @@ class WallClock:
 
 
 class Replica:
-    """System ``system_id``'s SQLite file in ``root``, synced through ``dsn``."""
+    """System ``system_id``'s SQLite file in ``root``, synced through ``remote``."""
 
-    def __init__(self, project: Project, system_id: str, root: Path, dsn: str,
-                 clock: WallClock,
-                 on_apply: Callable[[str, Sequence[Mapping[str, Any]], list[ApplyOutcome]],
-                                    None]) -> None:
+    def __init__(self, project: Project, system_id: str, root: Path, remote: PgRemote,
+                 clock: WallClock) -> None:
         self.system_id = system_id
         root.mkdir(parents=True, exist_ok=True)
         db = root / f"{system_id}.db"
@@ -64,7 +62,7 @@ class Replica:
         self.store = LocalStore.open(self.project, db, conflict_log=root / f"{system_id}.log")
         self.app = sqlite3.connect(str(db), isolation_level=None, timeout=30)
         self.app.create_function("julianday", 1, clock.julianday)
-        self.remote = PgRemote(dsn, system_id, self.specs, on_apply=on_apply)
+        self.remote = remote                # outlives the example (one connection per run)
         self.errors: list[str] = []
         self.cycles = self._cycles()
 
@@ -78,7 +76,6 @@ class Replica:
     def close(self) -> None:
         self.app.close()
         self.store.close()
-        self.remote.close()
 
     # -- the app's reads and writes -----------------------------------------------------
 
