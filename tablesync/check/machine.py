@@ -73,6 +73,10 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
     dashboard = replicas                # the dashboard's key space
     remotes = [PgRemote(cluster.dsn, f"check-{_name(i)}", specs) for i in range(replicas)]
     cluster.on_close.extend(r.close for r in remotes)
+    templates = Path(tempfile.mkdtemp(prefix="tablesync-check-templates-", dir=SCRATCH))
+    cluster.on_close.append(lambda: shutil.rmtree(templates, ignore_errors=True))
+    projects = [Replica.project_for(project, r.system_id, templates / f"{r.system_id}.db")
+                for r in remotes]
 
     class CheckMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -88,8 +92,8 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             self.accepted: dict[tuple[str, str], list[RowState]] = defaultdict(list)
             for remote in remotes:
                 remote.on_apply, remote.down = self._on_apply, False
-            self.reps = [Replica(project, remotes[i].system_id, self.tmp, remotes[i],
-                                 self.clocks[i]) for i in range(replicas)]
+            self.reps = [Replica(projects[i], self.tmp, templates / f"{r.system_id}.db", r,
+                                 self.clocks[i]) for i, r in enumerate(remotes)]
 
         # -- bookkeeping -------------------------------------------------------------
         def _on_apply(self, table: str, rows: Sequence[Mapping[str, Any]],
