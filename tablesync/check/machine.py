@@ -16,8 +16,11 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import psycopg
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
@@ -56,7 +59,7 @@ class Stats:
         self.steps = 0
         self.conflicts = 0          # conflict-log entries seen at the end of examples
         self.superseded = 0         # pushes that lost to a newer server version
-        self.refused_by_app = 0     # writes SQLite refused (CHECK, UNIQUE...)
+        self.refused_by_app = 0     # writes SQLite or PostgreSQL refused (CHECK, UNIQUE...)
         self.script = Script()      # the last example's steps (the shrunk one on failure)
 
 
@@ -276,14 +279,29 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             """A write on the dashboard: insert into replica ``i``'s scope, update,
             delete, or move a record to replica ``i``'s scope (its owner may have pending
             edits of it)."""
-            if kind == "insert":
-                self._dashboard_insert(table, i, n, data)
-            elif kind == "update":
-                self._dashboard_update(table, pick, data)
-            elif kind == "delete":
-                self._dashboard_delete(table, pick)
-            else:
-                self._dashboard_move(table, pick, i)
+            with self._refusable(f"{kind} {table}"):
+                if kind == "insert":
+                    self._dashboard_insert(table, i, n, data)
+                elif kind == "update":
+                    self._dashboard_update(table, pick, data)
+                elif kind == "delete":
+                    self._dashboard_delete(table, pick)
+                else:
+                    self._dashboard_move(table, pick, i)
+
+        @contextmanager
+        def _refusable(self, what: str) -> Iterator[None]:
+            """A dashboard write PostgreSQL refuses (a CHECK, UNIQUE or foreign key
+            constraint, a value out of range: SQLSTATE classes 22 and 23) is recorded as
+            refused, as the dashboard user would see it; anything else is a finding."""
+            try:
+                yield
+            except psycopg.Error as exc:
+                if (exc.sqlstate or "")[:2] not in ("22", "23"):
+                    raise
+                stats.refused_by_app += 1
+                reason = (exc.diag.message_primary or str(exc)).strip()
+                self._say("dashboard", f"{what} refused by PostgreSQL ({reason})")
 
         def _dashboard_insert(self, table: str, scope: int, n: int, data: Any) -> None:
             spec = specs[table]
@@ -401,12 +419,13 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
             server = self._server_pick_id(spec, rid_text)
             if server is None:
                 return
-            if kind in ("insert", "update"):
-                self._dashboard_update_id(spec, rid_text, server[1], data)
-            elif kind == "delete":
-                self._dashboard_delete_id(spec, rid_text)
-            else:
-                self._dashboard_move_id(spec, rid_text, server[1], to)
+            with self._refusable(f"{kind} {table}"):
+                if kind in ("insert", "update"):
+                    self._dashboard_update_id(spec, rid_text, server[1], data)
+                elif kind == "delete":
+                    self._dashboard_delete_id(spec, rid_text)
+                else:
+                    self._dashboard_move_id(spec, rid_text, server[1], to)
 
         # -- syncing, faults, time ----------------------------------------------------
         @rule(i=who)
