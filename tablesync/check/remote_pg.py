@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import psycopg
 
-from tablesync.devserver.errors import sqlstate_status
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.model import TableSpec
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, EncodedRows, Page, error_for_status,
@@ -98,6 +97,9 @@ class PgRemote:
                 state = exc.sqlstate or ""
                 if not state:
                     raise TransientRemoteError(f"{what}: database error: {exc}") from exc
+                # PostgREST's SQLSTATE -> HTTP status table, kept in the devserver
+                from tablesync.devserver.errors import sqlstate_status
+
                 body = {"code": state, "message": exc.diag.message_primary or str(exc)}
                 raise error_for_status(sqlstate_status(state, "authenticated"), body,
                                        where=what) from exc
