@@ -1,4 +1,6 @@
-"""Scale run (issue 6 item 5): N systems against one devserver; not a test.
+"""Scale run (issue 6 item 5, issue 14 item 4): N systems against one devserver, for each
+Realtime transport (``broadcast``, ``postgres_changes``); not a test. Engines run with
+default ``[sync]`` settings except ``realtime_transport``.
 
 Processes (2 cores are assumed; everything on 127.0.0.1):
 
@@ -18,7 +20,11 @@ systems keep writing and the central writer writes through SQL; then the backend
 back and we measure the time until every local row is on the server and every central task
 is in its system's database (convergence).
 
+Per N and transport the figures include central -> system p50/p95/p99 and the server's CPU
+(devserver + PostgreSQL) per change that crossed it (local pushes + central writes).
+
 Run:  .venv/bin/python -m bench.scale --systems 10,25,50 [--json out.json]
+      .venv/bin/python -m bench.scale --systems 200 --transports broadcast,postgres_changes
 """
 
 from __future__ import annotations
@@ -80,20 +86,22 @@ def _backend_main(conn: Connection, data_dir: str) -> None:
 # ------------------------------------------------------------------------ engine workers
 
 
-def _config(tmp: Path, info: dict[str, Any], system: str) -> Path:
+def _config(tmp: Path, info: dict[str, Any], system: str, transport: str) -> Path:
     tables = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
     cfg = tmp / f"{system}.toml"
     cfg.write_text(
         f'[system]\nid = "{system}"\ndatabase = "{tmp / system}.db"\n'
         f'[supabase]\nurl = "{info["url"]}"\nanon_key = "{info["anon_key"]}"\n'
         f'email = "{system}@example.com"\n'
-        "[sync]\ninterval = 1.0\ndebounce = 0.05\npoll_interval = 5.0\nmax_retries = 100\n"
+        # default settings (as `tablesync run` runs them) except the transport under test
+        f'[sync]\nrealtime_transport = "{transport}"\n'
         f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp / system}-auth.json"\n'
         f'conflict_log = "{tmp / system}-conflicts.log"\n[tables.projects]' + tables)
     return cfg
 
 
-def _worker_main(conn: Connection, info: dict[str, Any], systems: list[str], tmp: str) -> None:
+def _worker_main(conn: Connection, info: dict[str, Any], systems: list[str], tmp: str,
+                 transport: str) -> None:
     import logging
 
     logging.getLogger("tablesync").setLevel(logging.ERROR)   # reconnect warnings: expected
@@ -106,7 +114,7 @@ def _worker_main(conn: Connection, info: dict[str, Any], systems: list[str], tmp
     arrivals: dict[str, float] = {}
     lock = threading.Lock()
     for s in systems:
-        e = build_engine(load_project(_config(base, info, s)), password=Secret(_pw(s)))
+        e = build_engine(load_project(_config(base, info, s, transport)), password=Secret(_pw(s)))
 
         def arrived(ch: Any) -> None:
             if ch.record_id.startswith("c-"):
@@ -226,7 +234,7 @@ def _ask(workers: list[Connection], cmd: str, arg: Any = None) -> list[Any]:
     return [w.recv() for w in workers]
 
 
-def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(n: int, args: argparse.Namespace, transport: str) -> dict[str, Any]:
     import httpx
     import psycopg
 
@@ -249,7 +257,8 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     for w in range(args.workers):
         mine = systems[w::args.workers]
         a, b = ctx.Pipe()
-        p = ctx.Process(target=_worker_main, args=(b, info, mine, str(tmp)), daemon=True)
+        p = ctx.Process(target=_worker_main, args=(b, info, mine, str(tmp), transport),
+                        daemon=True)
         p.start()
         procs.append(p)
         workers.append(a)
@@ -319,6 +328,11 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "engine_hosts_cpu_pct": 100 * hosts_cpu / wall,
         "central_latency_p50_ms": 1000 * statistics.median(lat) if lat else None,
         "central_latency_p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))] if lat else None,
+        "central_latency_p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
+        # server CPU (devserver + PostgreSQL) per change that crossed it (local + central)
+        "server_cpu_ms_per_change": 1000 * (after["dev_cpu"] - before["dev_cpu"]
+                                            + after["pg_cpu"] - before["pg_cpu"])
+        / max(1, written + len(sent)),
         "drain_after_load_s": drained_s,
         "devserver_cpu_pct": 100 * (after["dev_cpu"] - before["dev_cpu"]) / wall,
         "postgres_cpu_pct": 100 * (after["pg_cpu"] - before["pg_cpu"]) / wall,
@@ -360,7 +374,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     back.recv()
     backend.join(30)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"systems": n, **idle_stats, **load, "outage_s": args.outage,
+    return {"systems": n, "transport": transport, **idle_stats, **load, "outage_s": args.outage,
             "outage_backlog_rows": int(args.outage * args.rate) * n,
             "convergence_after_heal_s": converged}
 
@@ -374,15 +388,18 @@ def main() -> None:
     ap.add_argument("--central-rate", type=float, default=10.0, help="central tasks/s in total")
     ap.add_argument("--outage", type=float, default=5.0, help="backend down, seconds")
     ap.add_argument("--converge-timeout", type=float, default=120.0)
+    ap.add_argument("--transports", default="broadcast,postgres_changes",
+                    help="realtime_transport values to run, each with every N")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     results = []
     for n in (int(x) for x in args.systems.split(",")):
-        r = run_one(n, args)
-        results.append(r)
-        print(json.dumps(r), flush=True)
-    keys = ["systems", "connect_all_s", "push_rows_per_s", "central_latency_p50_ms",
-            "central_latency_p95_ms", "central_tasks_per_s", "convergence_after_heal_s",
+        for transport in args.transports.split(","):
+            r = run_one(n, args, transport)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    keys = ["systems", "transport", "connect_all_s", "push_rows_per_s", "central_latency_p50_ms",
+            "central_latency_p95_ms", "central_latency_p99_ms", "server_cpu_ms_per_change", "central_tasks_per_s", "convergence_after_heal_s",
             "engine_hosts_cpu_pct", "idle_devserver_cpu_pct",
             "idle_postgres_cpu_pct", "devserver_cpu_pct", "postgres_cpu_pct",
             "devserver_rss_mb", "postgres_pss_mb"]

@@ -1,11 +1,15 @@
-"""Benchmark of the sync engine (issue 4 item 10): five figures, each beside a baseline
+"""Benchmark of the sync engine (issue 4 item 10): five figures (six with the
+wide-row push of issue 13), each beside a baseline
 measured in the same run on the same devserver + PostgreSQL.
 
 Run:  .venv/bin/python -m bench.sync [--quick] [--json out.json] [--only push,catchup,...]
+(figures: push, push_wide, latency, catchup, memory)
 
 * push drain: N queued inserts in SQLite pushed through ``tablesync_apply_tasks`` (the
   engine's push cycles, ``batch_size`` from ``--batch``) vs the backend's own REST bulk upsert
   (``POST /rest/v1/tasks``, merge-duplicates, same rows, same batch size, same user token);
+* push drain, wide rows (``bench/wide.py``): the same with 20 columns of mixed types and a
+  1 KB text per row, against the same kind of REST bulk upsert;
 * remote -> local: INSERT committed in PostgreSQL -> row committed in the subscriber's SQLite
   (the engine's apply callback runs right after the apply transaction commits) vs raw
   LISTEN/NOTIFY (commit of ``pg_notify`` -> notification received);
@@ -51,8 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
 # a plain DELETE keeps a tombstone (it must reach the replicas); the bench wants rows gone
 PURGE = "SET tablesync.hard_delete = 'on'; DELETE FROM tasks"
-SIZES = {"full": {"push": 100_000, "latency": 300, "catchup": 100_000, "memory": 1_000_000},
-         "quick": {"push": 10_000, "latency": 60, "catchup": 10_000, "memory": 50_000}}
+SIZES = {"full": {"push": 100_000, "push_wide": 50_000, "latency": 300, "catchup": 100_000,
+                  "memory": 1_000_000},
+         "quick": {"push": 10_000, "push_wide": 10_000, "latency": 60, "catchup": 10_000,
+                   "memory": 50_000}}
 ARRIVE_TRIGGER = """
 CREATE OR REPLACE FUNCTION public.bench_arrive() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_notify('bench_arrive', NEW.id); RETURN NEW; END $$;
@@ -177,14 +183,15 @@ def bench_push(info: DevServerInfo, tmp: Path, n: int, batch: int) -> dict[str, 
 
 
 def rest_upsert(info: DevServerInfo, token: str, rows: list[dict[str, Any]],
-                batch: int) -> float:
+                batch: int, table: str = "tasks") -> float:
     headers = {"apikey": info.anon_key, "Authorization": f"Bearer {token}",
                "Prefer": "resolution=merge-duplicates, return=minimal",
                "Content-Type": "application/json"}
     with httpx.Client(base_url=info.url, headers=headers, timeout=120) as client:
         t0 = time.perf_counter()
         for i in range(0, len(rows), batch):
-            resp = client.post("/rest/v1/tasks", content=json.dumps(rows[i:i + batch]))
+            body = json.dumps(rows[i:i + batch], ensure_ascii=False).encode()  # as the engine
+            resp = client.post(f"/rest/v1/{table}", content=body)
             if resp.status_code not in (200, 201):
                 raise SystemExit(f"REST upsert failed: {resp.status_code} {resp.text[:300]}")
         return time.perf_counter() - t0
@@ -459,6 +466,9 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"| push drain, {p['rows']:,} rows, batch {p['batch']} | "
                      f"{p['rows_per_s']:,.0f} rows/s | REST bulk upsert {p['baseline_rows_per_s']:,.0f}"
                      f" rows/s | {p['rows_per_s'] / p['baseline_rows_per_s']:.2f}x | >= 10,000 rows/s |")
+    if "push_wide" in res:
+        from bench.wide import table_line
+        lines.append(table_line(res["push_wide"]))
     if "latency" in res:
         lat = res["latency"]
         for key, base, name, target in (
@@ -487,7 +497,7 @@ def table(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    ap.add_argument("--only", default="push,latency,catchup,memory")
+    ap.add_argument("--only", default="push,push_wide,latency,catchup,memory")
     ap.add_argument("--batch", type=int, default=1000, help="push batch size (default 1000)")
     ap.add_argument("--no-analyze", action="store_true",
                     help="catch-up: skip ANALYZE after loading the rows (stale planner statistics)")
@@ -513,6 +523,10 @@ def main(argv: list[str] | None = None) -> None:
             if "push" in only:
                 res["push"] = bench_push(info, tmp, sizes["push"], args.batch)
                 print("push", json.dumps(res["push"]), flush=True)
+            if "push_wide" in only:
+                from bench.wide import bench_push_wide   # bench.wide imports this module
+                res["push_wide"] = bench_push_wide(info, tmp, sizes["push_wide"], args.batch)
+                print("push_wide", json.dumps(res["push_wide"]), flush=True)
             if "latency" in only:
                 res["latency"] = bench_latency(info, tmp, sizes["latency"])
                 print("latency", json.dumps(res["latency"]), flush=True)

@@ -72,21 +72,31 @@ def generate(
     config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
     out: str = typer.Option("generated", "--out", "-o",
                             help="Output folder (relative to the current directory)."),
+    supabase_dir: Optional[str] = typer.Option(
+        None, "--supabase-dir",
+        help="Supabase CLI folder for migrations/ and tablesync-schema.json "
+             "(default: supabase/ next to sync.toml)."),
     check: bool = typer.Option(False, "--check",
-                               help="Write nothing; exit 1 naming stale files (for CI)."),
+                               help="Write nothing; exit 1 naming stale files or a due "
+                                    "migration (for CI)."),
     migrate: bool = typer.Option(True, "--migrate/--no-migrate",
                                  help="Also migrate the local SQLite database if it exists."),
+    accept_manual: bool = typer.Option(
+        False, "--accept-manual",
+        help="Record refused schema changes as done by hand (docs/schema-changes.md)."),
 ) -> None:
-    """Write sqlite.sql, supabase.sql, realtime.json and schemas/sync.schema.json."""
-    from pathlib import Path
-
+    """Write the migration due in supabase/migrations/, sqlite.sql, supabase.sql,
+    realtime.json and schemas/sync.schema.json; migrate the local database."""
     from tablesync.generate import artifacts, stale as stale_files, write
     from tablesync.project import load_project
+    from tablesync.supabase_migrations import due, plan, write_plan
 
     project = load_project(config)
     arts = artifacts(project, Path(out))
+    sdir = Path(supabase_dir) if supabase_dir else project.config.base_dir / "supabase"
+    todo = plan(project, sdir, accept=accept_manual)  # refuses before anything is touched
     if check:
-        stale = stale_files(arts)
+        stale = stale_files(arts) + due(todo)
         if stale:
             typer.secho("error: stale generated file(s): " + ", ".join(map(str, stale))
                         + " (run `tablesync generate`)", fg=typer.colors.RED, err=True)
@@ -98,12 +108,19 @@ def generate(
         from tablesync.migrations import migrate_database
 
         for step in migrate_database(db, project):
-            typer.echo(f"migrated {db}: {step}")
-    changed = write(arts)
+            typer.echo(f"changed {db}: {step}")
+    for note in todo.diff.notes:
+        typer.echo(f"note: {note}")
+    for name in todo.diff.removed:
+        typer.echo(f"table {name} is no longer synced: the server keeps its table and rows")
+    changed = write(arts) + write_plan(todo)
     for path in changed:
         typer.echo(f"wrote {path}")
-    if not changed:
-        typer.echo("generated files are up to date")
+    if todo.migrations:
+        typer.echo("next: apply the migration to the server (`supabase db push`), then "
+                   "update the replicas (docs/schema-changes.md)")
+    else:
+        typer.echo("schema unchanged since the last migration: nothing changed")
 
 
 @app.command()
@@ -241,14 +258,16 @@ def run_engine(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     project = load_project(config)
+    _announce_migration(project)
     with build_engine(project) as engine:
         engine.on_state(lambda st: typer.echo(
             f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))
         status = StatusServer.from_config(engine, project.config.status)
         if status is not None:
             status.start()
-            daemon.write_control(project, status.url, status.csrf_token)
-            typer.echo(f"status page: {status.url}")
+            daemon.write_control(project, status.url, status.csrf_token, status.api_token)
+            typer.echo(f"status page: {status.login_link()}  (one-time link; "
+                       f"`tablesync sync page` prints a fresh one)")
         engine.start()
         try:
             while not stop.wait(0.5):
@@ -258,6 +277,17 @@ def run_engine(
                 daemon.remove_control(project)
                 status.stop()
     typer.echo("stopped")
+
+
+def _announce_migration(project: Any, err: bool = False) -> None:
+    """Migrate the database before the store opens it, printing every change made (on
+    stderr with ``err``, for commands whose stdout is data)."""
+    from tablesync.migrations import migrate_database
+
+    db = project.config.database_path
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for step in migrate_database(db, project):
+        typer.echo(f"changed {db}: {step}", err=err)
 
 
 def _password(prompt: str) -> Secret:
@@ -318,11 +348,35 @@ def sync_now(
         daemon.request_sync(running)
         typer.echo(f"sync requested from the running engine ({running['url']})")
         return
+    _announce_migration(project, err=True)
     with daemon.build_engine(project) as engine:
         summary = engine.sync_once()
     typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
                f"(applied {summary.applied}), parked {summary.parked}, "
                f"rejected {summary.rejected}")
+
+
+@sync_app.command("page")
+@handle_errors
+def sync_page(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+) -> None:
+    """Print a fresh one-time link to the running engine's status page (open it in a
+    browser; it sets the page's cookie). Reads the engine's 0600 token file."""
+    from tablesync import daemon
+    from tablesync.errors import TablesyncError
+    from tablesync.project import load_project
+
+    project = load_project(config)
+    running = daemon.running_engine(project)
+    if running is None:
+        raise TablesyncError(f"no running engine with a status page for {config}",
+                             hint="start one with `tablesync run` and [status] port set")
+    try:
+        link = daemon.request_link(running)
+    except OSError as exc:
+        raise TablesyncError(f"the engine at {running['url']} gave no page link: {exc}") from exc
+    typer.echo(link)
 
 
 @sync_app.command("status")
@@ -342,6 +396,7 @@ def sync_status(
     if running is not None:
         data = dict(running["status"])
     else:
+        _announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             data = store_snapshot(store, project.config.system.id).to_dict()
@@ -366,7 +421,9 @@ def sync_conflicts(
     from tablesync.project import load_project
     from tablesync.store import LocalStore
 
-    store = LocalStore.open(load_project(config))
+    project = load_project(config)
+    _announce_migration(project, err=True)
+    store = LocalStore.open(project)
     try:
         rows = store.conflicts(limit)
     finally:
@@ -407,6 +464,7 @@ def sync_reset(
         removed = int(data.get("removed_rows", 0))
         where = f"by the running engine ({running['url']})"
     else:
+        _announce_migration(project, err=True)
         store = LocalStore.open(project)
         try:
             result = store.reset(discard_pending=discard_pending)

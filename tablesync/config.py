@@ -118,10 +118,14 @@ class StatusConfig(_Section):
     Args:
         port: TCP port on 127.0.0.1 (0 picks a free one).
         host: interface to bind; loopback unless you mean it.
+        allowed_hosts: extra names the page may be reached by (the ``Host`` header),
+            besides localhost, 127.0.0.1 and the bound address (and the machine's name
+            when bound to 0.0.0.0); e.g. the LAN address you open it with.
     """
 
     port: int | None = Field(default=None, ge=0, le=65535)
     host: str = "127.0.0.1"
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class TableConfig(_Section):

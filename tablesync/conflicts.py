@@ -2,13 +2,15 @@
 
 Each one is kept in the table ``_tablesync_conflicts`` (once per record and version pair:
 a redelivered row logs nothing new) and appended to a JSON lines file (one object per
-conflict: table, record id, winner, loser, reason, resolved_at). Rows are recorded inside
-the caller's transaction; the file is written after it commits.
+conflict: table, record id, winner, loser, reason, resolved_at; 0600, as it holds whole
+rows). Rows are recorded inside the caller's transaction; the file is written after it
+commits.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,12 @@ def write_conflict_log(path: Path | None, entries: list[dict[str, Any]]) -> None
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
+        # 0600: the entries hold whole rows; a log made readable by an older version is
+        # tightened on its next write
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             for e in entries:
                 fh.write(json.dumps(e, default=str, sort_keys=True) + "\n")
     except OSError as exc:

@@ -124,9 +124,15 @@ class Cycles:
         the failed batch and every batch queued after it go back to the front of the
         backlog, in order, with nothing acknowledged for them.
         """
+        self.metrics.activity.push_started()
+        going_on = False                        # a failed run ends the drain's progress
         try:
-            return self._push_run(summary)
+            result = self._push_run(summary)
+            going_on = result.backlog and result.outcome in (RunOutcome.OK,
+                                                             RunOutcome.FORBIDDEN)
+            return result
         finally:
+            self.metrics.activity.push_finished(going_on)
             if self._unsendable:
                 self._note(summary, parked=self._unsendable)
                 self._unsendable = 0
@@ -244,6 +250,8 @@ class Cycles:
         self._note(summary, pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
+        for ch in batch:
+            self.metrics.activity.pushed(ch.table)
         self._failed.update((c.table, c.record_id) for c, o in zip(batch, outcomes)
                             if o.outcome == Outcome.ERROR)
         self._notify(winners)
@@ -352,10 +360,12 @@ class Cycles:
 
     def catch_up(self, summary: SyncSummary | None) -> PullResult:
         """Pull every table from its cursor to the watermark taken first."""
+        self.metrics.activity.pull_started()
         try:
             return self._catch_up(summary)
         finally:
             self._returned = {}
+            self.metrics.activity.pull_finished()
 
     def _catch_up(self, summary: SyncSummary | None) -> PullResult:
         try:
@@ -496,6 +506,7 @@ class Cycles:
                 if seq > seen.get(key, -1):
                     seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
+        self.metrics.activity.pulled(spec.name, len(page.rows))
         self._note(summary, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))
         self._notify(applied)

@@ -23,8 +23,8 @@ from tablesync.session import Session
 from tablesync.store import LocalStore
 from tablesync.vault import Secret, Vault
 
-__all__ = ["build_engine", "control_path", "realtime_factory", "remove_control",
-           "request_reset", "request_sync", "running_engine", "write_control"]
+__all__ = ["build_engine", "control_path", "engine_api", "realtime_factory", "remove_control",
+           "request_link", "request_reset", "request_sync", "running_engine", "write_control"]
 
 
 def realtime_factory(url: str, anon_key: str, channels: list[TableChannel],
@@ -63,10 +63,12 @@ def control_path(project: Project) -> Path:
     return db.with_name(db.name + CONTROL_SUFFIX)
 
 
-def write_control(project: Project, url: str, csrf_token: str) -> Path:
-    """Announce a running engine (0600: the CSRF token lets local tools press "Sync now")."""
+def write_control(project: Project, url: str, csrf_token: str, api_token: str = "") -> Path:
+    """Announce a running engine: its URL and the API token the CLI authenticates with
+    (0600: whoever reads it can use the status API and mint page links)."""
     path = control_path(project)
-    data = json.dumps({"pid": os.getpid(), "url": url, "csrf_token": csrf_token}).encode()
+    data = json.dumps({"pid": os.getpid(), "url": url, "csrf_token": csrf_token,
+                       "api_token": api_token}).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -89,17 +91,34 @@ def running_engine(project: Project) -> dict[str, Any] | None:
         os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    token = str(info.get("api_token", ""))
     try:
-        status = _http_json("GET", url + "/api/status")
+        status = _http_json("GET", url + "/api/status", _auth(token))
     except OSError:
         return None
-    return {"url": url, "csrf_token": str(info.get("csrf_token", "")), "status": status}
+    return {"url": url, "csrf_token": str(info.get("csrf_token", "")), "api_token": token,
+            "status": status}
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def engine_api(engine: dict[str, Any], method: str, path: str, timeout: float = 5) -> Any:
+    """Call the running engine's status API (``path`` like ``/api/parked``) with its API
+    token; raises OSError with the engine's answer on failure."""
+    return _http_json(method, engine["url"] + path, _auth(engine.get("api_token", "")),
+                      timeout=timeout)
+
+
+def request_link(engine: dict[str, Any]) -> str:
+    """A fresh one-time link to the running engine's status page."""
+    return str(engine_api(engine, "POST", "/api/link")["url"])
 
 
 def request_sync(engine: dict[str, Any]) -> None:
     """Press "Sync now" on a running engine."""
-    _http_json("POST", engine["url"] + "/api/sync",
-               {"X-CSRF-Token": engine["csrf_token"], "Origin": engine["url"]})
+    engine_api(engine, "POST", "/api/sync")
 
 
 def request_reset(engine: dict[str, Any], discard_pending: bool) -> dict[str, Any]:
@@ -108,9 +127,7 @@ def request_reset(engine: dict[str, Any], discard_pending: bool) -> dict[str, An
 
     query = "?discard_pending=1" if discard_pending else ""
     try:
-        return dict(_http_json("POST", engine["url"] + "/api/reset" + query,
-                               {"X-CSRF-Token": engine["csrf_token"], "Origin": engine["url"]},
-                               timeout=120))
+        return dict(engine_api(engine, "POST", "/api/reset" + query, timeout=120))
     except OSError as exc:
         raise StoreError(f"the running engine at {engine['url']} refused the reset: "
                          f"{exc}") from exc

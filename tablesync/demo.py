@@ -48,6 +48,7 @@ class DemoSystem:
     config: str
     status_url: str
     email: str
+    page_link: str = ""  # a one-time link that opens the page (sets its cookie)
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,10 @@ def instructions(info: DemoInfo, command: str = "tablesync") -> str:
     return "\n".join([
         f"tablesync demo is running (files in {_rel(info.dir)}). Press Ctrl-C to stop.",
         "",
-        "Open the status pages:",
-        f"  {a.id}: {a.status_url}",
-        f"  {b.id}: {b.status_url}",
+        "Open the status pages (one-time links; `tablesync sync page -c <config>` prints "
+        "fresh ones):",
+        f"  {a.id}: {a.page_link or a.status_url}",
+        f"  {b.id}: {b.page_link or b.status_url}",
         "",
         f"Local backend (Supabase-compatible): {url}",
         f"  anon key:         {info.anon_key}",
@@ -250,7 +252,8 @@ class Demo:
                                               status_port=port), encoding="utf-8")
             run = self._run_engine(cfg, passwords[system_id])
             systems.append(DemoSystem(id=system_id, database=str(run.project.config.database_path),
-                                      config=str(cfg), status_url=run.status.url, email=email))
+                                      config=str(cfg), status_url=run.status.url, email=email,
+                                      page_link=run.status.login_link()))
         self._wait_connected(ready_timeout)
         return DemoInfo(dir=str(self.dir), backend_url=info.url, anon_key=info.anon_key,
                         service_key=info.service_key, systems=tuple(systems))
@@ -311,7 +314,7 @@ class Demo:
         except ConfigError as exc:
             raise TablesyncError(f"{system_id}'s status page port {status.port} is in use",
                                  hint="pass --status-port (0 = free ports)") from exc
-        daemon.write_control(project, status.url, status.csrf_token)
+        daemon.write_control(project, status.url, status.csrf_token, status.api_token)
         engine.start()
         return run
 

@@ -28,8 +28,7 @@ from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
 from tablesync.errors import (AuthError, DuplicateReplicaError, PayloadError, RemoteError,
-                              StoreError,
-                              TablesyncError, TransientRemoteError)
+                              StoreError, TablesyncError, TransientRemoteError)
 from tablesync.cycles import Cycles, SyncSummary
 from tablesync.replica import ReplicaClaim
 from tablesync.watch import watch_queue
@@ -126,14 +125,12 @@ class Engine:
         self._realtime: Any = None
         self._realtime_task: asyncio.Task[Any] | None = None
         self._live: set[str] = set()
-        self._started = threading.Event()
-        self._done = threading.Event()
+        self._started, self._done = threading.Event(), threading.Event()
         self._metrics = Metrics()
         self.cycles = (Cycles(project, self.store, remote, batch_size=self.batch_size,
                               metrics=self._metrics, notify=self._notify,
                               on_error=self._set_error) if remote is not None else None)
-        self._errors_in_row = 0
-        self._errors_noted = 0                  # messages given to _set_error so far
+        self._errors_in_row, self._errors_noted = 0, 0  # noted: messages given to _set_error
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
         self.claim = ReplicaClaim(remote, self.store, cfg.system.id)
@@ -191,13 +188,13 @@ class Engine:
             self._ws_down_since = self._ws_down_since or now
         else:
             self._ws_down_since = None
-        snap = store_snapshot(
+        snap = self._metrics.activity.decorate(store_snapshot(
             self.store, self.project.config.system.id,
             state=State(st.state).label if alive else State.STOPPED.label,
             engine_alive=alive, websocket=websocket,
             websocket_down_s=now - self._ws_down_since if self._ws_down_since else 0.0,
             reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
-            last_error=st.last_error or None)
+            last_error=st.last_error or None))
         self._snap = (now, snap)
         return snap
 
@@ -332,6 +329,7 @@ class Engine:
         if isinstance(ins, ScheduleTimer):
             self._schedule(ins.name, ins.delay)
         elif isinstance(ins, CancelTimer):
+            self._metrics.activity.cancel(ins.name)
             handle = self._timers.pop(ins.name, None)
             if handle is not None:
                 handle.cancel()
@@ -363,6 +361,7 @@ class Engine:
 
     def _schedule(self, name: str, delay: float) -> None:
         assert self._loop is not None
+        self._metrics.activity.schedule(name, delay)
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
@@ -553,6 +552,7 @@ class Engine:
             self._feed(SyncRequested())         # the catch-up records it as refused
             return
         self._metrics.changes_pulled.inc(len(applied))
+        self._metrics.activity.pulled(spec.name, len(rows or []))
         self._notify(applied)
 
     def _apply_exit(self, event: ChangeEvent) -> None:

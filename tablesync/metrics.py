@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
 
+from tablesync.activity import Activity
+
 # Seconds; sized for a REST round trip (ms) up to a large batch on a slow link (30 s).
 DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -103,6 +105,7 @@ class Metrics:
     changes_pulled: Counter = field(default_factory=Counter)
     sync_cycles: Counter = field(default_factory=Counter)
     sync_errors: Counter = field(default_factory=Counter)
+    activity: Activity = field(default_factory=Activity)  # per table / minute, progress
 
 
 def unix_seconds(iso: str | None) -> float:

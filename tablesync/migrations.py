@@ -9,6 +9,7 @@ changed primary key cannot be done without loss and is refused with a GenerateEr
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -53,14 +54,19 @@ def affinity(declared: str) -> str:
 
 
 def migrate(conn: sqlite3.Connection, project: Project) -> list[str]:
-    """Bring ``conn``'s database to the project's shape in one transaction; list changes."""
+    """Bring ``conn``'s database to the project's shape in one transaction; list every
+    change made (tables created, columns added, capture triggers installed or rebuilt),
+    in words meant for the app's owner (docs/schema-changes.md, "What tablesync changes
+    in the app's database")."""
     steps: list[str] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        before = _triggers_now(conn)
         steps += _own_tables(conn)
         for spec in project.tables:
             steps += _user_table(conn, spec, project.ddl[spec.name])
         _triggers(conn, project)
+        steps += _trigger_changes(project, before, _triggers_now(conn))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -68,15 +74,31 @@ def migrate(conn: sqlite3.Connection, project: Project) -> list[str]:
     return steps
 
 
+WAL_NOTE = ("switched the journal mode from {old} to WAL (kept by the file; the app's "
+            "other connections use it too): the latest writes may sit in {name}-wal, so "
+            "back the database up with `sqlite3 {name} \".backup copy.db\"` or `VACUUM "
+            "INTO 'copy.db'`, not a plain file copy")
+
+
+def enable_wal(conn: sqlite3.Connection, path: str | Path) -> list[str]:
+    """Switch ``conn``'s database to WAL; announce it when it was not WAL already."""
+    old = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    new = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+    if new != "wal":
+        raise StoreError(f"{path}: cannot switch to WAL journal mode (still {new}); "
+                         "tablesync needs WAL (docs/schema-changes.md)")
+    return [] if old == "wal" else [WAL_NOTE.format(old=old, name=Path(path).name)]
+
+
 def migrate_database(path: str | Path, project: Project) -> list[str]:
-    """Open the SQLite file at ``path`` (WAL) and :func:`migrate` it."""
+    """Open the SQLite file at ``path``, switch it to WAL and :func:`migrate` it; every
+    change made, the switch to WAL included."""
     try:
         conn = sqlite3.connect(str(path), isolation_level=None)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open SQLite database: {exc}") from exc
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        return migrate(conn, project)
+        return enable_wal(conn, path) + migrate(conn, project)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: migration failed: {exc}") from exc
     finally:
@@ -84,6 +106,7 @@ def migrate_database(path: str | Path, project: Project) -> list[str]:
 
 
 def _own_tables(conn: sqlite3.Connection) -> list[str]:
+    had = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.execute(sq.MIGRATIONS_TABLE_SQL)
     done = {r[0] for r in conn.execute("SELECT version FROM _tablesync_migrations")}
     steps: list[str] = []
@@ -93,7 +116,9 @@ def _own_tables(conn: sqlite3.Connection) -> list[str]:
                 conn.execute(stmt)
             conn.execute("INSERT INTO _tablesync_migrations (version, name) VALUES (?, ?)",
                          (version, name))
-            steps.append(f"tablesync migration {version} ({name})")
+            tables = ", ".join(t for t in map(_created, stmts) if t and t not in had)
+            steps.append(f"tablesync migration {version} ({name})"
+                         + (f": created table(s) {tables}" if tables else ""))
         if version == 1:  # a seed-made sync_queue gets tablesync's columns before the rest
             steps += _queue_extra_columns(conn)
     return steps
@@ -152,6 +177,37 @@ def _add_column_sql(where: str, spec: TableSpec, col: ColumnSpec) -> str:
            f"{type_sql(col, 'sqlite')}")
     sql += f" DEFAULT {default}" if default is not None else ""
     return sql + ("" if col.nullable else " NOT NULL")
+
+
+def _created(stmt: str) -> str | None:
+    m = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", stmt)
+    return m.group(1) if m else None
+
+
+def _triggers_now(conn: sqlite3.Connection) -> dict[str, str]:
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+
+
+def _trigger_changes(project: Project, before: dict[str, str],
+                     after: dict[str, str]) -> list[str]:
+    steps = []
+    for spec in project.tables:
+        names = sq.trigger_names(spec)
+        if any(n not in before for n in names):
+            steps.append(f"installed capture triggers on {spec.name} ({', '.join(names)}): "
+                         f"every insert, update and delete on {spec.name} also adds a row "
+                         "to sync_queue")
+        elif any(before[n] != after.get(n) for n in names):
+            steps.append(f"re-created the capture triggers on {spec.name} (their SQL changed: a "
+                         "new column list or a tablesync upgrade)")
+    wanted = {n for spec in project.tables for n in sq.trigger_names(spec)}
+    gone = sorted(n for n in before if n.startswith(sq.TRIGGER_PREFIX) and n not in after
+                  and n not in wanted)
+    if gone:
+        steps.append(f"dropped capture triggers {', '.join(gone)} (table no longer synced; "
+                     "its rows stay)")
+    return steps
 
 
 def _triggers(conn: sqlite3.Connection, project: Project) -> None:

@@ -25,7 +25,11 @@ def store_snapshot(store: LocalStore, system_id: str, *, state: str = State.STOP
     if oldest is not None:
         age = max(0.0, (now - datetime.fromisoformat(oldest.replace("Z", "+00:00")))
                   .total_seconds())
+    tables = store.table_counts()
+    sb = store.project.config.supabase
     return StatusSnapshot(
+        backend_url=sb.url if sb is not None else None, tables=tables,
+        refused=sum(t["refused"] for t in tables.values()),
         system_id=system_id, state=state, engine_alive=engine_alive,
         queue_depth=stats.depth, oldest_queued_at=oldest, oldest_queued_age_s=age,
         last_sync_at=_iso(stats.last_synced_at), parked=stats.parked, conflicts_24h=recent,

@@ -44,6 +44,17 @@ class StatusSnapshot:
     last_error: str | None = None
     generated_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # the status page's detail (docs/operations.md); versions and HLCs are never here
+    backend_url: str | None = None
+    refused: int = 0                  # server rows this replica could not apply
+    # table -> {queued, queued_records, parked, refused, pushed, pulled}
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    # progress of the running push drain / catch-up: started_at, done, remaining, total,
+    # rate_per_s, eta_s (None when unknown); None when none runs
+    push: dict[str, Any] | None = None
+    pull: dict[str, Any] | None = None
+    per_minute: list[dict[str, Any]] = field(default_factory=list)  # minute, pushed, pulled
+    next_retry_at: str | None = None
 
     @property
     def indicator(self) -> str:

@@ -43,7 +43,10 @@ from tablesync.migrations import migrate
 from tablesync.model import ApplyOutcome, Change
 from tablesync.localdb import metas
 from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
-from tablesync.reset import ResetResult, reset_store
+from tablesync.parked import ParkedRecord, list_parked
+from tablesync.parked import drop as drop_parked
+from tablesync.parked import retry as retry_parked
+from tablesync.reset import ResetResult, db_path, reset_store
 from tablesync.sql.wire import codec
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
@@ -345,6 +348,48 @@ class LocalStore:
                                       "_tablesync_parked ORDER BY parked_at").fetchall()
         return [{"table": t, "record_id": r, "reason": why, "parked_at": at}
                 for t, r, why, at in rows]
+
+    def parked_records(self, limit: int = 1000) -> list[ParkedRecord]:
+        """Parked pushes and refused pulls with their reasons (:mod:`tablesync.parked`)."""
+        with self._tx("DEFERRED") as conn:
+            return list_parked(conn, limit, self._specs)
+
+    def retry_parked(self, table: str, record_id: str, kind: str | None = None) -> int:
+        """Release one parked/refused record (:func:`tablesync.parked.retry`)."""
+        with self._tx() as conn:
+            return retry_parked(conn, table, record_id, kind)
+
+    def drop_parked(self, table: str, record_id: str, backup_dir: Path | None = None,
+                    kind: str | None = None) -> Path:
+        """Give one parked/refused record up after a 0600 backup (default folder: next to
+        the database); the backup's path (:func:`tablesync.parked.drop`)."""
+        with self._tx() as conn:
+            folder = backup_dir if backup_dir is not None else Path(db_path(conn)).parent
+            path = drop_parked(conn, table, record_id, folder, self._specs, kind)
+        log.warning("dropped parked record %s %r; backup in %s", table, record_id, path)
+        return path
+
+    def table_counts(self) -> dict[str, dict[str, int]]:
+        """Per synced table: pending entries and records not parked (``queued``,
+        ``queued_records``), parked records and refused server rows."""
+        out = {name: {"queued": 0, "queued_records": 0, "parked": 0, "refused": 0}
+               for name in self._specs}
+        with self._tx("DEFERRED") as conn:
+            for table, entries, records in conn.execute(
+                    "SELECT q.table_name, count(*), count(DISTINCT q.record_id) FROM "
+                    "sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+                    "_tablesync_parked p WHERE p.table_name = q.table_name AND "
+                    "p.record_id = q.record_id) GROUP BY q.table_name"):
+                row = out.setdefault(table, {"queued": 0, "queued_records": 0,
+                                             "parked": 0, "refused": 0})
+                row["queued"], row["queued_records"] = entries, records
+            for source, key in (("_tablesync_parked", "parked"),
+                                ("_tablesync_refused", "refused")):
+                for table, n in conn.execute(f"SELECT table_name, count(*) FROM {source} "
+                                             f"GROUP BY table_name"):
+                    out.setdefault(table, {"queued": 0, "queued_records": 0, "parked": 0,
+                                           "refused": 0})[key] = n
+        return out
 
     def stats(self) -> QueueStats:
         with self._tx("DEFERRED") as conn:

@@ -105,6 +105,15 @@ def test_lossy_migration_is_refused_through_cli(example: Path) -> None:
     conn.executescript((example / "generated" / "sqlite.sql").read_text())
     schema = example / "schemas" / "projects.sql"
     schema.write_text(schema.read_text().replace("    description TEXT,\n", ""))
+    before = sorted((example / "supabase").rglob("*"))
     code, text = _run("generate", "--config", cfg, "--out", out)
+    # refused by the state diff first, with the manual steps; nothing written
+    assert code == 1 and text.startswith("error: schema change(s) refused")
+    assert "projects.description: column dropped from projects.sql" in text
+    assert 'ALTER TABLE "public"."projects" DROP COLUMN "description"' in text
+    assert sorted((example / "supabase").rglob("*")) == before
+    # --accept-manual without the replica's manual step: the local migration refuses
+    code, text = _run("generate", "--config", cfg, "--out", out, "--accept-manual")
     assert code == 1 and len(text.strip().splitlines()) == 1
     assert "column(s) description exist in the database but not in the schema" in text
+    assert sorted((example / "supabase").rglob("*")) == before

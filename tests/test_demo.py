@@ -24,6 +24,12 @@ from tablesync.project import load_project
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _engine_auth(database: str) -> dict[str, str]:
+    """The running engine's API token, from its 0600 control file next to the database."""
+    token = json.loads(Path(database + ".engine.json").read_text())["api_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _info(data: dict[str, Any]) -> DemoInfo:
     systems = tuple(DemoSystem(**s) for s in data["systems"].values())
     return DemoInfo(dir=data["dir"], backend_url=data["backend_url"],
@@ -110,7 +116,8 @@ def test_demo_syncs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         a, b = info.systems
         assert (a.id, b.id) == ("system-a", "system-b")
         for s in info.systems:
-            status = httpx.get(s.status_url + "/api/status", timeout=5).json()
+            status = httpx.get(s.status_url + "/api/status", timeout=5,
+                               headers=_engine_auth(s.database)).json()
             assert (status["system_id"], status["state"]) == (s.id, "Connected")
         key = info.service_key
         headers = {"apikey": key, "Authorization": f"Bearer {key}"}
@@ -165,7 +172,8 @@ def test_demo_syncs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     try:
         again = _info(json.loads(_line(proc, 40)))
         for s in again.systems:
-            status = httpx.get(s.status_url + "/api/status", timeout=5).json()
+            status = httpx.get(s.status_url + "/api/status", timeout=5,
+                               headers=_engine_auth(s.database)).json()
             assert status["state"] == "Connected", status
         url = f"{again.backend_url}/rest/v1/tasks?select=id&order=id"
         rows = httpx.get(url, headers=headers, timeout=5).json()

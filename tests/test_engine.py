@@ -190,11 +190,10 @@ def test_local_only_mode_queues_and_serves_status(tmp_path: Path) -> None:
         server = StatusServer(e)
         server.start()
         try:
-            body = httpx.get(server.url + "/api/status", timeout=5).json()
+            body = httpx.get(server.url + "/api/status", timeout=5,
+                             headers=server.auth_headers()).json()
             assert body["state"] == "LocalOnly" and body["queue_depth"] == 1
-            r = httpx.post(server.url + "/api/sync", timeout=5,
-                           headers={"X-CSRF-Token": server.csrf_token,
-                                    "Origin": server.url})
+            r = httpx.post(server.url + "/api/sync", timeout=5, headers=server.auth_headers())
             assert r.status_code == 202, r.text
         finally:
             server.stop()

@@ -26,7 +26,7 @@ CONFINED = {
     "prometheus_client": ("web/prometheus.py",),
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "events.py", "machine.py",
-        "status.py", "metrics.py")
+        "status.py", "metrics.py", "activity.py")
 EDGES = ("cli", "web", "devserver", "demo", "check")
 
 

@@ -42,7 +42,12 @@ def test_sqlite_add_table_and_columns_keeps_rows(tmp_path: Path) -> None:
     conn.execute("INSERT INTO notes VALUES ('n1', 'system-a', 'hello')")
     steps = migrate_database(db, make_project(tmp_path, _grown()))
     assert steps == ["added column notes.stars", "added column notes.tag",
-                     "created table labels"]
+                     "created table labels",
+                     "re-created the capture triggers on notes (their SQL changed: a new column list or a tablesync upgrade)",
+                     "installed capture triggers on labels (tablesync_labels_insert, "
+                     "tablesync_labels_update, tablesync_labels_update_pk, "
+                     "tablesync_labels_delete): every insert, update and delete on labels "
+                     "also adds a row to sync_queue"]
     assert conn.execute("SELECT * FROM notes").fetchall() == [("n1", "system-a", "hello", 0, None)]
     conn.execute("DELETE FROM notes")  # the recreated trigger captures the new column too
     (data,) = conn.execute("SELECT record_data FROM sync_queue WHERE operation = 'DELETE'"

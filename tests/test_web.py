@@ -45,6 +45,8 @@ class Harness:
     def __init__(self, server: StatusServer, provider: MemoryStatusProvider) -> None:
         self.server, self.provider = server, provider
         self.client = httpx.Client(base_url=server.url, timeout=5.0)
+        login = self.client.get(server.login_link())     # as a browser: the session cookie
+        assert login.status_code == 303, login.text
 
     def post_sync(self, **headers: str) -> httpx.Response:
         return self.client.post("/api/sync", headers=headers)
@@ -303,7 +305,8 @@ def test_event_stream_is_bounded() -> None:
     options = WebOptions(poll_interval_s=0.02, heartbeat_s=10.0, max_stream_s=0.3)
     with StatusServer(provider, options=options) as server:
         started = time.monotonic()
-        with httpx.stream("GET", f"{server.url}/api/events", timeout=5.0) as r:
+        with httpx.stream("GET", f"{server.url}/api/events", timeout=5.0,
+                          headers=server.auth_headers()) as r:
             frames = _read_events(r.iter_lines(), 10)
         assert [k for k, _ in frames] == ["status"]  # then the server ended the stream
         assert time.monotonic() - started < 3.0
@@ -325,7 +328,8 @@ def test_stop_is_bounded_with_open_streams() -> None:
 
     def listen() -> None:
         try:
-            with httpx.stream("GET", f"{server.url}/api/events", timeout=10.0) as r:
+            with httpx.stream("GET", f"{server.url}/api/events", timeout=10.0,
+                              headers=server.auth_headers()) as r:
                 for _ in r.iter_lines():
                     pass
         except httpx.HTTPError:
@@ -424,7 +428,8 @@ def test_only_the_web_package_imports_starlette_and_uvicorn() -> None:
             assert not imported & {"starlette", "uvicorn"}, rel
         if rel in ("metrics.py", "status.py", "web/provider.py"):
             assert imported <= {"__future__", "contextlib", "dataclasses", "datetime", "math",
-                                "threading", "time", "typing", "tablesync"}, (rel, imported)
+                                "pathlib", "tempfile", "threading", "time", "typing",
+                                "tablesync"}, (rel, imported)
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -445,5 +450,7 @@ def test_configured_host_is_allowed_alongside_loopback_names() -> None:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         evil = httpx.get(f"{server.url}/healthz", headers={"Host": "evil.example"})
         assert evil.status_code == 400
-    assert _allowed_hosts("0.0.0.0") == ("*",)
+    everywhere = _allowed_hosts("0.0.0.0")   # the allow-list holds on 0.0.0.0 too
+    assert "*" not in everywhere and {"127.0.0.1", "localhost", "::1"} <= set(everywhere)
+    assert socket.gethostname().lower() in everywhere
     assert _allowed_hosts("::1") == ("127.0.0.1", "localhost", "::1")

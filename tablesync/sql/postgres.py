@@ -81,18 +81,25 @@ def table_sql(spec: TableSpec, ddl: str) -> str:
     """CREATE TABLE IF NOT EXISTS + ADD COLUMN IF NOT EXISTS for every column + guard."""
     extra = ", ".join(f"{n} {t}" for n, t in TS_COLUMNS)
     parts = [create_table_sql(ddl, D, schema="public", extra_columns=extra) + ";"]
-    for col in spec.columns:
-        if col.name == spec.primary_key:
-            continue
-        clause = f"{ident(col.name, D)} {type_sql(col, D)}"
-        default = default_sql(col, D)
-        clause += f" DEFAULT {default}" if default is not None else ""
-        clause += "" if col.nullable else " NOT NULL"
-        parts.append(f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {clause};")
-    for name, decl in TS_COLUMNS:
-        parts.append(f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {name} {decl};")
-    parts.append(_guard_sql(spec))
-    return "\n".join(parts)
+    parts += [add_column_sql(spec, col.name) for col in spec.columns
+              if col.name != spec.primary_key]
+    return "\n".join(parts + [_ts_columns_and_guard_sql(spec)])
+
+
+def add_column_sql(spec: TableSpec, column: str) -> str:
+    """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` for one declared column."""
+    col = spec.column(column)
+    clause = f"{ident(col.name, D)} {type_sql(col, D)}"
+    default = default_sql(col, D)
+    clause += f" DEFAULT {default}" if default is not None else ""
+    clause += "" if col.nullable else " NOT NULL"
+    return f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {clause};"
+
+
+def _ts_columns_and_guard_sql(spec: TableSpec) -> str:
+    parts = [f"ALTER TABLE {_t(spec)} ADD COLUMN IF NOT EXISTS {name} {decl};"
+             for name, decl in TS_COLUMNS]
+    return "\n".join(parts + [_guard_sql(spec)])
 
 
 def _guard_sql(spec: TableSpec) -> str:
@@ -525,11 +532,22 @@ def grants_sql(spec: TableSpec) -> str:
 def table_objects_sql(spec: TableSpec, ddl: str) -> str:
     """Everything for one table, in dependency order."""
     return "\n\n".join([f"-- table {spec.name} ({spec.on_delete_conflict.value})",
-                        table_sql(spec, ddl), indexes_sql(spec), stamp_trigger_sql(spec),
-                        soft_delete_trigger_sql(spec), conflict_trigger_sql(spec),
-                        exit_trigger_sql(spec),
-                        rls_sql(spec), publication_sql(spec), apply_function_sql(spec),
-                        grants_sql(spec)])
+                        table_sql(spec, ddl), *_dependent_sql(spec)])
+
+
+def _dependent_sql(spec: TableSpec) -> list[str]:
+    return [indexes_sql(spec), stamp_trigger_sql(spec), soft_delete_trigger_sql(spec),
+            conflict_trigger_sql(spec), exit_trigger_sql(spec), rls_sql(spec),
+            publication_sql(spec), apply_function_sql(spec), grants_sql(spec)]
+
+
+def table_rebuild_sql(spec: TableSpec, new_columns: tuple[str, ...] = ()) -> str:
+    """An existing table brought to ``spec``: ``new_columns`` added, then everything
+    built on the column list re-created (the same text :func:`table_objects_sql` emits
+    after its CREATE TABLE, so a migration cannot drift from ``supabase.sql``)."""
+    head = [add_column_sql(spec, c) for c in new_columns]
+    return "\n\n".join(["\n".join(head + [_ts_columns_and_guard_sql(spec)]),
+                        *_dependent_sql(spec)])
 
 
 def schema_sql(tables: tuple[TableSpec, ...], ddl: dict[str, str]) -> str:

@@ -10,8 +10,8 @@ bytea       ``"\\x0a0b"`` (hex text)           ``bytes`` (BLOB)
 jsonb       the JSON value                     its text, as Postgres prints jsonb
                                                (``{"a": 1, "b": [1, 2]}``); sent as text
 boolean     ``true`` / ``false``               ``1`` / ``0``
-double      number (jsonb: maybe a huge        ``float`` (an integer beyond 64 bits read
-            integer, e.g. 1e300)               as a float)
+double,     number (jsonb, numeric: maybe a    ``float`` (an integer beyond 64 bits read
+numeric     huge integer, e.g. 1e300)          as a float)
 others      number / text                      the same number / text
 ==========  =================================  ==========================================
 
@@ -47,8 +47,11 @@ class Codec:
         self.bytea = tuple(c for c, k in kinds.items() if k == "BYTEA")
         self.jsonb = tuple(c for c, k in kinds.items() if k == "JSONB")
         self.bools = tuple(c for c, k in kinds.items() if k == "BOOLEAN")
-        # a double as jsonb (Realtime's to_jsonb) may be an integer beyond SQLite's 64 bits
-        self.reals = tuple(c for c, k in kinds.items() if k == "DOUBLE PRECISION")
+        # a double as jsonb (Realtime's to_jsonb), and a numeric anywhere (1e300 is stored
+        # with all its digits), may be an integer beyond SQLite's 64 bits: SQLite's REAL
+        # and NUMERIC affinities store such a number as a real
+        self.reals = tuple(c for c, k in kinds.items()
+                           if k == "DOUBLE PRECISION" or k.startswith(("DECIMAL", "NUMERIC")))
         self.identity = not (self.bytea or self.jsonb or self.bools or self.reals)
 
     def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:

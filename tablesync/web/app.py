@@ -2,7 +2,10 @@
 
 Only this package imports Starlette/uvicorn. Everything shown comes from a
 :class:`~tablesync.web.provider.StatusProvider`; strings that look like credentials
-(JWTs, bearer tokens) are masked before anything is sent.
+(JWTs, bearer tokens) are masked before anything is sent, and integers JavaScript cannot
+hold exactly (HLC versions: every ``_ts_*`` integer, and any beyond 2^53) are sent as
+strings. Every route but ``/healthz``, ``/metrics`` and the static assets needs the
+session cookie or the API token (:mod:`tablesync.web.auth`).
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tablesync.errors import TablesyncError
+from tablesync.parked import KINDS
 from tablesync.status import health
+from tablesync.web.auth import BEARER, PUBLIC_PATHS, Auth
 from tablesync.web.prometheus import CONTENT_TYPE, engine_registry, exposition
-from tablesync.web.provider import StatusProvider
+from tablesync.web.provider import StatusProvider, parked_store
 
 CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_CONFLICT_LIMIT = 50
 MAX_CONFLICT_LIMIT = 500
+JS_SAFE = 2**53 - 1  # larger integers lose digits in JavaScript: sent as strings
+VERSION_KEYS = frozenset({"version", "base"})  # conflict log: [hlc, origin] pairs
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -65,6 +72,8 @@ class WebOptions:
     max_stream_s: float = 3600.0  # an SSE connection ends after this; the browser reconnects
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    link_ttl_s: float = 600.0  # a one-time page link expires after this
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -81,6 +90,22 @@ def redact(value: Any) -> Any:
     return value
 
 
+def exact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with version integers (``_ts_*`` keys, and the ``version`` and
+    ``base`` pairs of the conflict log) and any integer beyond 2^53 as strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value) if key.startswith("_ts_") or abs(value) > JS_SAFE else value
+    if isinstance(value, dict):
+        return {k: exact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if key in VERSION_KEYS:  # a [hlc, origin] pair
+            return [str(v) if type(v) is int else exact(v) for v in value]
+        return [exact(v, key) for v in value]
+    return value
+
+
 def _mask(match: re.Match[str]) -> str:
     return (match.group(1) if match.groups() else "") + "***"
 
@@ -88,6 +113,7 @@ def _mask(match: re.Match[str]) -> str:
 def create_app(provider: StatusProvider, options: WebOptions | None = None) -> Starlette:
     """The status app for one provider."""
     opts = options or WebOptions()
+    auth = Auth(api_token=opts.api_token, link_ttl_s=opts.link_ttl_s)
     routes = [
         Route("/", _page, methods=["GET"]),
         Route("/static/app.js", _static("app.js", "text/javascript"), methods=["GET"]),
@@ -97,6 +123,10 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
         Route("/api/conflicts", _conflicts, methods=["GET"]),
         Route("/api/sync", _sync, methods=["POST"]),
         Route("/api/reset", _reset, methods=["POST"]),
+        Route("/api/parked", _parked, methods=["GET"]),
+        Route("/api/parked/retry", _parked_action, methods=["POST"]),
+        Route("/api/parked/drop", _parked_action, methods=["POST"]),
+        Route("/api/link", _link, methods=["POST"]),
         Route("/api/events", _events, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
@@ -104,11 +134,13 @@ def create_app(provider: StatusProvider, options: WebOptions | None = None) -> S
     middleware = [
         Middleware(_SecurityHeaders),
         Middleware(_HostCheck, allowed_hosts=opts.allowed_hosts),
+        Middleware(_Authenticate, auth=auth),
     ]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={_ProviderFailure: _provider_failed})
     app.state.provider = provider
     app.state.options = opts
+    app.state.auth = auth
     # one registry per app (= per engine); looked up per scrape, as every other route does
     app.state.registry = engine_registry(lambda: provider.snapshot(), lambda: provider.metrics())
     app.state.sse_clients = 0
@@ -135,14 +167,15 @@ class _SecurityHeaders:
 
 
 class _HostCheck:
-    """Refuses requests whose ``Host`` is not an allowed name (DNS-rebinding guard)."""
+    """Refuses requests whose ``Host`` is not an allowed name (DNS-rebinding guard; on
+    every bind address, 0.0.0.0 included)."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
         self.app = app
         self.allowed = {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or "*" in self.allowed:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
@@ -151,6 +184,30 @@ class _HostCheck:
             await self.app(scope, receive, send)
             return
         response = PlainTextResponse("Invalid host header", status_code=400)
+        await response(scope, receive, send)
+
+
+class _Authenticate:
+    """Lets through public paths and requests carrying the session cookie or the API
+    token (recorded as ``scope["state"]["auth"]``); logs in ``GET /?token=``; 401 else."""
+
+    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+        self.app, self.auth = app, auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if scope["path"] == "/" and "token" in request.query_params:
+            response = self.auth.login(request)
+        else:
+            kind = self.auth.identify(request)
+            if kind is not None:
+                scope.setdefault("state", {})["auth"] = kind
+                await self.app(scope, receive, send)
+                return
+            response = self.auth.refuse(request)
         await response(scope, receive, send)
 
 
@@ -183,7 +240,7 @@ async def _provider_failed(request: Request, exc: Exception) -> Response:
 
 def _json(data: Any, status: int = 200) -> Response:
     """JSON with credentials masked; values JSON lacks (datetimes...) become strings."""
-    body = json.dumps(redact(data), default=str)
+    body = json.dumps(exact(redact(data)), default=str)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -251,8 +308,16 @@ def cross_site_reason(request: Request, token: str) -> str | None:
     return None
 
 
+def _refusal(request: Request) -> str | None:
+    """Why a POST must be refused: cookie-authenticated ones need the same origin and the
+    CSRF token of the page; the API token cannot be sent by another site's page."""
+    if request.scope.get("state", {}).get("auth") == BEARER:
+        return None
+    return cross_site_reason(request, _options(request).csrf_token)
+
+
 async def _sync(request: Request) -> Response:
-    reason = cross_site_reason(request, _options(request).csrf_token)
+    reason = _refusal(request)
     if reason is not None:
         return _error(403, reason)
     try:
@@ -266,7 +331,7 @@ async def _sync(request: Request) -> Response:
 
 async def _reset(request: Request) -> Response:
     """``tablesync sync reset`` against the running engine (same CSRF rules as sync)."""
-    reason = cross_site_reason(request, _options(request).csrf_token)
+    reason = _refusal(request)
     if reason is not None:
         return _error(403, reason)
     reset = getattr(_provider(request), "reset", None)
@@ -281,6 +346,55 @@ async def _reset(request: Request) -> Response:
         return _error(503, f"reset failed: {type(exc).__name__}: {exc}")
     return _json({"discarded": result.discarded, "removed_rows": result.removed_rows,
                   "backup": str(result.backup) if result.backup else None})
+
+
+async def _parked(request: Request) -> Response:
+    """Parked pushes and refused pulls with their reasons (versions as strings)."""
+    store = parked_store(_provider(request))
+    if store is None:
+        return _json({"parked": [], "actions": False})
+    records = await _call(store.parked_records)
+    return _json({"parked": [r.to_dict() for r in records], "actions": True})
+
+
+async def _parked_action(request: Request) -> Response:
+    """``POST /api/parked/retry|drop?table=&record_id=[&kind=push|pull]``."""
+    reason = _refusal(request)
+    if reason is not None:
+        return _error(403, reason)
+    store = parked_store(_provider(request))
+    if store is None:
+        return _error(501, "this status provider keeps no parked records")
+    q = request.query_params
+    table, rid, kind = q.get("table", ""), q.get("record_id", ""), q.get("kind") or None
+    if not table or not rid or (kind is not None and kind not in KINDS):
+        return _error(400, "give table, record_id and optionally kind=push|pull")
+    drop = request.url.path.endswith("/drop")
+    try:
+        if drop:
+            path = await run_in_threadpool(store.drop_parked, table, rid, None, kind)
+        else:
+            released = await run_in_threadpool(store.retry_parked, table, rid, kind)
+    except TablesyncError as exc:
+        return _error(409, str(exc))
+    except Exception as exc:  # the store's bug, reported rather than a bare 500
+        return _error(503, f"{'drop' if drop else 'retry'} failed: {type(exc).__name__}: {exc}")
+    if drop:
+        return _json({"dropped": f"{table} {rid}", "backup": str(path)})
+    try:  # push the released record now rather than at the next interval
+        await run_in_threadpool(_provider(request).request_sync)
+    except Exception:  # a stopped engine: it goes at the next start
+        pass
+    return _json({"released": released})
+
+
+async def _link(request: Request) -> Response:
+    """A fresh one-time page link (``tablesync sync page``); API token only."""
+    if request.scope.get("state", {}).get("auth") != BEARER:
+        return _error(403, "a page link needs the API token (tablesync sync page)")
+    token = request.app.state.auth.mint_link()
+    return _json({"url": f"{request.url.scheme}://{request.headers.get('host', '')}"
+                         f"/?token={token}"}, 201)
 
 
 async def _metrics(request: Request) -> Response:

@@ -6,10 +6,15 @@ in-package fake (tests, demos, a status page without an engine). Stdlib only.
 
 from __future__ import annotations
 
+import tempfile
 import threading
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from tablesync.errors import StoreError
 from tablesync.metrics import Metrics
+from tablesync.parked import ParkedRecord, write_backup
 from tablesync.status import StatusSnapshot
 
 CONFLICT_FIELDS = ("table", "record_id", "winner", "loser", "resolved_at", "reason")
@@ -36,6 +41,34 @@ class StatusProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class ParkedStore(Protocol):
+    """Parked pushes and refused pulls (the engine's :class:`~tablesync.store.LocalStore`;
+    see :mod:`tablesync.parked`). Called from server threads."""
+
+    def parked_records(self, limit: int = 1000) -> list[ParkedRecord]:
+        """Every record waiting for a human, with its reason."""
+        ...
+
+    def retry_parked(self, table: str, record_id: str, kind: str | None = None) -> int:
+        """Release one record for the next push / catch-up."""
+        ...
+
+    def drop_parked(self, table: str, record_id: str, backup_dir: Path | None = None,
+                    kind: str | None = None) -> Path:
+        """Give one record up after a 0600 backup; the backup's path."""
+        ...
+
+
+def parked_store(provider: StatusProvider) -> ParkedStore | None:
+    """Where ``provider``'s parked records live: itself, its ``store`` (the engine), or
+    None (the page then shows counts only)."""
+    for candidate in (provider, getattr(provider, "store", None)):
+        if isinstance(candidate, ParkedStore):
+            return candidate
+    return None
+
+
 class MemoryStatusProvider:
     """A settable, thread-safe :class:`StatusProvider` for tests and demos."""
 
@@ -47,6 +80,8 @@ class MemoryStatusProvider:
         self._conflicts: list[dict[str, Any]] = []
         self._metrics = Metrics()
         self._on_sync = on_sync
+        self._parked: list[ParkedRecord] = []
+        self.backup_dir = Path(tempfile.gettempdir())
         self.sync_requests = 0
 
     def set_snapshot(self, snapshot: StatusSnapshot) -> None:
@@ -61,9 +96,41 @@ class MemoryStatusProvider:
         with self._lock:
             self._conflicts.insert(0, dict(conflict))
 
+    def add_parked(self, record: ParkedRecord) -> None:
+        """List a parked push or refused pull (the snapshot's ``parked`` count follows)."""
+        with self._lock:
+            self._parked.append(record)
+
     def snapshot(self) -> StatusSnapshot:
         with self._lock:
-            return self._snapshot
+            pushes = sum(r.kind == "push" for r in self._parked)
+            if not self._parked:
+                return self._snapshot
+            return replace(self._snapshot, parked=pushes,
+                           refused=len(self._parked) - pushes)
+
+    def parked_records(self, limit: int = 1000) -> list[ParkedRecord]:
+        with self._lock:
+            return list(self._parked[:limit])
+
+    def retry_parked(self, table: str, record_id: str, kind: str | None = None) -> int:
+        return len(self._take(table, record_id, kind))
+
+    def drop_parked(self, table: str, record_id: str, backup_dir: Path | None = None,
+                    kind: str | None = None) -> Path:
+        taken = self._take(table, record_id, kind)
+        return write_backup(backup_dir or self.backup_dir, table, record_id,
+                            {"table": table, "record_id": record_id,
+                             "records": [r.to_dict() for r in taken]})
+
+    def _take(self, table: str, record_id: str, kind: str | None) -> list[ParkedRecord]:
+        with self._lock:
+            taken = [r for r in self._parked if (r.table, r.record_id) == (table, record_id)
+                     and kind in (None, r.kind)]
+            if not taken:
+                raise StoreError(f"no parked record {table} {record_id!r}")
+            self._parked = [r for r in self._parked if r not in taken]
+        return taken
 
     def conflicts(self, limit: int) -> list[dict[str, Any]]:
         with self._lock:

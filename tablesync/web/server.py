@@ -12,6 +12,7 @@ import uvicorn
 from tablesync.config import StatusConfig
 from tablesync.errors import ConfigError, TablesyncError
 from tablesync.web.app import LOOPBACK_NAMES, WebOptions, create_app
+from tablesync.web.auth import Auth
 from tablesync.web.provider import StatusProvider
 
 DEFAULT_START_TIMEOUT_S = 10.0
@@ -41,7 +42,8 @@ class StatusServer:
         """The server ``[status]`` asks for, or None when no port is configured (off)."""
         if config.port is None:
             return None
-        return cls(provider, config.host, config.port)
+        options = WebOptions(allowed_hosts=(*LOOPBACK_NAMES, *config.allowed_hosts))
+        return cls(provider, config.host, config.port, options=options)
 
     @property
     def csrf_token(self) -> str:
@@ -49,8 +51,25 @@ class StatusServer:
         return self.options.csrf_token
 
     @property
+    def api_token(self) -> str:
+        """The bearer token of the API (written to the engine's 0600 control file)."""
+        return self.options.api_token
+
+    def login_link(self) -> str:
+        """A fresh one-time link that opens the page in a browser (sets its cookie)."""
+        auth: Auth = self.app.state.auth
+        return f"{self.url}/?token={auth.mint_link()}"
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` for API calls from this process (CLI, tests)."""
+        return {"Authorization": f"Bearer {self.api_token}"}
+
+    @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The base URL on this machine (loopback when bound to all interfaces: what the
+        engine prints and announces to the CLI)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT_S) -> int:
@@ -114,7 +133,10 @@ class StatusServer:
 
 
 def _allowed_hosts(host: str) -> tuple[str, ...]:
-    """Host headers to accept: loopback names, plus ``host``; any when bound to all."""
+    """Host headers to accept besides ``[status] allowed_hosts``: the loopback names and
+    ``host``; bound to all interfaces, also this machine's host name (never any name:
+    a DNS-rebinding page must not get through)."""
     if host in ("0.0.0.0", "::", ""):
-        return ("*",)
-    return tuple(dict.fromkeys((*LOOPBACK_NAMES, host)))
+        name = socket.gethostname().lower()
+        return tuple(dict.fromkeys((*LOOPBACK_NAMES, "::1", name, name.split(".")[0])))
+    return tuple(dict.fromkeys((*LOOPBACK_NAMES, host.lower())))

@@ -285,7 +285,7 @@ def test_no_secret_in_logs_or_status_output(pg_dsn: str, tmp_path: Path, debug_l
         with daemon.build_engine(project) as engine:
             status = StatusServer(engine)
             status.start()
-            daemon.write_control(project, status.url, status.csrf_token)
+            daemon.write_control(project, status.url, status.csrf_token, status.api_token)
             try:
                 engine.start()
                 wait_for(lambda: engine.status.state == "connected" and engine.status.realtime,
@@ -302,7 +302,7 @@ def test_no_secret_in_logs_or_status_output(pg_dsn: str, tmp_path: Path, debug_l
                          and local.execute("SELECT count(*) FROM tasks").fetchone() == (10,)
                          and engine.store.stats().depth == 0, timeout=15, what="converged")
                 for path in ("/api/status", "/metrics", "/"):
-                    r = httpx.get(status.url + path, timeout=5)
+                    r = httpx.get(status.url + path, timeout=5, headers=status.auth_headers())
                     assert r.status_code == 200, (path, r.status_code)
                     outputs.append(r.text)
                 for args in (["sync", "status", "--json"], ["sync", "status"],

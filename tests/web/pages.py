@@ -31,6 +31,7 @@ def open_page(page: Any, server: StatusServer) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server.url + "/")
+    page.goto(server.login_link())          # the one-time link sets the cookie, then "/"
+    assert page.url == server.url + "/", page.url
     page.evaluate("window.__noReload = 'same page'")
     page.errors = errors

@@ -106,12 +106,14 @@ def test_conflict_shows_notification_and_list(page: Any, served: Any, tmp_path: 
     provider.set_snapshot(replace(GREEN, conflicts_24h=1))
     expect(banner).to_be_visible(timeout=TIMEOUT_MS)
     expect(banner).to_contain_text("1 conflict in the last 24 h")
-    row = page.locator("#conflicts-body tr")
+    row = page.locator("#conflicts-list .conflict")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("tasks")
     expect(row).to_contain_text("42")
     expect(row).to_contain_text("ship later")
     expect(row).to_contain_text("remote version is newer")
+    expect(row.locator('tr[data-field="title"]')).to_have_class("changed")
+    expect(row.locator('tr[data-field="id"]')).to_have_class("same")
     expect(page.locator("#conflicts-24h")).to_have_text("1")
     shot(page, tmp_path, "5-conflict")
 
@@ -140,8 +142,11 @@ def test_red_with_reauth_banner(page: Any, served: Any, tmp_path: Path) -> None:
 
 
 def test_cross_site_page_cannot_trigger_sync(page: Any, served: Any) -> None:
-    """A form on another origin posting to /api/sync is refused (Origin, token)."""
+    """A form on another origin posting to /api/sync is refused. The browser is logged in,
+    and another port of 127.0.0.1 is the *same site*, so the SameSite=Strict cookie does
+    go along: the Sec-Fetch-Site/Origin and CSRF-token checks are what refuse it."""
     server, provider = served
+    open_page(page, server)
     target = f"{server.url}/api/sync"
     html = (f'<form id="f" method="post" action="{target}"></form>'
             '<script>document.getElementById("f").submit()</script>').encode()

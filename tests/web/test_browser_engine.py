@@ -91,6 +91,9 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
                                                                  timeout=TIMEOUT_MS)
         wait_for(lambda: engine.status.state == "disconnected", timeout=15,
                  what="engine disconnected")
+        # the engine's own retry timer (the probe of the unreachable backend) is shown
+        expect(page.locator("#next-retry-line")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.locator("#next-retry")).to_contain_text("UTC")
         shot(page, shots, "2-yellow-offline-queued")
         assert pg(info.dsn, "SELECT count(*) FROM tasks WHERE id LIKE 'r%'") == [(0,)]
 
@@ -130,11 +133,17 @@ def test_status_page_follows_the_real_engine(backend: DevServer, tmp_path: Path,
         backend.start()
         expect(banner).to_be_visible(timeout=TIMEOUT_MS)
         expect(banner).to_contain_text("1 conflict in the last 24 h")
-        row = page.locator("#conflicts-body tr")
+        row = page.locator("#conflicts-list .conflict")
         expect(row).to_have_count(1, timeout=TIMEOUT_MS)
         expect(row).to_contain_text("tasks")
         expect(row).to_contain_text("r0")
         expect(row).to_contain_text("edited in A offline")
+        expect(row.locator('tr[data-field="title"]')).to_have_class("changed")
+        # the winner's version exactly as the server stores it (64-bit, beyond 2^53)
+        ((hlc,),) = pg(info.dsn, "SELECT _ts_hlc FROM tasks WHERE id = 'r0'")
+        expect(row.locator("tr.version")).to_contain_text(str(hlc))
+        pushed = page.locator('#tables-body tr[data-table="tasks"] [data-col="pushed"]')
+        expect(pushed).not_to_have_text("0")                # fed by the real engine
         expect(page.locator("#conflicts-24h")).to_have_text("1")
         expect(light).to_have_attribute("data-indicator", "green", timeout=TIMEOUT_MS)
         wait_for(lambda: app.execute("SELECT title FROM tasks WHERE id = 'r0'").fetchall() ==
