@@ -545,7 +545,7 @@ def machine_for(project: Project, cluster: Cluster, replicas: int,
                                    "scope")
                     else:
                         srv = mine[rid]
-                        diff = inv.row_differences(spec, local[rid], srv)
+                        diff = inv.row_differences(spec, local[rid], srv, codec(spec).jsonb)
                         held = meta.get((t, str(rid)))
                         want = Version(int(srv["_ts_hlc"]), str(srv["_ts_origin"]))
                         if held is not None and held[0] != want:
