@@ -37,20 +37,14 @@ class LocalWrite:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equal in wire form: numbers by value (1.5 == 1.50, 2 == 2.0), JSON text by the
-    parsed value, everything else exactly."""
+    """Equal in wire form: numbers by value (1.5 == 1.50, 2 == 2.0), never a boolean and
+    a number, everything else exactly (JSON text: see :func:`row_differences`)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
     if a == b:
         return True
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-            and not isinstance(a, bool) and not isinstance(b, bool):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(a, str) and not isinstance(b, str):
-        try:
-            return bool(json.loads(a) == b)
-        except ValueError:
-            return False
-    if isinstance(b, str) and not isinstance(a, str):
-        return same_value(b, a)
     return False
 
 
