@@ -96,4 +96,6 @@ def test_the_documented_command_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "tablesync", "check", *args], cwd=app,
                          env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = out.stdout.strip().splitlines()          # one line on success
+    assert line.startswith("tablesync check: OK: 3 example(s)") and "PostgreSQL 16" in line
     assert (app / "sync-check.xml").exists()
