@@ -127,7 +127,7 @@ def generate(
 @handle_errors
 def check(
     config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    examples: int = typer.Option(30, "--examples", "-n", min=1,
+    examples: int = typer.Option(100, "--examples", "-n", min=1,
                                  help="Hypothesis examples (each: fresh replicas, empty tables)."),
     replicas: int = typer.Option(3, "--replicas", "-r", min=1, max=26,
                                  help="Replicas per example (each its own system id)."),

@@ -18,7 +18,7 @@ from tablesync.check.runner import CheckResult, run_check
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "tablesync_check(config='sync.toml', examples=30, replicas=3, seed=None): "
+        "markers", "tablesync_check(config='sync.toml', examples=100, replicas=3, seed=None): "
         "run tablesync's convergence check on the app's sync.toml")
 
 

@@ -26,7 +26,7 @@ from tablesync.errors import ConfigError
 
 __all__ = ["CheckResult", "DEFAULT_EXAMPLES", "DEFAULT_REPLICAS", "DEFAULT_STEPS", "run_check"]
 
-DEFAULT_EXAMPLES = 30
+DEFAULT_EXAMPLES = 100
 DEFAULT_REPLICAS = 3
 DEFAULT_STEPS = 30
 
@@ -117,7 +117,11 @@ def run_check(config: str | os.PathLike[str] | Project, *, examples: int = DEFAU
         except (AssertionError, Flaky) as exc:
             message = str(exc).strip() or type(exc).__name__
         except Exception as exc:  # noqa: BLE001 - any crash of the stack is a finding
-            message = f"{type(exc).__name__}: {exc}"
+            # the step that raised is not in the script (it records finished steps):
+            # Hypothesis' own notes list every rule call, the last one included
+            notes = [n for n in getattr(exc, "__notes__", []) if "state." in n]
+            message = f"{type(exc).__name__} in a step: {exc}" + (
+                "\n\nThe rule calls (Hypothesis):\n" + "\n".join(notes) if notes else "")
     finally:
         cluster.close()
     return CheckResult(ok=not message, examples=stats.examples, steps=stats.steps,
