@@ -41,14 +41,17 @@ SYSTEM = "system-a"
 DEFAULT_BATCH = SyncSettings().batch_size
 
 
-def write_config(tmp: Path, info: DevServerInfo, realtime: bool) -> Path:
-    """A project like a user's: default ``[sync]`` except the Realtime switch."""
+def write_config(tmp: Path, info: DevServerInfo, realtime: bool,
+                 transport: str | None = None) -> Path:
+    """A project like a user's: default ``[sync]`` except the Realtime switch (and the
+    transport, for the ``postgres_changes`` comparison)."""
     cfg = tmp / "sync.toml"
     cfg.write_text(
         f'[system]\nid = "{SYSTEM}"\ndatabase = "{tmp / "app.db"}"\n'
         f'[supabase]\nurl = "{info.url}"\nanon_key = "{info.anon_key}"\n'
         f'email = "{SYSTEM}@example.com"\n'
         f'[sync]\nrealtime = {"true" if realtime else "false"}\n'
+        + (f'realtime_transport = "{transport}"\n' if transport else "") +
         f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp / "auth.json"}"\n'
         f'conflict_log = "{tmp / "conflicts.log"}"\n[tables.projects]' + TABLES)
     return cfg
@@ -109,17 +112,17 @@ def server_count(info: DevServerInfo, prefix: str) -> int:
 
 
 def one_mode(info: DevServerInfo, root: Path, n: int, realtime: bool,
-             timeout: float) -> dict[str, Any]:
-    mode = "on" if realtime else "off"
+             timeout: float, transport: str | None = None) -> dict[str, Any]:
+    mode = ("on" if realtime else "off") + (f"-{transport}" if transport else "")
     tmp = root / f"realtime-{mode}"
     tmp.mkdir()
-    cfg = write_config(tmp, info, realtime)
+    cfg = write_config(tmp, info, realtime, transport)
     cli("login", "--config", str(cfg), stdin=f"pw-{SYSTEM}\n")
     run = Running(cfg)
     try:
         if not run.connected.wait(60):
             raise SystemExit(f"realtime {mode}: engine never connected:\n" + "\n".join(run.lines))
-        prefix = f"live-{mode}-"
+        prefix = f"live-{mode.replace('_', '-')}-"
         t0 = insert_rows(tmp / "app.db", n, prefix)
         first: float | None = None
         deadline = t0 + timeout
@@ -160,13 +163,15 @@ def baseline(info: DevServerInfo, n: int, batch: int) -> dict[str, Any]:
 
 
 def bench_push_live(info: DevServerInfo, n: int, timeout: float = 600.0) -> dict[str, Any]:
-    """Realtime on, Realtime off and the REST baseline, in that order, same backend."""
+    """Realtime on (default transport), Realtime off, Realtime on with the
+    ``postgres_changes`` transport (the echo's cost), then the REST baseline; same backend."""
     res: dict[str, Any] = {"batch": DEFAULT_BATCH}
     with tempfile.TemporaryDirectory(prefix="bench-live-") as d:
         root = Path(d)
-        for realtime in (True, False):
-            key = "realtime_on" if realtime else "realtime_off"
-            res[key] = one_mode(info, root, n, realtime, timeout)
+        for key, realtime, transport in (("realtime_on", True, None),
+                                         ("realtime_off", False, None),
+                                         ("postgres_changes", True, "postgres_changes")):
+            res[key] = one_mode(info, root, n, realtime, timeout, transport)
             print(key, json.dumps({k: v for k, v in res[key].items()
                                    if k != "engine_output_tail"}), flush=True)
             pg(info, PURGE)
@@ -174,6 +179,8 @@ def bench_push_live(info: DevServerInfo, n: int, timeout: float = 600.0) -> dict
     res["baseline"] = baseline(info, n, DEFAULT_BATCH)
     pg(info, PURGE)
     res["on_vs_off"] = res["realtime_on"]["rows_per_s"] / res["realtime_off"]["rows_per_s"]
+    res["postgres_changes_vs_off"] = (res["postgres_changes"]["rows_per_s"]
+                                      / res["realtime_off"]["rows_per_s"])
     return res
 
 
@@ -186,6 +193,9 @@ def table(res: dict[str, Any]) -> str:
         f"{res['on_vs_off']:.2f}x | {on['rows_per_s'] / base['rows_per_s']:.2f}x |",
         f"| Realtime off ({off['rows']:,} rows) | {off['rows_per_s']:,.0f} | 1.00x | "
         f"{off['rows_per_s'] / base['rows_per_s']:.2f}x |",
+        f"| Realtime on, `realtime_transport = \"postgres_changes\"` (echo) | "
+        f"{res['postgres_changes']['rows_per_s']:,.0f} | {res['postgres_changes_vs_off']:.2f}x | "
+        f"{res['postgres_changes']['rows_per_s'] / base['rows_per_s']:.2f}x |",
         f"| baseline: REST bulk upsert, batch {base['batch']} | {base['rows_per_s']:,.0f} | | "
         f"1.00x |"])
 

@@ -1,9 +1,14 @@
 """Benchmark of the sync engine (issue 4 item 10): five figures (six with the
-wide-row push of issue 13), each beside a baseline
-measured in the same run on the same devserver + PostgreSQL.
+wide-row push of issue 13, seven with push in real operation of issue 14), each beside a
+baseline measured in the same run on the same devserver + PostgreSQL.
 
 Run:  .venv/bin/python -m bench.sync [--quick] [--json out.json] [--only push,catchup,...]
-(figures: push, push_wide, latency, catchup, memory)
+(figures: push_live, push, push_wide, latency, catchup, memory)
+
+* push in real operation (``bench/push_live.py``): ``tablesync run`` (the CLI process,
+  default settings) drains N rows the app commits while it runs, with Realtime on
+  (the default transport) and with Realtime off, beside the REST bulk upsert; this is the
+  figure users get;
 
 * push drain: N queued inserts in SQLite pushed through ``tablesync_apply_tasks`` (the
   engine's push cycles, ``batch_size`` from ``--batch``) vs the backend's own REST bulk upsert
@@ -55,9 +60,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = (ROOT / "sync.toml").read_text().split("[tables.projects]", 1)[1]
 # a plain DELETE keeps a tombstone (it must reach the replicas); the bench wants rows gone
 PURGE = "SET tablesync.hard_delete = 'on'; DELETE FROM tasks"
-SIZES = {"full": {"push": 100_000, "push_wide": 50_000, "latency": 300, "catchup": 100_000,
+SIZES = {"full": {"push_live": 50_000, "push": 100_000, "push_wide": 50_000, "latency": 300, "catchup": 100_000,
                   "memory": 1_000_000},
-         "quick": {"push": 10_000, "push_wide": 10_000, "latency": 60, "catchup": 10_000,
+         "quick": {"push_live": 10_000, "push": 10_000, "push_wide": 10_000, "latency": 60, "catchup": 10_000,
                    "memory": 50_000}}
 ARRIVE_TRIGGER = """
 CREATE OR REPLACE FUNCTION public.bench_arrive() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -461,6 +466,17 @@ def setup(info: DevServerInfo) -> DevServerInfo:
 def table(res: dict[str, Any]) -> str:
     lines = ["| figure | tablesync | baseline (same run) | ratio | target |",
              "| --- | ---: | ---: | ---: | --- |"]
+    if "push_live" in res:
+        live = res["push_live"]
+        for key, name in (("realtime_on", "Realtime on"), ("realtime_off", "Realtime off"),
+                          ("postgres_changes", "Realtime on, postgres_changes transport")):
+            r = live[key]
+            lines.append(f"| `tablesync run`, {name}, {r['rows']:,} rows, default batch "
+                         f"{live['batch']} | {r['rows_per_s']:,.0f} rows/s | REST bulk upsert "
+                         f"{live['baseline']['rows_per_s']:,.0f} rows/s | "
+                         f"{r['rows_per_s'] / live['baseline']['rows_per_s']:.2f}x | "
+                         + ("on >= 0.8x off: " f"{live['on_vs_off']:.2f}x |" if key == "realtime_on"
+                            else "|"))
     if "push" in res:
         p = res["push"]
         lines.append(f"| push drain, {p['rows']:,} rows, batch {p['batch']} | "
@@ -497,7 +513,7 @@ def table(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    ap.add_argument("--only", default="push,push_wide,latency,catchup,memory")
+    ap.add_argument("--only", default="push_live,push,push_wide,latency,catchup,memory")
     ap.add_argument("--batch", type=int, default=1000, help="push batch size (default 1000)")
     ap.add_argument("--no-analyze", action="store_true",
                     help="catch-up: skip ANALYZE after loading the rows (stale planner statistics)")
@@ -520,6 +536,12 @@ def main(argv: list[str] | None = None) -> None:
         info = setup(backend.info)
         with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
             tmp = Path(d)
+            if "push_live" in only:
+                from bench.push_live import bench_push_live   # it imports this module
+                res["push_live"] = bench_push_live(info, sizes["push_live"])
+                print("push_live", json.dumps({k: v for k, v in res["push_live"].items()
+                                               if k not in ("realtime_on", "realtime_off",
+                                                            "postgres_changes")}), flush=True)
             if "push" in only:
                 res["push"] = bench_push(info, tmp, sizes["push"], args.batch)
                 print("push", json.dumps(res["push"]), flush=True)

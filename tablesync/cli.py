@@ -1,61 +1,70 @@
 """The ``tablesync`` command line: parses arguments, calls the library, prints results.
 
-The only module that imports typer. Every :class:`~tablesync.errors.TablesyncError` is
-turned into one red line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+With :mod:`tablesync.cli_sync` (the ``sync`` subcommands) and :mod:`tablesync.cliutil`
+(error handling), the only modules that import typer. Every
+:class:`~tablesync.errors.TablesyncError` is turned into one red line on stderr and a
+non-zero exit; ``--debug`` shows the traceback. Global options set up logging
+(:mod:`tablesync.logsetup`); ``--install-completion``/``--show-completion`` come from typer.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from tablesync.errors import ConfigError, TablesyncError
+from tablesync.cli_sync import sync_app
+from tablesync.cliutil import EXIT_ERROR, announce_migration, handle_errors, state
+from tablesync.errors import TablesyncError
 
 if TYPE_CHECKING:
     from tablesync.vault import Secret
 
 app = typer.Typer(
     help="Offline-first sync between local SQLite databases and Supabase.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False,
 )
-sync_app = typer.Typer(help="Operate a system's sync: now, status, conflicts, reset.",
-                       no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
 
-F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": False}
-
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
+# commands that log at INFO unless told otherwise (long-running: the log is their output)
+INFO_COMMANDS = ("run", "demo", "devserver")
 
 
-def handle_errors(func: F) -> F:
-    """Turn TablesyncError into one line on stderr and an exit code."""
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as _v
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TablesyncError as exc:
-            if _state["debug"]:
-                raise
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_ERROR)
-        except KeyboardInterrupt:
-            raise typer.Exit(130)
-
-    return wrapper  # type: ignore[return-value]
+        typer.echo(f"tablesync {_v('tablesync')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def main(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    log_level: Optional[str] = typer.Option(
+        None, "--log-level", envvar="TABLESYNC_LOG_LEVEL", metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO for run, demo and "
+        "devserver, else WARNING)."),
+    log_json: bool = typer.Option(False, "--log-json", envvar="TABLESYNC_LOG_JSON",
+                                  help="Log one JSON object per line (ts, level, logger, "
+                                  "msg)."),
+    show_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="Print the version and exit."),
+) -> None:
     """tablesync: declarative table sync between SQLite and Supabase."""
-    _state["debug"] = debug
+    from tablesync.logsetup import configure, parse_level
+
+    state["debug"] = debug
+    default = "INFO" if ctx.invoked_subcommand in INFO_COMMANDS else "WARNING"
+    try:
+        level = parse_level(log_level or default)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+    ctx.call_on_close(configure(level, json_lines=log_json))
 
 
 @app.command()
@@ -184,6 +193,9 @@ def devserver(
     private_only_channels: bool = typer.Option(
         False, "--private-only-channels", rich_help_panel=HOSTED,
         help="Refuse joins of public Realtime channels (hosted: 'Allow public access' off)."),
+    realtime_max_payload_kb: int = typer.Option(
+        256, "--realtime-max-payload-kb", rich_help_panel=HOSTED,
+        help="Largest Broadcast payload in KB; larger ones are dropped (hosted free: 256)."),
     refresh_lock_timeout: float = typer.Option(
         5.0, "--refresh-lock-timeout", rich_help_panel=HOSTED,
         help="Seconds a token refresh waits for a concurrent refresh of the same token "
@@ -210,6 +222,7 @@ def devserver(
             anon_statement_timeout=anon_statement_timeout, toast_omission=toast_omission,
             realtime_rate_limit=realtime_rate_limit,
             private_only_channels=private_only_channels,
+            realtime_max_payload_kb=realtime_max_payload_kb,
             refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
     except DevServerError as exc:
         raise TablesyncError(exc.args[0], hint=exc.hint) from exc
@@ -258,7 +271,7 @@ def run_engine(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     project = load_project(config)
-    _announce_migration(project)
+    announce_migration(project)
     with build_engine(project) as engine:
         engine.on_state(lambda st: typer.echo(
             f"state: {st.state}" + (f" ({st.reason})" if st.reason else "")))
@@ -277,17 +290,6 @@ def run_engine(
                 daemon.remove_control(project)
                 status.stop()
     typer.echo("stopped")
-
-
-def _announce_migration(project: Any, err: bool = False) -> None:
-    """Migrate the database before the store opens it, printing every change made (on
-    stderr with ``err``, for commands whose stdout is data)."""
-    from tablesync.migrations import migrate_database
-
-    db = project.config.database_path
-    db.parent.mkdir(parents=True, exist_ok=True)
-    for step in migrate_database(db, project):
-        typer.echo(f"changed {db}: {step}", err=err)
 
 
 def _password(prompt: str) -> Secret:
@@ -331,152 +333,6 @@ def provision(
     user = session.provision(load_config(config), system_id=system_id, email=email,
                              password=_password("New user's password"))
     typer.echo(f"created user {user['id']} ({email}) for system {system_id}")
-
-
-@sync_app.command("now")
-@handle_errors
-def sync_now(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-) -> None:
-    """Push and catch up now: asks the running engine, else syncs once in this process."""
-    from tablesync import daemon
-    from tablesync.project import load_project
-
-    project = load_project(config)
-    running = daemon.running_engine(project)
-    if running is not None:
-        daemon.request_sync(running)
-        typer.echo(f"sync requested from the running engine ({running['url']})")
-        return
-    _announce_migration(project, err=True)
-    with daemon.build_engine(project) as engine:
-        summary = engine.sync_once()
-    typer.echo(f"pushed {summary.pushed}, pulled {summary.pulled} "
-               f"(applied {summary.applied}), parked {summary.parked}, "
-               f"rejected {summary.rejected}")
-
-
-@sync_app.command("page")
-@handle_errors
-def sync_page(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-) -> None:
-    """Print a fresh one-time link to the running engine's status page (open it in a
-    browser; it sets the page's cookie). Reads the engine's 0600 token file."""
-    from tablesync import daemon
-    from tablesync.errors import TablesyncError
-    from tablesync.project import load_project
-
-    project = load_project(config)
-    running = daemon.running_engine(project)
-    if running is None:
-        raise TablesyncError(f"no running engine with a status page for {config}",
-                             hint="start one with `tablesync run` and [status] port set")
-    try:
-        link = daemon.request_link(running)
-    except OSError as exc:
-        raise TablesyncError(f"the engine at {running['url']} gave no page link: {exc}") from exc
-    typer.echo(link)
-
-
-@sync_app.command("status")
-@handle_errors
-def sync_status(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
-) -> None:
-    """State, last successful sync, queue depth, oldest change, parked, conflicts (24 h)."""
-    from tablesync import daemon
-    from tablesync.snapshot import store_snapshot
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    project = load_project(config)
-    running = daemon.running_engine(project)
-    if running is not None:
-        data = dict(running["status"])
-    else:
-        _announce_migration(project, err=True)
-        store = LocalStore.open(project)
-        try:
-            data = store_snapshot(store, project.config.system.id).to_dict()
-        finally:
-            store.close()
-    if as_json:
-        typer.echo(json.dumps(data, sort_keys=True))
-        return
-    for key in ("state", "indicator", "last_sync_at", "queue_depth", "oldest_queued_at",
-                "parked", "conflicts_24h", "websocket", "reauth_required", "last_error"):
-        typer.echo(f"{key.replace('_', ' '):<18}{data.get(key)}")
-
-
-@sync_app.command("conflicts")
-@handle_errors
-def sync_conflicts(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    limit: int = typer.Option(50, "--limit", help="How many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-) -> None:
-    """List recorded conflicts (both versions), newest first."""
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    project = load_project(config)
-    _announce_migration(project, err=True)
-    store = LocalStore.open(project)
-    try:
-        rows = store.conflicts(limit)
-    finally:
-        store.close()
-    for c in rows:
-        if as_json:
-            typer.echo(json.dumps(c, sort_keys=True, default=str))
-        else:
-            typer.echo(f"{c['resolved_at']}  {c['table']} {c['record_id']}: {c['reason']} "
-                       f"(winner {c['winner'].get('version')}, loser {c['loser'].get('version')})")
-    if not rows and not as_json:
-        typer.echo("no conflicts")
-
-
-@sync_app.command("reset")
-@handle_errors
-def sync_reset(
-    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
-    discard_pending: bool = typer.Option(
-        False, "--discard-pending",
-        help="Drop unsynced changes (saved to a 0600 JSON lines backup file first)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-) -> None:
-    """Clear the queue and re-sync everything from the server (full catch-up)."""
-    from tablesync import daemon
-    from tablesync.project import load_project
-    from tablesync.store import LocalStore
-
-    project = load_project(config)
-    if not yes:
-        what = " and DISCARD unsynced changes (backed up first)" if discard_pending else ""
-        typer.confirm(f"Reset sync state of {project.config.database_path}{what}?",
-                      abort=True)
-    running = daemon.running_engine(project)
-    if running is not None:
-        data = daemon.request_reset(running, discard_pending)
-        discarded, backup = int(data.get("discarded", 0)), data.get("backup")
-        removed = int(data.get("removed_rows", 0))
-        where = f"by the running engine ({running['url']})"
-    else:
-        _announce_migration(project, err=True)
-        store = LocalStore.open(project)
-        try:
-            result = store.reset(discard_pending=discard_pending)
-        finally:
-            store.close()
-        discarded, removed = result.discarded, result.removed_rows
-        backup = str(result.backup) if result.backup else None
-        where = "in the database (no running engine; the next sync catches up in full)"
-    if backup:
-        typer.echo(f"{discarded} unsynced change(s) saved to {backup}; "
-                   f"{removed} never-synced row(s) removed locally")
-    typer.echo(f"reset done {where}")
 
 
 @app.command()

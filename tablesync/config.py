@@ -74,6 +74,9 @@ class SyncSettings(_Section):
         batch_size: records per push request (batches go back to back while a backlog exists).
         max_retries: tries with backoff (1, 2, 4, 8 s...) before going offline.
         realtime: subscribe over Realtime; false means polling only.
+        realtime_transport: ``broadcast`` (Broadcast from Database: one private channel per
+            system, and no echo of this system's own pushes) or ``postgres_changes`` (one
+            channel per table; every pushed row comes back to its pusher). docs/realtime.md.
         poll_interval: seconds between catch-up pulls when Realtime is off or down.
         debounce: seconds to wait after a local change before pushing.
         keep_synced: seconds a pushed sync_queue entry is kept (for inspection) before the
@@ -91,6 +94,7 @@ class SyncSettings(_Section):
     batch_size: int = Field(default=100, ge=1, le=1000)
     max_retries: int = Field(default=5, ge=1, le=100)
     realtime: bool = True
+    realtime_transport: Literal["broadcast", "postgres_changes"] = "broadcast"
     poll_interval: float = Field(default=30.0, gt=0, le=86400)
     debounce: float = Field(default=0.05, ge=0, le=60)
     keep_synced: float = Field(default=86400.0, ge=0, le=365 * 86400)

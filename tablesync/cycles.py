@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from tablesync.causes import LOCAL_CAUSES, Cause, classify
 from tablesync.clock import SystemClock, WallClock, too_far_ahead
 from tablesync.errors import (AuthError, PayloadError, RemoteError, StoreError,
                               TransientRemoteError)
@@ -56,6 +57,8 @@ class SyncSummary:
     rejected: int = 0
     parked: int = 0
     errors: list[str] = field(default_factory=list)
+    # per table: {"pushed": n, "pulled": n, "applied": n} (tables with any of them)
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Cycles:
@@ -66,13 +69,13 @@ class Cycles:
         batch_size: records per apply request.
         metrics: counters to feed.
         notify: called with remote changes applied locally (for callbacks).
-        on_error: called with a one-line description of every failure.
+        on_error: called with a one-line description of every failure and its cause.
     """
 
     def __init__(self, project: Project, store: LocalStore, remote: Remote, *,
                  batch_size: int, metrics: Metrics,
                  notify: Callable[[Iterable[Change]], None],
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str, Cause], None]) -> None:
         self.project, self.store, self.remote = project, store, remote
         self.batch_size, self.metrics = batch_size, metrics
         self._notify, self._error = notify, on_error
@@ -235,7 +238,7 @@ class Cycles:
             self.store.park_changes([ch], reason)
             self._unsendable += 1
             log.error("engine: parked %s", reason)
-            self._error(f"parked {reason}")
+            self._error(f"parked {reason}", Cause.BAD_LOCAL_ROW)
         kept = [i for i in range(len(batch)) if i not in bad]
         if not kept:
             return None
@@ -247,7 +250,7 @@ class Cycles:
         if any(hlc is not None for _c, hlc in skewed):
             batch, outcomes = self._restamp(batch, outcomes, skewed)
         winners = self.store.ack(batch, outcomes)
-        self._note(summary, pushed=len(batch),
+        self._note(summary, table=batch[0].table if batch else "", pushed=len(batch),
                    parked=sum(o.outcome == Outcome.FORBIDDEN for o in outcomes))
         self.metrics.changes_pushed.inc(len(batch))
         for ch in batch:
@@ -270,7 +273,7 @@ class Cycles:
             ahead = ((ch.state.version.hlc >> 16) - (hlc >> 16)) / 1000
             self._error(f"this machine's clock is about {ahead:.0f} s ahead of the server's "
                         f"(more than its max_clock_skew): re-stamped {done} record(s) "
-                        f"against the server's clock; fix the clock")
+                        f"against the server's clock; fix the clock", Cause.NONE)
             log.warning("engine: clock about %.0f s ahead of the server: re-stamped %d "
                         "record(s)", ahead, done)
         keep = [i for i, (_c, hlc) in enumerate(skewed) if hlc is None]
@@ -289,15 +292,16 @@ class Cycles:
         self.backlog.extendleft(reversed(batch))
         if not isinstance(exc, RemoteError):
             raise exc                           # a bug or an interrupt: the caller logs it
-        self._error(str(exc))
+        cause = classify(exc)
+        self._error(str(exc), cause)
         if isinstance(exc, AuthError):
-            return PushResult(RunOutcome.AUTH)
+            return PushResult(RunOutcome.AUTH, cause=cause.value)
         if isinstance(exc, TransientRemoteError) and exc.code == STATEMENT_TIMEOUT:
             return self._timed_out(batch, exc, summary)
         if isinstance(exc, TransientRemoteError):
             return PushResult(RunOutcome.TRANSIENT, retry_after=exc.retry_after,
-                              unreachable=exc.status is None)
-        return PushResult(RunOutcome.PAYLOAD)
+                              unreachable=exc.status is None, cause=cause.value)
+        return PushResult(RunOutcome.PAYLOAD, cause=cause.value)
 
     def _timed_out(self, batch: list[Change], exc: TransientRemoteError,
                    summary: SyncSummary | None) -> PushResult:
@@ -314,7 +318,7 @@ class Cycles:
                   f"SQLSTATE {STATEMENT_TIMEOUT}) even alone: {exc}")
         self.backlog.popleft()                  # parked: not resent in this drain
         parked = self.store.park_changes(batch, reason)
-        self._error(reason)
+        self._error(reason, Cause.SERVER_REFUSED)
         self._note(summary, parked=parked, error=reason)
         return PushResult(RunOutcome.OK, backlog=self._has_backlog())
 
@@ -348,7 +352,7 @@ class Cycles:
 
     def _batch_refused(self, batch: list[Change], exc: RemoteError,
                        summary: SyncSummary | None) -> PushResult:
-        self._error(str(exc))
+        self._error(str(exc), classify(exc))
         if len(batch) > 1:                      # isolate the bad record: one per request
             self.backlog.extendleft(reversed(batch))
             self._solo = len(batch)
@@ -374,15 +378,17 @@ class Cycles:
             for spec in self.project.tables:
                 self._catch_up_table(spec, mark, summary)
             self._catch_up_exits(mark, summary)
-        except AuthError as exc:
-            self._error(str(exc))
-            return PullResult(RunOutcome.AUTH)
-        except TransientRemoteError as exc:
-            self._error(str(exc))
-            return PullResult(RunOutcome.TRANSIENT, exc.retry_after, unreachable=exc.status is None)
-        except RemoteError as exc:              # PayloadError, 4xx
-            self._error(str(exc))
-            return PullResult(RunOutcome.PAYLOAD)
+        except (RemoteError, StoreError) as exc:
+            cause = classify(exc)
+            self._error(str(exc), cause)
+            if isinstance(exc, AuthError):
+                return PullResult(RunOutcome.AUTH, cause=cause.value)
+            if isinstance(exc, TransientRemoteError):
+                return PullResult(RunOutcome.TRANSIENT, exc.retry_after,
+                                  unreachable=exc.status is None, cause=cause.value)
+            if isinstance(exc, StoreError):     # locked or full here: the cursor stays,
+                return PullResult(RunOutcome.TRANSIENT, cause=cause.value)   # retried
+            return PullResult(RunOutcome.PAYLOAD, cause=cause.value)   # PayloadError, 4xx
         return PullResult(RunOutcome.OK)
 
     def _catch_up_table(self, spec: TableSpec, mark: int, summary: SyncSummary | None) -> None:
@@ -507,7 +513,7 @@ class Cycles:
                     seen[key] = seq
         self.metrics.changes_pulled.inc(len(applied))
         self.metrics.activity.pulled(spec.name, len(page.rows))
-        self._note(summary, pulled=len(page.rows), applied=len(applied),
+        self._note(summary, table=spec.name, pulled=len(page.rows), applied=len(applied),
                    rejected=len(page.rejected))
         self._notify(applied)
 
@@ -538,6 +544,8 @@ class Cycles:
         try:
             applied = list(self.store.apply_remote(spec.name, rows))
         except StoreError as exc:
+            if classify(exc) in LOCAL_CAUSES:
+                raise                           # not the rows: the catch-up is retried
             if len(rows) == 1:
                 row = rows[0]
                 self._refuse(spec, str(row.get(spec.primary_key)), str(exc), row,
@@ -555,7 +563,7 @@ class Cycles:
         self._refused = True
         msg = f"refused remote row {spec.name} {rid!r}: {reason}"
         log.error("engine: %s", msg)
-        self._error(msg)
+        self._error(msg, Cause.BAD_LOCAL_ROW)
 
     def _retry_refused(self, summary: SyncSummary | None) -> None:
         """Apply again the refused rows kept with their image (first thing in a catch-up:
@@ -570,11 +578,11 @@ class Cycles:
             if spec is None or not isinstance(row, dict):
                 continue
             applied = self._apply_rows(spec, self.admit(spec, [row]))
-            self._note(summary, applied=len(applied))
+            self._note(summary, table=spec.name, applied=len(applied))
             self._notify(applied)
 
     @staticmethod
-    def _note(summary: SyncSummary | None, *, pushed: int = 0, pulled: int = 0,
+    def _note(summary: SyncSummary | None, *, table: str = "", pushed: int = 0, pulled: int = 0,
               applied: int = 0, rejected: int = 0, parked: int = 0, error: str = "") -> None:
         if summary is None:
             return
@@ -585,3 +593,8 @@ class Cycles:
         summary.parked += parked
         if error:
             summary.errors.append(error)
+        if table and (pushed or pulled or applied):
+            counts = summary.tables.setdefault(table, {"pushed": 0, "pulled": 0, "applied": 0})
+            counts["pushed"] += pushed
+            counts["pulled"] += pulled
+            counts["applied"] += applied

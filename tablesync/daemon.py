@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from tablesync.engine import Engine
 from tablesync.project import Project
-from tablesync.remote.base import TableChannel
+from tablesync.remote.base import RealtimeChannel
 from tablesync.remote.realtime import RealtimeClient
 from tablesync.remote.rest import RestRemote
 from tablesync.session import Session
@@ -24,10 +25,11 @@ from tablesync.store import LocalStore
 from tablesync.vault import Secret, Vault
 
 __all__ = ["build_engine", "control_path", "engine_api", "realtime_factory", "remove_control",
-           "request_link", "request_reset", "request_sync", "running_engine", "write_control"]
+           "request_link", "request_reset", "request_sync", "running_engine", "sync_and_wait",
+           "write_control"]
 
 
-def realtime_factory(url: str, anon_key: str, channels: list[TableChannel],
+def realtime_factory(url: str, anon_key: str, channels: list[RealtimeChannel],
                      **kw: Any) -> RealtimeClient:
     """The default Realtime client (vsn 2.0.0, 25 s heartbeat)."""
     return RealtimeClient(url, anon_key, channels, **kw)
@@ -153,3 +155,84 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         return str(json.loads(exc.read(100_000)).get("error", ""))
     except (ValueError, AttributeError, OSError):
         return ""
+
+
+# ----------------------------------------------------------- `sync now` on a running engine
+
+SYNC_POLL = 0.1                         # seconds between status reads while waiting
+
+
+def sync_and_wait(engine: dict[str, Any], wait: float) -> dict[str, Any]:
+    """Press "Sync now" on a running engine and wait (up to ``wait`` seconds) until its
+    cycle is over: the last successful sync moved and the state is ``Connected``. What it
+    pushed and pulled meanwhile comes from its ``/metrics`` counters, per table from the
+    snapshot's ``tables`` (all of the engine's work in that time, whatever triggered it)."""
+    url = engine["url"]
+    auth = _auth(str(engine.get("api_token", "")))
+    before, status = _counters(url, auth), dict(engine["status"])
+    request_sync(engine)
+    report: dict[str, Any] = {"by": url, "finished": wait <= 0, "requested": True}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:          # bounded by `wait`
+        time.sleep(SYNC_POLL)
+        try:
+            now = _http_json("GET", url + "/api/status", auth)
+        except OSError as exc:
+            report["reason"] = f"the engine stopped answering: {exc}"
+            return report
+        if now.get("state") in ("Failed", "Disconnected", "LocalOnly"):
+            report["reason"] = f"{now.get('state')}: {now.get('last_error') or ''}".strip()
+            status = now
+            break
+        if now.get("state") == "Connected" and now.get("last_sync_at") != status.get(
+                "last_sync_at"):
+            report["finished"] = True
+            after = _counters(url, auth)
+            report.update(
+                pushed=int(after["pushed"] - before["pushed"]),
+                pulled=int(after["pulled"] - before["pulled"]),
+                conflicts=max(0, int(now.get("conflicts_24h", 0))
+                              - int(status.get("conflicts_24h", 0))),
+                parked=int(now.get("parked", 0)), queue_depth=int(now.get("queue_depth", 0)),
+                tables=_table_deltas(status.get("tables"), now.get("tables")))
+            return report
+    if not report["finished"]:
+        report.setdefault("reason", "timed out")
+    return report
+
+
+def _table_deltas(before: Any, after: Any) -> dict[str, dict[str, int]]:
+    """Per table, what ``pushed``/``pulled`` grew by between two snapshots' ``tables``."""
+    out: dict[str, dict[str, int]] = {}
+    if not isinstance(after, dict):
+        return out
+    old = before if isinstance(before, dict) else {}
+    for name, counts in after.items():
+        was = old.get(name) or {}
+        delta = {k: int(counts.get(k, 0)) - int(was.get(k, 0)) for k in ("pushed", "pulled")}
+        if any(delta.values()):
+            out[name] = delta
+    return out
+
+
+def _counters(url: str, headers: dict[str, str]) -> dict[str, float]:
+    """The engine's pushed/pulled change counters from its ``/metrics``."""
+    names = {"tablesync_changes_pushed_total": "pushed",
+             "tablesync_changes_pulled_total": "pulled"}
+    out = {"pushed": 0.0, "pulled": 0.0}
+    if not url.startswith("http://127.") and not url.startswith("http://[::1]"):
+        raise OSError(f"refusing to contact a non-loopback engine at {url}")
+    try:
+        req = urllib.request.Request(url + "/metrics", headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+            text = resp.read(5_000_000).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError):
+        return out
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            try:
+                out[names[name]] = float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return out

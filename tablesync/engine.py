@@ -12,12 +12,15 @@ cycle in the caller's thread (``sync_once()``). All decisions come from
   connection every ``watch_interval`` seconds (the app writes with plain sqlite3, maybe in
   another process), and fed to the machine as :class:`~tablesync.machine.LocalChange`.
 
-Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`tablesync.snapshot`.
+Push and pull are in :mod:`tablesync.cycles`; the status snapshot in :mod:`tablesync.snapshot`;
+Realtime changes in :mod:`tablesync.hints`; sign-in in :mod:`tablesync.signin`. Every failure
+is noted with its cause (:mod:`tablesync.causes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -27,13 +30,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tablesync.backoff import Backoff
-from tablesync.errors import (AuthError, DuplicateReplicaError, PayloadError, RemoteError,
-                              StoreError, TablesyncError, TransientRemoteError)
+from tablesync.causes import Cause, classify
+from tablesync.errors import DuplicateReplicaError, TablesyncError, TransientRemoteError
 from tablesync.cycles import Cycles, SyncSummary
+from tablesync.hints import RealtimeApply
+from tablesync.login_watch import LOGIN_POLL, LoginWatch
 from tablesync.replica import ReplicaClaim
+from tablesync.signin import authenticate
 from tablesync.watch import watch_queue
 from tablesync.machine import (
-    AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
+    AUTH_DUPLICATE, AUTH_TRANSIENT, AuthFailed, AuthOk, Authenticate, CancelTimer,
     ConfigAbsent, ConfigPresent, ConnectRealtime, DisconnectRealtime, Event, GoOffline,
     Instruction, LocalChange, MachineSettings, Probe, ProbeResult, PullResult, PushResult,
     ReportState, Resubscribed, RunOutcome,
@@ -43,10 +49,9 @@ from tablesync.machine import (
 from tablesync.metrics import Metrics
 from tablesync.model import EXITS_TABLE, Change
 from tablesync.project import Project
-from tablesync.remote.base import (ChangeEvent, DeadSessionError, Remote, TableChannel,
-                                   validate_row)
+from tablesync.remote.base import ChangeEvent, Remote, realtime_channels
 from tablesync.session import Session
-from tablesync.snapshot import store_snapshot
+from tablesync.snapshot import StatusReader, store_snapshot
 from tablesync.status import StatusSnapshot
 from tablesync.store import LocalStore, ResetResult
 from tablesync.vault import Secret
@@ -130,7 +135,15 @@ class Engine:
         self.cycles = (Cycles(project, self.store, remote, batch_size=self.batch_size,
                               metrics=self._metrics, notify=self._notify,
                               on_error=self._set_error) if remote is not None else None)
-        self._errors_in_row, self._errors_noted = 0, 0  # noted: messages given to _set_error
+        self._errors_in_row = 0
+        self._errors_noted = 0                  # messages given to _set_error so far
+        self.cause = Cause.NONE                 # of the last failure (tablesync.causes)
+        self._cycle_cause = Cause.NONE          # noted by the running cycle
+        self._hints = RealtimeApply(project, self.store, self.cycles, metrics=self._metrics,
+                                    notify=self._notify, catch_up=self._catch_up_for)
+        path = self.store.path
+        self._reader = StatusReader(path, project) if path else None
+        self._login = LoginWatch(getattr(getattr(session, "vault", None), "path", None))
         self._ws_down_since: float | None = None
         self._snap: tuple[float, StatusSnapshot] | None = None
         self.claim = ReplicaClaim(remote, self.store, cfg.system.id)
@@ -177,6 +190,9 @@ class Engine:
         if self._snap is not None and now - self._snap[0] < SNAPSHOT_TTL:
             return self._snap[1]
         alive = self._thread is not None and self._thread.is_alive()
+        # ended without stop(): it crashed (red), unlike a stopped engine
+        died = (self._thread is not None and not alive and self._started.is_set()
+                and not self.machine.flags.stopped)
         st = self.status
         if not alive:
             websocket = "off"
@@ -188,19 +204,23 @@ class Engine:
             self._ws_down_since = self._ws_down_since or now
         else:
             self._ws_down_since = None
-        snap = self._metrics.activity.decorate(store_snapshot(
-            self.store, self.project.config.system.id,
-            state=State(st.state).label if alive else State.STOPPED.label,
+        live: dict[str, Any] = dict(
+            state=State(st.state).label if alive or died else State.STOPPED.label,
             engine_alive=alive, websocket=websocket,
             websocket_down_s=now - self._ws_down_since if self._ws_down_since else 0.0,
             reauth_required=st.reauth_required, consecutive_errors=self._errors_in_row,
-            last_error=st.last_error or None))
+            last_error=st.last_error or None, cause=self.cause.value)
+        # never the store's lock: it may be held for a write waiting on a locked database
+        snap = self._metrics.activity.decorate(
+            self._reader.snapshot(self.project.config.system.id, **live)
+            if self._reader is not None
+            else store_snapshot(self.store, self.project.config.system.id, **live))
         self._snap = (now, snap)
         return snap
 
     def conflicts(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` conflicts (table, record_id, winner, loser, ...)."""
-        return self.store.conflicts(limit)
+        return (self._reader or self.store).conflicts(limit)
 
     def request_sync(self) -> None:
         """The page's "Sync now" (never blocks)."""
@@ -238,6 +258,8 @@ class Engine:
             self.claim.release()
         if self._own_remote and self.remote is not None:
             self.remote.close()
+        if self._reader is not None:
+            self._reader.close()
         self.store.close()
 
     def __enter__(self) -> Engine:
@@ -290,6 +312,7 @@ class Engine:
         self._events = asyncio.Queue()
         self._started.set()
         watcher = asyncio.ensure_future(self._watch())
+        login = asyncio.ensure_future(self._watch_login())
         first: Event = ConfigPresent() if self.remote is not None else ConfigAbsent()
         self._events.put_nowait(first)
         try:
@@ -299,7 +322,8 @@ class Engine:
                     break
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            login.cancel()
+            await asyncio.gather(watcher, login, return_exceptions=True)
             await self._stop_realtime()
             for handle in self._timers.values():
                 handle.cancel()
@@ -375,6 +399,7 @@ class Engine:
     def _timed(self, histogram: Any, work: Callable[[], Event]) -> Event:
         t0 = time.perf_counter()
         errors = self._errors_noted
+        self._cycle_cause = Cause.NONE
         result = work()
         histogram.observe(time.perf_counter() - t0)
         outcome = getattr(result, "outcome", RunOutcome.OK)
@@ -386,6 +411,7 @@ class Engine:
                     self._set_error(str(exc))
                     return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
             self._errors_in_row = 0
+            self.cause = self._cycle_cause     # e.g. bad_local_row for a row parked now
             if self.status.last_error and self._errors_noted == errors:
                 # recovered: the page must not keep showing old errors (an error noted by
                 # this successful cycle, e.g. a record parked, stays until the next one)
@@ -395,9 +421,14 @@ class Engine:
                 self.store.note_synced()
                 self._cycles().prune_if_due()
         else:
-            self._errors_in_row += 1
-            self._metrics.sync_errors.inc()
+            self._failed_cycle(getattr(result, "cause", ""))
         return result
+
+    def _failed_cycle(self, cause: str) -> None:
+        self._errors_in_row += 1
+        self._metrics.sync_errors.inc()
+        if cause:
+            self.cause = Cause(cause)
 
     def _in_io(self, work: Callable[[], Event], on_crash: Event) -> None:
         """Run blocking ``work`` in the I/O thread; feed the event it returns (``on_crash``
@@ -408,10 +439,17 @@ class Engine:
             try:
                 return work()
             except Exception as exc:  # noqa: BLE001 - the daemon loop records and retries
-                log.exception("engine: background work failed")
-                self._set_error(f"{type(exc).__name__}: {exc}")
+                cause = classify(exc)
+                if cause is Cause.NONE:
+                    log.exception("engine: background work failed")
+                else:
+                    log.error("engine: %s failed (%s): %s", on_crash.kind, cause.value, exc)
+                self._set_error(f"{type(exc).__name__}: {exc}", cause)
                 if self.cycles is not None:
                     self.cycles.reset()         # re-read the queue on the next try
+                if isinstance(on_crash, (PushResult, PullResult)):
+                    self._failed_cycle(cause.value)
+                    return dataclasses.replace(on_crash, cause=cause.value)
                 return on_crash
 
         future = self._loop.run_in_executor(self._io, guarded)
@@ -426,38 +464,26 @@ class Engine:
         await watch_queue(self.project.config.database_path, self.watch_interval,
                           lambda: self._feed(LocalChange()))
 
+    async def _watch_login(self) -> None:
+        """While "re-auth required", a new login in the token store resumes sync."""
+        if self._login.path is None:
+            return
+        while True:                             # until cancelled by _main
+            await asyncio.sleep(LOGIN_POLL)
+            if not self.status.reauth_required:
+                self._login.arm()
+            elif self._login.changed():
+                log.info("engine: new tokens in %s: signing in again", self._login.path)
+                self._feed(SyncRequested())
+
     # ----------------------------------------------------------------- actions
 
     def _authenticate(self, refresh: bool) -> Event:
         assert self.session is not None
-        try:
-            tokens = self.session.refresh() if refresh else self.session.ensure()
-        except TransientRemoteError as exc:
-            self._set_error(str(exc))
-            return AuthFailed(AUTH_TRANSIENT, exc.retry_after, unreachable=exc.status is None)
-        except DeadSessionError as exc:
-            self._set_error(str(exc))
-            return AuthFailed(AUTH_DEAD)
-        except (AuthError, PayloadError, RemoteError, StoreError, TablesyncError) as exc:
-            self._set_error(str(exc))
-            transient = isinstance(exc, PayloadError) or (
-                isinstance(exc, RemoteError) and not isinstance(exc, AuthError)
-                and (exc.status or 500) >= 500)
-            return AuthFailed(AUTH_TRANSIENT if transient else AUTH_REJECTED)
-        if not refresh:
-            try:
-                self.claim.claim()
-            except DuplicateReplicaError as exc:
-                self._set_error(str(exc))
-                return AuthFailed(AUTH_DUPLICATE, detail=str(exc))
-            except TransientRemoteError as exc:
-                self._set_error(str(exc))
-                return AuthFailed(AUTH_TRANSIENT, exc.retry_after,
-                                  unreachable=exc.status is None)
-            except RemoteError as exc:
-                self._set_error(str(exc))
-                return AuthFailed(AUTH_TRANSIENT)
-        return AuthOk(max(1.0, tokens.expires_in(self.session.clock())))
+        result = authenticate(self.session, self.claim, refresh=refresh, note=self._set_error)
+        if isinstance(result, AuthOk) and self.cause in (Cause.AUTH, Cause.SERVER_UNREACHABLE):
+            self.cause = Cause.NONE             # signed in: that failure is over
+        return result
 
     def _probe(self) -> Event:
         """Does the backend answer at all (any HTTP status)? Cheap, short timeout."""
@@ -471,10 +497,10 @@ class Engine:
             return
         cfg = self.project.config
         assert cfg.supabase is not None
-        channels = [TableChannel(t.name, t.scope, cfg.system.id) for t in self.project.tables]
-        # records that left this system's scope: a hint channel only (not needed for
-        # "live"; a server without the table still syncs, and catch-ups read the exits)
-        channels.append(TableChannel(EXITS_TABLE, "scope", cfg.system.id))
+        # + records that left this system's scope (exits): not needed for "live"
+        channels = realtime_channels(cfg.sync.realtime_transport, [
+            (t.name, t.scope) for t in self.project.tables], cfg.system.id,
+            extra=[(EXITS_TABLE, "scope")])
         token = self.session.access_token() if self.session is not None else None
         self._realtime = self._realtime_factory(cfg.supabase.url, cfg.supabase.anon_key, channels,
                                  on_change=self._on_remote_change,
@@ -516,53 +542,14 @@ class Engine:
         await loop.run_in_executor(self._rt_io, self._apply_change, event)
 
     def _apply_change(self, event: ChangeEvent) -> None:
-        if event.table == EXITS_TABLE:
-            self._apply_exit(event)
-            return
-        spec = next((t for t in self.project.tables if t.name == event.table), None)
-        if spec is None:
-            return
-        if event.type == "DELETE":
-            log.info("engine: ignoring a hard DELETE on %s (sync deletes are tombstones)",
-                     event.table)
-            return
-        try:
-            if event.errors:
-                raise PayloadError(f"realtime {event.table}: {', '.join(event.errors)}")
-            row = validate_row(spec, event.record, partial=True,
-                               where=f"realtime {event.table}")
-        except PayloadError as exc:
-            log.warning("engine: %s", exc)
-            self._feed(SyncRequested())         # fall back to the REST catch-up
-            return
-        rows: list[dict[str, Any]] | None = [row]
-        if any(c not in row for c in spec.column_names) or "_ts_hlc" not in row:
-            # hosted Realtime leaves unchanged TOASTed values (> ~2 KB) out of UPDATE
-            # records: fetch just this record instead of a whole catch-up
-            rows = self.cycles.complete(spec, row) if self.cycles is not None else None
-            if rows is None:
-                self._feed(SyncRequested())
-                return
-        if rows and self.cycles is not None:
-            rows = self.cycles.admit(spec, rows)    # beyond the clock bound: recorded only
-        try:
-            applied = self.store.apply_remote(spec.name, rows) if rows else []
-        except StoreError as exc:
-            log.error("engine: cannot apply a realtime change: %s", exc)
-            self._feed(SyncRequested())         # the catch-up records it as refused
-            return
-        self._metrics.changes_pulled.inc(len(applied))
-        self._metrics.activity.pulled(spec.name, len(rows or []))
-        self._notify(applied)
+        self._hints.apply(event)
 
-    def _apply_exit(self, event: ChangeEvent) -> None:
-        """A record left this system's scope on the server (a ``tablesync_exits`` INSERT)."""
-        if event.type != "INSERT" or self.cycles is None:
-            return
-        try:
-            self.cycles.apply_exits([event.record])
-        except StoreError as exc:
-            log.error("engine: cannot apply a realtime exit: %s", exc)
+    def _catch_up_for(self, why: str, cause: Cause) -> None:
+        """A Realtime change could not be applied here: a catch-up covers it (retried with
+        backoff by the machine until it succeeds; the cursor moves only then)."""
+        if cause is not Cause.NONE:
+            self._set_error(why, cause)
+        self._feed(SyncRequested())
 
     def _token_refreshed(self, token: Secret) -> None:
         client = self._realtime
@@ -592,9 +579,13 @@ class Engine:
             except Exception:  # noqa: BLE001
                 log.exception("engine: state callback failed")
 
-    def _set_error(self, message: str) -> None:
+    def _set_error(self, message: str, cause: Cause = Cause.NONE) -> None:
+        """Note a failure (``cause`` for the indicator); ``""`` clears the last one."""
         if message:
             self._errors_noted += 1
+        if not message or cause is not Cause.NONE:
+            self.cause = cause
+            self._cycle_cause = cause
         s = self.status
         self.status = EngineStatus(s.state, s.reason, s.offline, s.reauth_required,
                                    s.realtime, message[:500])

@@ -228,6 +228,7 @@ class PushResult(Event):
     backlog: bool = False
     retry_after: float | None = None
     unreachable: bool = False           # transient: no answer at all (not a 5xx or 429)
+    cause: str = ""                     # a failure's tablesync.causes.Cause value
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ class PullResult(Event):
     outcome: RunOutcome = OK
     retry_after: float | None = None
     unreachable: bool = False
+    cause: str = ""                     # a failure's tablesync.causes.Cause value
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from tablesync.config import json_schema
 from tablesync.errors import GenerateError
 from tablesync.project import Project
+from tablesync.remote.base import filter_value
 from tablesync.sql import postgres, sqlite
 
 SCHEMA_FILE = "sync.schema.json"
@@ -35,9 +36,9 @@ class Artifact:
 
 def realtime_subscriptions(project: Project) -> list[dict[str, str]]:
     """One postgres_changes subscription per table, filtered on scope = this system."""
-    system = project.config.system.id
+    value = filter_value(project.config.system.id)
     return [{"event": "*", "schema": "public", "table": t.name,
-             "filter": f"{t.scope}=eq.{system}"} for t in project.tables]
+             "filter": f"{t.scope}=eq.{value}"} for t in project.tables]
 
 
 def _json(data: object) -> str:

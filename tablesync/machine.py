@@ -20,7 +20,8 @@ States (design section 4):
                    success retries at once, so sync resumes within seconds of the backend
                    coming back, whatever the backoff delay.
 * ``failed``       sync stopped; ``reauth_required`` when the refresh token is dead or the
-                   credentials are refused (``tablesync login`` then ``sync now`` resumes).
+                   credentials are refused (after ``tablesync login`` the engine feeds
+                   ``sync_requested`` by itself, as "Sync now" does).
 
 Rules: one cycle (push or pull) at a time; a trigger that arrives while one runs is
 remembered and runs right after (never concurrently, never lost); a local change is
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tablesync.backoff import Backoff
+from tablesync.causes import Cause, describe
 from tablesync.events import (  # the vocabulary, re-exported: tablesync.machine is its home
     AUTH, AUTH_DEAD, AUTH_DUPLICATE, AUTH_REJECTED, AUTH_TRANSIENT, DEBOUNCE_TIMER, FORBIDDEN,
     OK, PAYLOAD, POLL_TIMER, PROBE_TIMER, PUSH_TIMER, REFRESH_TIMER, RETRY_TIMER, TIMERS,
@@ -341,13 +343,13 @@ class SyncMachine:
         if self.flags.running is not RunKind.PUSH:
             return
         self._finish(ev.outcome, ev.retry_after, out, push=True, backlog=ev.backlog,
-                     unreachable=ev.unreachable)
+                     unreachable=ev.unreachable, cause=ev.cause)
 
     def _on_pull_result(self, ev: PullResult, out: list[Instruction]) -> None:
         if self.flags.running is not RunKind.PULL:
             return
         self._finish(ev.outcome, ev.retry_after, out, push=False, backlog=False,
-                     unreachable=ev.unreachable)
+                     unreachable=ev.unreachable, cause=ev.cause)
 
     def _on_probe_result(self, ev: ProbeResult, out: list[Instruction]) -> None:
         if self.state is not State.DISCONNECTED or not self.flags.probing:
@@ -369,7 +371,8 @@ class SyncMachine:
             out.append(CancelTimer(PROBE_TIMER))
 
     def _finish(self, outcome: RunOutcome, retry_after: float | None, out: list[Instruction],
-                *, push: bool, backlog: bool, unreachable: bool = False) -> None:
+                *, push: bool, backlog: bool, unreachable: bool = False,
+                cause: str = "") -> None:
         f = self.flags
         f.running = None
         if outcome in (OK, FORBIDDEN):          # forbidden rows are parked by the engine
@@ -391,6 +394,8 @@ class SyncMachine:
             self._begin_auth(out, refresh=True)
             return
         reason = "malformed response from the server" if outcome == PAYLOAD else "server unreachable"
+        if cause and cause != Cause.SERVER_UNREACHABLE.value:
+            reason = describe(cause) or reason   # e.g. "local database locked": retried too
         self._fail_transient(out, retry_after, reason,
                              unreachable=unreachable and outcome == TRANSIENT)
 

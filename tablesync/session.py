@@ -58,6 +58,7 @@ class Session:
         self.refresh_margin, self.clock, self.on_refresh = refresh_margin, clock, on_refresh
         self._lock = threading.RLock()
         self._tokens: Tokens | None = None
+        self.foreign: str | None = None  # the project URL of stored tokens of another one
 
     def __repr__(self) -> str:
         return f"Session({self.project!r}, {self.email!r})"
@@ -83,7 +84,8 @@ class Session:
     def ensure(self) -> Tokens:
         """A valid session: stored tokens, refreshed if close to expiry, else sign in."""
         with self._lock:
-            tokens = self._tokens or self._stored()
+            # the store first: `tablesync login` may have replaced dead tokens meanwhile
+            tokens = self._stored() or self._tokens
             if tokens is not None:
                 self._tokens = tokens
                 if tokens.expires_in(self.clock()) > self.refresh_margin:
@@ -98,6 +100,9 @@ class Session:
     def sign_in(self) -> Tokens:
         """Email/password sign-in; stores the tokens."""
         if not self.email or not self.password:
+            if self.foreign:
+                raise AuthError(self._not_signed_in(),
+                                hint=f"tokens in {self.vault.path}")
             raise AuthError("not signed in and no email/password to sign in with",
                             hint="run `tablesync login` or set TABLESYNC_SUPABASE__PASSWORD")
         with self._lock:
@@ -108,14 +113,28 @@ class Session:
         with self._lock:
             current = self._tokens or self._stored()
             if current is None:
+                if self.foreign:
+                    raise DeadSessionError(self._not_signed_in(),
+                                           hint=f"tokens in {self.vault.path}")
                 raise DeadSessionError("no session to refresh", hint="run `tablesync login`")
             return self._keep(self.auth.refresh(current.refresh_token), current.user_id)
 
     def _stored(self) -> Tokens | None:
         tokens = self.vault.load()
-        if tokens is None or tokens.project.rstrip("/") != self.project:
+        if tokens is None:
             return None
+        if tokens.project.rstrip("/") != self.project:
+            self.foreign = tokens.project.rstrip("/") or "an unknown project"
+            return None
+        self.foreign = None
         return tokens
+
+    def _not_signed_in(self) -> str:
+        """Why there is no session: tokens of another project, or none at all."""
+        if self.foreign:
+            return (f"stored tokens belong to {self.foreign}, this config points at "
+                    f"{self.project}; run `tablesync login`")
+        return "not signed in"
 
     def _keep(self, tokens: Tokens, user_id: str = "") -> Tokens:
         tokens = Tokens(tokens.access_token, tokens.refresh_token, tokens.expires_at,

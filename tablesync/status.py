@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tablesync.causes import EXIT_CODES, RED_CAUSES, Cause, describe
 from tablesync.machine import State
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
@@ -43,6 +44,8 @@ class StatusSnapshot:
     consecutive_errors: int = 0
     last_error: str | None = None
     generated_at: str = ""
+    cause: str = Cause.NONE.value       # tablesync.causes.Cause of the last failure
+    stale: bool = False                 # store counts from an earlier read (store busy)
     extra: dict[str, Any] = field(default_factory=dict)
     # the status page's detail (docs/operations.md); versions and HLCs are never here
     backend_url: str | None = None
@@ -63,33 +66,53 @@ class StatusSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["indicator"] = self.indicator
+        d["indicator"], d["reasons"] = verdict(self)
+        d["cause_text"] = describe(self.cause)
         return d
 
 
-def indicator(s: StatusSnapshot) -> str:
-    """The traffic light for a snapshot (see :class:`StatusSnapshot`)."""
-    # Failed cycles while Disconnected are the engine retrying an unreachable backend:
-    # that is "offline and queueing" (yellow), not a fault a human must look at.
-    repeated = (s.consecutive_errors >= REPEATED_ERRORS
-                and s.state != State.DISCONNECTED.label)
-    if s.reauth_required or s.parked > 0 or repeated:
-        return RED
-    if s.state == State.FAILED.label or (not s.engine_alive and s.state != State.STOPPED.label):
-        return RED
-    if s.state == State.CONNECTED.label and s.queue_depth == 0:
-        return GREEN
-    return YELLOW
-
-
-def health(s: StatusSnapshot) -> tuple[bool, list[str]]:
-    """``/healthz``: unhealthy when the engine is dead, the websocket has been down past
-    the grace period, or the queue holds :data:`QUEUE_ALERT_DEPTH` changes or more."""
+def verdict(s: StatusSnapshot) -> tuple[str, list[str]]:
+    """The one mapping behind the indicator, ``/healthz`` and ``sync status``'s exit code:
+    the colour and, when red, why (docs/operations.md, "Causes and what they mean")."""
     reasons: list[str] = []
-    if not s.engine_alive:
+    cause = Cause(s.cause) if s.cause in Cause._value2member_map_ else Cause.NONE
+    if s.reauth_required:
+        reasons.append("re-authentication required (tablesync login)")
+    if cause in RED_CAUSES and not (cause is Cause.AUTH and s.reauth_required):
+        reasons.append(describe(cause) + (f": {s.last_error}" if s.last_error else ""))
+    if s.parked > 0:
+        reasons.append(f"{s.parked} record(s) parked")
+    if (cause is Cause.NONE and s.consecutive_errors >= REPEATED_ERRORS
+            and s.state != State.DISCONNECTED.label):
+        reasons.append(f"{s.consecutive_errors} failed cycles in a row")
+    if s.state == State.FAILED.label:
+        reasons.append("sync stopped (state Failed)")
+    if not s.engine_alive and s.state != State.STOPPED.label:
         reasons.append("engine thread is not running")
-    if s.websocket == "disconnected" and s.websocket_down_s > WEBSOCKET_GRACE_S:
+    # an unreachable server takes Realtime down with it: that is "offline", not a fault
+    if (s.websocket == "disconnected" and s.websocket_down_s > WEBSOCKET_GRACE_S
+            and cause is not Cause.SERVER_UNREACHABLE and s.state != State.DISCONNECTED.label):
         reasons.append(f"websocket down for {s.websocket_down_s:.0f}s")
     if s.queue_depth >= QUEUE_ALERT_DEPTH:
         reasons.append(f"queue depth {s.queue_depth} >= {QUEUE_ALERT_DEPTH}")
-    return (not reasons, reasons)
+    if reasons:
+        return RED, reasons
+    if s.state == State.CONNECTED.label and s.queue_depth == 0:
+        return GREEN, []
+    return YELLOW, []
+
+
+def indicator(s: StatusSnapshot) -> str:
+    """The traffic light for a snapshot (see :func:`verdict`)."""
+    return verdict(s)[0]
+
+
+def health(s: StatusSnapshot) -> tuple[bool, list[str]]:
+    """``/healthz``: unhealthy (503) exactly when the indicator is red, with its reasons."""
+    colour, reasons = verdict(s)
+    return colour != RED, reasons
+
+
+def exit_code(s: StatusSnapshot) -> int:
+    """``tablesync sync status``'s exit code: 0 green, 1 yellow, 2 red."""
+    return EXIT_CODES[verdict(s)[0]]

@@ -51,9 +51,12 @@ from tablesync.sql.wire import codec
 from tablesync.stamp import last_stamp, needs_stamp, stamp_pending
 
 __all__ = ["CHUNK", "DEFAULT_MAX_RETRIES", "ROWS_PER_INSERT", "LocalStore", "Pending",
-           "QueueStats", "ResetResult", "_Fresh", "utcnow"]   # re-exported for their users
+           "QueueStats", "ResetResult", "_Fresh", "queue_stats", "table_counts",
+           "utcnow"]   # re-exported for their users
 
 log = logging.getLogger("tablesync.store")
+
+BUSY_TIMEOUT = 30.0                    # seconds a write waits for another connection's lock
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,40 @@ class QueueStats:
     parked: int  # parked records
     conflicts: int
     last_synced_at: str | None
+
+
+def queue_stats(conn: sqlite3.Connection) -> QueueStats:
+    """The queue's statistics, read on ``conn`` (inside the caller's read transaction)."""
+    depth, records, oldest = conn.execute(
+        "SELECT count(*), count(DISTINCT q.table_name || char(0) || q.record_id), "
+        "datetime(min(julianday(q.created_at))) FROM sync_queue q WHERE q.synced_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM _tablesync_parked p WHERE p.table_name = q.table_name "
+        "AND p.record_id = q.record_id)").fetchone()
+    (parked,) = conn.execute("SELECT count(*) FROM _tablesync_parked").fetchone()
+    (conflicts,) = conn.execute("SELECT count(*) FROM _tablesync_conflicts").fetchone()
+    (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
+    return QueueStats(depth, records, oldest, parked, conflicts, last)
+
+
+def table_counts(conn: sqlite3.Connection, tables: Iterable[str]) -> dict[str, dict[str, int]]:
+    """:meth:`LocalStore.table_counts` read on ``conn`` (inside the caller's read
+    transaction); every name of ``tables`` is present, with zeros when idle."""
+    def zero() -> dict[str, int]:
+        return {"queued": 0, "queued_records": 0, "parked": 0, "refused": 0}
+
+    out = {name: zero() for name in tables}
+    for table, entries, records in conn.execute(
+            "SELECT q.table_name, count(*), count(DISTINCT q.record_id) FROM "
+            "sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+            "_tablesync_parked p WHERE p.table_name = q.table_name AND "
+            "p.record_id = q.record_id) GROUP BY q.table_name"):
+        row = out.setdefault(table, zero())
+        row["queued"], row["queued_records"] = entries, records
+    for source, key in (("_tablesync_parked", "parked"), ("_tablesync_refused", "refused")):
+        for table, n in conn.execute(f"SELECT table_name, count(*) FROM {source} "
+                                     f"GROUP BY table_name"):
+            out.setdefault(table, zero())[key] = n
+    return out
 
 
 class LocalStore:
@@ -85,22 +122,32 @@ class LocalStore:
 
     @classmethod
     def open(cls, project: Project, path: str | Path | None = None, *,
-             conflict_log: Path | None = None) -> LocalStore:
-        """Open (creating) the database in WAL mode and migrate it to ``project``."""
+             conflict_log: Path | None = None,
+             busy_timeout: float = BUSY_TIMEOUT) -> LocalStore:
+        """Open (creating) the database in WAL mode and migrate it to ``project``; a write
+        waits up to ``busy_timeout`` seconds for another connection's lock."""
         cfg = project.config
         db = Path(path) if path is not None else cfg.database_path
         log_path = conflict_log or cfg.resolve_path(cfg.paths.conflict_log)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+                                   timeout=busy_timeout)
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             migrate(conn, project)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{db}: cannot open the local database: {exc}") from exc
         return cls(conn, project, conflict_log=log_path,
                    max_retries=cfg.sync.max_retries)
+
+    @property
+    def path(self) -> Path | None:
+        """The database file (None for an in-memory database)."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA database_list").fetchall()
+        file = next((f for _seq, name, f in rows if name == "main"), "")
+        return Path(file) if file else None
 
     def close(self) -> None:
         with self._lock:
@@ -372,36 +419,12 @@ class LocalStore:
     def table_counts(self) -> dict[str, dict[str, int]]:
         """Per synced table: pending entries and records not parked (``queued``,
         ``queued_records``), parked records and refused server rows."""
-        out = {name: {"queued": 0, "queued_records": 0, "parked": 0, "refused": 0}
-               for name in self._specs}
         with self._tx("DEFERRED") as conn:
-            for table, entries, records in conn.execute(
-                    "SELECT q.table_name, count(*), count(DISTINCT q.record_id) FROM "
-                    "sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
-                    "_tablesync_parked p WHERE p.table_name = q.table_name AND "
-                    "p.record_id = q.record_id) GROUP BY q.table_name"):
-                row = out.setdefault(table, {"queued": 0, "queued_records": 0,
-                                             "parked": 0, "refused": 0})
-                row["queued"], row["queued_records"] = entries, records
-            for source, key in (("_tablesync_parked", "parked"),
-                                ("_tablesync_refused", "refused")):
-                for table, n in conn.execute(f"SELECT table_name, count(*) FROM {source} "
-                                             f"GROUP BY table_name"):
-                    out.setdefault(table, {"queued": 0, "queued_records": 0, "parked": 0,
-                                           "refused": 0})[key] = n
-        return out
+            return table_counts(conn, self._specs)
 
     def stats(self) -> QueueStats:
         with self._tx("DEFERRED") as conn:
-            depth, records, oldest = conn.execute(
-                "SELECT count(*), count(DISTINCT q.table_name || char(0) || q.record_id), "
-                "datetime(min(julianday(q.created_at))) FROM sync_queue q WHERE q.synced_at IS NULL AND NOT EXISTS "
-                "(SELECT 1 FROM _tablesync_parked p WHERE p.table_name = q.table_name AND "
-                "p.record_id = q.record_id)").fetchone()
-            (parked,) = conn.execute("SELECT count(*) FROM _tablesync_parked").fetchone()
-            (conflicts,) = conn.execute("SELECT count(*) FROM _tablesync_conflicts").fetchone()
-            (last,) = conn.execute("SELECT last_synced_at FROM _tablesync_state").fetchone()
-        return QueueStats(depth, records, oldest, parked, conflicts, last)
+            return queue_stats(conn)
 
     def note_synced(self) -> None:
         """A sync cycle completed: both sides were in step at this moment."""

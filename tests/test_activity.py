@@ -150,7 +150,7 @@ def test_cycles_feed_per_table_counts_and_drain_progress(tmp_path: Path) -> None
     metrics = Metrics()
     remote = Watching(server, store, metrics)
     cycles = Cycles(project, store, remote, batch_size=3, metrics=metrics,
-                    notify=lambda changes: None, on_error=lambda msg: None)
+                    notify=lambda changes: None, on_error=lambda msg, cause: None)
     try:
         for _ in range(20):                     # bounded: 10 records in batches of 3
             if not cycles.push_batch(None).backlog:
@@ -194,7 +194,7 @@ def test_a_failed_push_run_ends_the_drain_progress(tmp_path: Path) -> None:
     down = RestRemote(f"http://127.0.0.1:{port}", "anon-key",
                       tables={t.name: t for t in project.tables})
     cycles = Cycles(project, store, down, batch_size=3,
-                    metrics=metrics, notify=lambda changes: None, on_error=lambda msg: None)
+                    metrics=metrics, notify=lambda changes: None, on_error=lambda msg, cause: None)
     try:
         assert cycles.push_batch(None).outcome == "transient"
         snap = metrics.activity.decorate(store_snapshot(store, "system-a"))

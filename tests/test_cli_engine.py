@@ -92,11 +92,20 @@ def test_provision_login_run(backend: DevServer, tmp_path: Path,
                 time.sleep(0.05)
         # `sync status` / `sync now` talk to the running engine
         res = runner.invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
-        assert res.exit_code == 0, res.output
         status = json.loads(res.output)
         assert status["engine_alive"] and status["state"] in ("Connected", "Syncing")
+        assert res.exit_code == {"green": 0, "yellow": 1}[status["indicator"]], res.output
+        # `sync now` presses the engine's button and waits for its cycle
+        app_db.execute("INSERT INTO tasks (id, system_id, title) VALUES ('c3', 'system-a', 'z')")
+        res = runner.invoke(app, ["sync", "now", "--config", str(cfg), "--json"])
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output)
+        assert report["finished"] and report["by"].startswith("http://127.0.0.1:")
+        assert report["queue_depth"] == 0 and report["duration_s"] >= 0
+        # (c3 may have gone before the button was pressed: the counts can be 0)
+        assert report["pushed"] >= 0 and isinstance(report["tables"], dict)
         res = runner.invoke(app, ["sync", "now", "--config", str(cfg)])
-        assert res.exit_code == 0 and "running engine" in res.output, res.output
+        assert res.exit_code == 0 and "synced by the running engine" in res.output, res.output
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0 and "stopped" in out
@@ -109,8 +118,13 @@ def test_provision_login_run(backend: DevServer, tmp_path: Path,
         app_db.execute("INSERT INTO tasks (id, system_id, title) VALUES ('c2', 'system-a', 'y')")
         res = runner.invoke(app, ["sync", "status", "--config", str(cfg)])
         assert "queue depth       1" in res.output, res.output
+        res = runner.invoke(app, ["sync", "now", "--config", str(cfg), "--json"])
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output)
+        assert (report["by"], report["pushed"], report["parked"]) == ("this process", 1, 0)
+        assert report["tables"]["tasks"]["pushed"] == 1 and report["conflicts"] == 0
         res = runner.invoke(app, ["sync", "now", "--config", str(cfg)])
-        assert res.exit_code == 0 and "pushed 1," in res.output, res.output
+        assert res.exit_code == 0 and "synced by this process" in res.output, res.output
         with psycopg.connect(backend.info.dsn, autocommit=True) as pg:
             assert pg.execute("SELECT 1 FROM tasks WHERE id = 'c2'").fetchall()
         res = runner.invoke(app, ["sync", "conflicts", "--config", str(cfg)])

@@ -89,7 +89,8 @@ def _cycles(project: Project, store: LocalStore, remote: Any, *, batch: int = 3,
             chunk: int | None = None) -> tuple[Cycles, list[str]]:
     errors: list[str] = []
     cycles = Cycles(project, store, remote, batch_size=batch, metrics=Metrics(),
-                    notify=lambda changes: None, on_error=errors.append)
+                    notify=lambda changes: None,
+                    on_error=lambda message, _cause: errors.append(message))
     if chunk is not None:
         cycles.chunk = chunk
     return cycles, errors

@@ -16,7 +16,7 @@ CONFINED = {
     "sqlglot": ("sql/",),
     "httpx": ("remote/rest.py", "devserver/"),
     "websockets": ("remote/realtime", "devserver/"),
-    "typer": ("cli.py",),
+    "typer": ("cli.py", "cli_sync.py", "cliutil.py"),
     "starlette": ("web", "devserver/"),
     "uvicorn": ("web", "devserver/"),
     "psycopg": ("devserver/", "check/"),
@@ -26,7 +26,7 @@ CONFINED = {
     "prometheus_client": ("web/prometheus.py",),
 }
 PURE = ("errors.py", "model.py", "clock.py", "lww.py", "backoff.py", "events.py", "machine.py",
-        "status.py", "metrics.py", "activity.py")
+        "status.py", "metrics.py", "causes.py", "activity.py")
 EDGES = ("cli", "web", "devserver", "demo", "check")
 
 

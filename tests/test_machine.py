@@ -84,3 +84,15 @@ def test_never_two_cycles_at_once(events: list[dict[str, Any]], outcome: str,
             running = "push" if isinstance(starts[0], StartPush) else "pull"
         if m.state is State.FAILED:
             running = None  # the engine abandons an outstanding cycle on re-auth
+
+
+def test_a_local_failure_is_retried_and_named_not_server_unreachable() -> None:
+    m = SyncMachine(backoff=Backoff(jitter=0.0))
+    m.handle(event_from_dict({"event": "config_present"}))
+    m.handle(event_from_dict({"event": "auth_ok", "expires_in": 3600}))
+    out = m.handle(event_from_dict({"event": "push_result", "outcome": "transient",
+                                    "cause": "local_locked"}))
+    reports = [i for i in out if i.do == "report_state"]
+    assert reports and reports[-1].to_dict()["reason"] == "local database locked"
+    assert any(i.to_dict() == {"do": "schedule_timer", "name": "retry", "delay": 1.0}
+               for i in out)

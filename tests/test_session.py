@@ -71,6 +71,33 @@ def test_tokens_of_another_project_are_ignored(tmp_path: Path) -> None:
     assert auth.calls == ["sign_in e"]
 
 
+def test_tokens_of_another_project_say_so_when_there_is_no_password(tmp_path: Path) -> None:
+    _vault(tmp_path).save(Tokens(Secret("x"), Secret("y"), time.time() + 999, "u",
+                                 "http://other.example/"))
+    s = Session(FakeAuth(), _vault(tmp_path), project=PROJECT + "/")
+    message = (f"stored tokens belong to http://other.example, this config points at "
+               f"{PROJECT}; run `tablesync login`")
+    with pytest.raises(AuthError, match="stored tokens belong to") as info:
+        s.ensure()
+    assert str(info.value).startswith(message)
+    with pytest.raises(DeadSessionError, match="stored tokens belong to"):
+        s.refresh()
+
+
+def test_a_new_login_in_the_vault_replaces_dead_tokens_in_memory(tmp_path: Path) -> None:
+    auth = FakeAuth()
+    s = Session(auth, _vault(tmp_path), project=PROJECT, email="e", password=Secret("p"))
+    s.ensure()
+    s.password = None
+    auth.dead.add("r1")
+    with pytest.raises(DeadSessionError):
+        s.refresh()
+    # `tablesync login` in another process writes new tokens
+    _vault(tmp_path).save(Tokens(Secret("new"), Secret("rnew"), time.time() + 999, "u",
+                                 PROJECT))
+    assert s.ensure().access_token == Secret("new")
+
+
 def test_near_expiry_refreshes_and_dead_refresh_falls_back(tmp_path: Path) -> None:
     _vault(tmp_path).save(Tokens(Secret("x"), Secret("r0"), time.time() + 10, "u", PROJECT))
     auth = FakeAuth()

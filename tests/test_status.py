@@ -35,3 +35,23 @@ def test_health_rules() -> None:
                                websocket_down_s=60, queue_depth=QUEUE_ALERT_DEPTH))
     assert not ok and len(reasons) == 3
     assert health(_snap(websocket="disconnected", websocket_down_s=5))[0]
+
+
+def test_what_makes_healthz_503_also_makes_the_light_red() -> None:
+    # issue 16: /healthz 503 while the page stayed yellow
+    assert _snap(websocket="disconnected", websocket_down_s=31).indicator == RED
+    assert _snap(queue_depth=QUEUE_ALERT_DEPTH).indicator == RED
+    # ... but an unreachable server takes Realtime with it: offline and queueing, healthy
+    offline = _snap(state="Disconnected", websocket="disconnected", websocket_down_s=300,
+                    queue_depth=3, consecutive_errors=9, cause="server_unreachable")
+    assert offline.indicator == YELLOW and health(offline) == (True, [])
+
+
+def test_a_local_failure_is_red_at_once_and_says_why() -> None:
+    snap = _snap(state="Disconnected", cause="local_locked",
+                 last_error="cannot start a transaction: database is locked")
+    assert snap.indicator == RED
+    ok, reasons = health(snap)
+    assert not ok and reasons == ["local database locked: cannot start a transaction: "
+                                  "database is locked"]
+    assert snap.to_dict()["cause"] == "local_locked"

@@ -336,7 +336,7 @@ def test_sync_commands_announce_on_stderr(tmp_path: Path) -> None:
     conn.close()
     cfg = write_project(tmp_path, {"notes": NOTES})
     res = CliRunner().invoke(app, ["sync", "status", "--config", str(cfg), "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output       # no engine running: yellow (operations.md)
     assert json.loads(res.stdout)["queue_depth"] == 0
     assert "switched the journal mode from delete to WAL" in res.stderr
     assert "installed capture triggers on notes" in res.stderr

@@ -84,7 +84,8 @@ class Replica:
     def _cycles(self) -> Cycles:
         c = Cycles(self.project, self.store, self.remote,
                    batch_size=self.project.config.sync.batch_size, metrics=Metrics(),
-                   notify=lambda changes: None, on_error=self.errors.append)
+                   notify=lambda changes: None,
+                   on_error=lambda message, cause: self.errors.append(message))
         c.wall = self.clock
         return c
 

@@ -47,7 +47,8 @@ def _default_realtime(settings: Settings) -> RealtimeLike | None:
         api_keys={settings.publishable_key: settings.anon_key,
                   settings.secret_key: settings.service_key},
         toast_omission=settings.toast_omission, rate_limit=settings.realtime_rate_limit,
-        private_only=settings.private_only_channels)
+        private_only=settings.private_only_channels,
+        max_payload_bytes=settings.realtime_max_payload_kb * 1000 + 500)
     return service
 
 

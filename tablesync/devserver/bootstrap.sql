@@ -60,3 +60,73 @@ BEGIN
   END IF;
 END
 $$;
+
+-- Realtime's own objects for Broadcast from Database and Realtime Authorization, as a
+-- Supabase project has them (supabase/realtime tenant migrations): realtime.messages (hosted:
+-- partitioned by day and pruned after a few days; here one table, pruned by the Realtime
+-- service), realtime.topic() (the topic being joined or sent to, read by RLS policies),
+-- realtime.send() and realtime.broadcast_changes(). RLS on realtime.messages is on with no
+-- policy: until a project adds one, nobody may join a private channel.
+CREATE SCHEMA IF NOT EXISTS realtime;
+GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role;
+
+CREATE TABLE IF NOT EXISTS realtime.messages (
+  topic text NOT NULL,
+  extension text NOT NULL,
+  payload jsonb,
+  event text,
+  private boolean DEFAULT false,
+  updated_at timestamp without time zone NOT NULL DEFAULT now(),
+  inserted_at timestamp without time zone NOT NULL DEFAULT now(),
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  PRIMARY KEY (id, inserted_at)
+);
+ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY;
+GRANT INSERT, SELECT, UPDATE ON realtime.messages TO anon, authenticated, service_role;
+
+CREATE OR REPLACE FUNCTION realtime.topic() RETURNS text LANGUAGE sql STABLE AS $$
+  SELECT nullif(current_setting('realtime.topic', true), '')::text
+$$;
+
+-- Errors are turned into a WARNING (the writer's transaction goes on), as Supabase's does.
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text,
+                                         private boolean DEFAULT true) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  generated_id uuid;
+  final_payload jsonb;
+BEGIN
+  BEGIN
+    generated_id := gen_random_uuid();
+    IF payload ? 'id' THEN
+      final_payload := payload;
+    ELSE
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    END IF;
+    PERFORM set_config('realtime.topic', topic, true);
+    INSERT INTO realtime.messages (id, payload, event, topic, private, extension)
+    VALUES (generated_id, final_payload, event, topic, private, 'broadcast');
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'WarnSendingBroadcastMessage: %', SQLERRM;
+  END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.broadcast_changes(topic_name text, event_name text,
+    operation text, table_name text, table_schema text, new record, old record,
+    level text DEFAULT 'ROW') RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF level = 'STATEMENT' THEN
+    RAISE EXCEPTION 'function can only be triggered for each row, not for each statement';
+  END IF;
+  IF operation IN ('INSERT', 'UPDATE', 'DELETE') THEN
+    PERFORM realtime.send(jsonb_build_object('old_record', old, 'record', new,
+                                             'operation', operation, 'table', table_name,
+                                             'schema', table_schema),
+                          event_name, topic_name);
+  ELSE
+    RAISE EXCEPTION 'Unexpected operation type: %', operation;
+  END IF;
+END
+$$;

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 from tablesync.devserver import realtime_auth as auth
 from tablesync.devserver import realtime_capture as capture
 from tablesync.devserver import realtime_protocol as proto
+from tablesync.devserver.realtime_broadcast import DEFAULT_MAX_PAYLOAD_BYTES, Broadcasts
 from tablesync.devserver.realtime_changes import (
     Change, access_error, build_data, filter_columns, omit_unchanged_toast, parse_change)
 from tablesync.devserver.realtime_filters import (
@@ -55,7 +56,8 @@ class RealtimeService:
                  clock: Callable[[], float] = time.time,
                  signing_key: SigningKey | None = None, api_keys: dict[str, str] | None = None,
                  toast_omission: bool = True, rate_limit: int = DEFAULT_RATE_LIMIT,
-                 private_only: bool = False) -> None:
+                 private_only: bool = False,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self._dsn = dsn
         self.clock = clock  # token expiry is measured on it (Unix seconds)
         self.jwt_secret = jwt_secret
@@ -80,7 +82,8 @@ class RealtimeService:
         self._sessions: set[Session] = set()
         self._session_done: set[asyncio.Event] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(QUEUE_LIMIT)
+        self.broadcasts = Broadcasts(self._admit, max_payload_bytes)
         self._control: psycopg.AsyncConnection[Any] | None = None
         self._control_lock = asyncio.Lock()
         self._dispatch_conn: psycopg.AsyncConnection[Any] | None = None
@@ -104,6 +107,7 @@ class RealtimeService:
         async with self._control_lock:
             await self._refresh_locked()
             await capture.prune(self._control, STORED_CHANGE_TTL)
+            await capture.prune_messages(self._control, STORED_CHANGE_TTL)
         self._dispatch_conn = await self._connect(DISPATCH_STATEMENT_TIMEOUT_MS)
         self._running = True
         self._tasks = [asyncio.create_task(self._listen_loop(), name="realtime-listen"),
@@ -275,8 +279,34 @@ class RealtimeService:
         return {oid for oid, live in self._bindings.items()
                 if any(not b.channel.closed for b in live)}
 
+    async def authorize(self, channel: Channel, presence: bool) -> str | None:
+        """Realtime Authorization of a private join: None, or the join error's reason."""
+        extensions = ("broadcast", "presence") if presence else ("broadcast",)
+        try:
+            async with self._control_lock:
+                if self._control is None or self._control.closed:
+                    raise psycopg.OperationalError("no control connection")
+                allowed = await capture.read_authorizations(
+                    self._control, channel.sub_topic, channel.claims, extensions)
+        except psycopg.Error as exc:  # Supabase: RlsPolicyError, then refused
+            log.warning("realtime: RlsPolicyError for topic %r: %s", channel.sub_topic, exc)
+            if self._control is None or self._control.broken or self._control.closed:
+                await self._reconnect_control()
+            allowed = {}
+        channel.broadcast_read = allowed.get("broadcast", False)
+        if any(allowed.values()):
+            return None
+        return ("Unauthorized: You do not have permissions to read from this Channel topic: "
+                f"{channel.sub_topic}")
+
+    def listen(self, channel: Channel) -> None:
+        """Route the broadcasts of the channel's topic to it."""
+        self.broadcasts.add(channel)
+
     def unsubscribe(self, channel: Channel) -> None:
-        """Forget a channel's bindings."""
+        """Forget a channel's bindings (and its broadcast route once it is closed)."""
+        if channel.closed:
+            self.broadcasts.remove(channel)
         for binding in channel.bindings:
             live = self._bindings.get(binding.oid)
             if live and binding in live:
@@ -322,6 +352,7 @@ class RealtimeService:
                     await self._refresh_locked()
                     assert self._control is not None
                     await capture.prune(self._control, STORED_CHANGE_TTL)
+                    await capture.prune_messages(self._control, STORED_CHANGE_TTL)
                 delay = self.refresh_interval
             except psycopg.Error as exc:
                 log.warning("realtime: publication refresh failed: %s", exc)
@@ -346,12 +377,12 @@ class RealtimeService:
                 log.warning("realtime: cannot connect for LISTEN: %s", exc)
             else:
                 try:
-                    await conn.execute(sql.SQL("LISTEN {}").format(
-                        sql.Identifier(capture.CHANNEL)))
+                    for name in (capture.CHANNEL, capture.BROADCAST_CHANNEL):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
                     self._listening.set()
                     delay = 0.1
                     async for note in conn.notifies():
-                        await self._queue.put(note.payload)
+                        await self._queue.put((note.channel, note.payload))
                 except psycopg.Error as exc:
                     log.warning("realtime: LISTEN connection lost: %s", exc)
                 finally:
@@ -363,9 +394,12 @@ class RealtimeService:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            payload = await self._queue.get()
+            channel, payload = await self._queue.get()
             try:
-                await self._dispatch(payload)
+                if channel == capture.BROADCAST_CHANNEL:
+                    await self._dispatch_broadcast(payload)
+                else:
+                    await self._dispatch(payload)
             except psycopg.Error as exc:
                 log.warning("realtime: dropping a change, database error: %s", exc)
                 await self._reconnect_dispatch()
@@ -381,6 +415,15 @@ class RealtimeService:
         self._dispatch_conn = None
         with contextlib.suppress(psycopg.Error):
             self._dispatch_conn = await self._connect(DISPATCH_STATEMENT_TIMEOUT_MS)
+
+    async def _dispatch_broadcast(self, payload: str) -> None:
+        conn = self._dispatch_conn
+        if conn is None:
+            await self._reconnect_dispatch()
+            conn = self._dispatch_conn
+            if conn is None:
+                return
+        await self.broadcasts.dispatch(conn, payload)
 
     async def _dispatch(self, payload: str) -> None:
         conn = self._dispatch_conn

@@ -217,8 +217,49 @@ BEGIN
 END
 $$;
 
--- Only the service (the database owner) uses these; API roles never see schema realtime.
+-- Broadcast from Database: hosted Realtime replicates INSERTs into realtime.messages (a
+-- logical replication slot on that table) and forwards each to the topic's subscribers. Here
+-- an AFTER INSERT trigger notifies channel 'tablesync_broadcast' with the committed message
+-- (NOTIFY is transactional: a rolled-back send, or the authorization probe rows Realtime
+-- inserts and rolls back, are never delivered). A message whose JSON does not fit NOTIFY is
+-- notified by id (uuid text) and read back from realtime.messages by the service.
+CREATE OR REPLACE FUNCTION realtime.tablesync_broadcast_capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  note text;
+BEGIN
+  IF NEW.extension <> 'broadcast' THEN
+    RETURN NULL;
+  END IF;
+  note := json_build_object('id', NEW.id, 'topic', NEW.topic, 'event', NEW.event,
+                            'private', coalesce(NEW.private, false),
+                            'payload', NEW.payload)::text;
+  IF octet_length(note) < 7900 THEN
+    PERFORM pg_notify('tablesync_broadcast', note);
+  ELSE
+    PERFORM pg_notify('tablesync_broadcast', NEW.id::text);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+  IF to_regclass('realtime.messages') IS NOT NULL AND NOT EXISTS (
+      SELECT 1 FROM pg_trigger WHERE tgname = 'tablesync_broadcast'
+        AND tgrelid = 'realtime.messages'::regclass) THEN
+    CREATE TRIGGER tablesync_broadcast AFTER INSERT ON realtime.messages
+      FOR EACH ROW EXECUTE FUNCTION realtime.tablesync_broadcast_capture();
+  END IF;
+END
+$$;
+
+-- Only the service (the database owner) uses these; the API roles have USAGE on schema
+-- realtime (for realtime.messages and realtime.topic(), as on Supabase) but no rights here.
 REVOKE ALL ON FUNCTION realtime.tablesync_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION realtime.tablesync_broadcast_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION realtime.tablesync_check_op(text, text, text, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION realtime.tablesync_check_subscription(regclass, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION realtime.tablesync_visible(regclass, jsonb, text, jsonb, boolean)

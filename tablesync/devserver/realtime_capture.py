@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from psycopg import sql
 
 PUBLICATION = "supabase_realtime"
 CHANNEL = "tablesync_realtime"
+BROADCAST_CHANNEL = "tablesync_broadcast"  # committed realtime.messages inserts
 TRIGGER = "tablesync_realtime"
 _LOCK_KEY = 0x7461626C  # advisory lock serialising installs from several services
 
@@ -191,3 +193,49 @@ def describe_error(exc: psycopg.Error) -> str:
                    for c in type(exc).__name__).lstrip("_")
     message = exc.diag.message_primary or str(exc)
     return f"ERROR {state} ({name}) {message}"
+
+
+async def stored_message(conn: psycopg.AsyncConnection[Any], message_id: str) -> str | None:
+    """The notification JSON of a broadcast message too large for NOTIFY (by its uuid)."""
+    cur = await conn.execute(
+        "SELECT json_build_object('id', id, 'topic', topic, 'event', event, 'private',"
+        " coalesce(private, false), 'payload', payload)::text FROM realtime.messages"
+        " WHERE id = %s::uuid", (message_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def prune_messages(conn: psycopg.AsyncConnection[Any], older_than_s: float) -> None:
+    """Forget broadcast messages older than ``older_than_s`` seconds (hosted drops old
+    partitions after a few days; delivery never reads old messages)."""
+    await conn.execute("DELETE FROM realtime.messages WHERE inserted_at < (now() AT TIME ZONE"
+                       " 'utc') - make_interval(secs => %s)", (older_than_s,))
+
+
+async def read_authorizations(conn: psycopg.AsyncConnection[Any], topic: str,
+                              claims: dict[str, Any], extensions: tuple[str, ...]
+                              ) -> dict[str, bool]:
+    """May this user read ``extensions`` (broadcast, presence) of private ``topic``?
+
+    Realtime Authorization as Supabase runs it: in one transaction, insert a probe message
+    per extension, switch to the user's role with ``realtime.topic`` and the JWT claims set,
+    select the probes back (RLS on ``realtime.messages`` decides which are visible), roll
+    back. Raises ``psycopg.Error`` when a policy fails (Supabase: ``RlsPolicyError``).
+    """
+    probes = {ext: str(uuid.uuid4()) for ext in extensions}
+    role = str(claims.get("role", "anon"))
+    async with conn.transaction(force_rollback=True):
+        for ext, probe in probes.items():
+            await conn.execute("INSERT INTO realtime.messages (id, topic, extension)"
+                               " VALUES (%s::uuid, %s, %s)", (probe, topic, ext))
+        await conn.execute(
+            "SELECT set_config('role', %s, true), set_config('realtime.topic', %s, true),"
+            " set_config('request.jwt.claims', %s, true),"
+            " set_config('request.jwt.claim.sub', %s, true),"
+            " set_config('request.jwt.claim.role', %s, true),"
+            " set_config('request.headers', '{}', true)",
+            (role, topic, json.dumps(claims), str(claims.get("sub", "")), role))
+        cur = await conn.execute("SELECT id::text FROM realtime.messages WHERE id = ANY(%s::uuid[])",
+                                 (list(probes.values()),))
+        seen = {r[0] for r in await cur.fetchall()}
+    return {ext: probe in seen for ext, probe in probes.items()}

@@ -40,6 +40,10 @@ class Hub(Protocol):
 
     async def subscribe(self, channel: Channel) -> str | None: ...
 
+    async def authorize(self, channel: Channel, presence: bool) -> str | None: ...
+
+    def listen(self, channel: Channel) -> None: ...
+
     def unsubscribe(self, channel: Channel) -> None: ...
 
 
@@ -66,7 +70,13 @@ class Channel:
     entries: list[tuple[int, Any]]  # (subscription id, the params the client sent)
     bindings: list[Binding] = field(default_factory=list)
     closed: bool = False
+    private: bool = False
+    broadcast_read: bool | None = None  # private channels: may it receive broadcasts?
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def sub_topic(self) -> str:
+        return self.topic[len(proto.TOPIC_PREFIX):]
 
     @property
     def role(self) -> str:
@@ -84,6 +94,13 @@ def _private(payload: dict[str, Any]) -> bool:
     """Whether a join asks for a private channel (``config.private`` true)."""
     config = payload.get("config")
     return isinstance(config, dict) and config.get("private") is True
+
+
+def _presence(payload: dict[str, Any]) -> bool:
+    """Whether a join enables presence (``config.presence.enabled``; on unless false)."""
+    config = payload.get("config")
+    presence = config.get("presence") if isinstance(config, dict) else None
+    return not (isinstance(presence, dict) and presence.get("enabled") is False)
 
 
 def _entries(payload: dict[str, Any], sub_topic: str) -> tuple[bool, list[tuple[int, Any]]]:
@@ -109,7 +126,7 @@ class Session:
         self.token = token
         self.idle_timeout = idle_timeout
         self.channels: dict[str, Channel] = {}
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._closing = False
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,10 +134,14 @@ class Session:
     # -- output -------------------------------------------------------------------------
     def push(self, frame: proto.Frame) -> None:
         """Queue a frame; a client that cannot keep up is disconnected."""
+        self.push_raw(proto.encode(frame, self.vsn))
+
+    def push_raw(self, data: str | bytes) -> None:
+        """Queue an encoded text (str) or binary (bytes) frame."""
         if self._closing:
             return
         try:
-            self._outbox.put_nowait(proto.encode(frame, self.vsn))
+            self._outbox.put_nowait(data)
         except asyncio.QueueFull:
             log.warning("realtime client too slow (%d frames queued); disconnecting",
                         OUTBOX_LIMIT)
@@ -144,7 +165,10 @@ class Session:
                 with contextlib.suppress(Exception):
                     await self.websocket.close(1001)
                 return
-            await self.websocket.send_text(text)
+            if isinstance(text, bytes):
+                await self.websocket.send_bytes(text)
+            else:
+                await self.websocket.send_text(text)
 
     # -- main loop ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -262,8 +286,16 @@ class Session:
             return
         new_api, entries = _entries(payload, sub_topic)
         channel = Channel(self, frame.topic, frame.join_ref or frame.ref, token, claims,
-                          new_api, entries)
+                          new_api, entries, private=_private(payload))
+        if channel.private:  # Realtime Authorization: RLS on realtime.messages, as the user
+            reason = await self.hub.authorize(channel, _presence(payload))
+            if reason is not None:
+                await self._join_error(frame, reason)
+                return
+            if self.channels.get(frame.topic) is not None or self._closing:
+                return  # joined again (or closed) while authorising: this join is stale
         self.channels[frame.topic] = channel
+        self.hub.listen(channel)
         response = [{**p, "id": i} if isinstance(p, dict) else p for i, p in entries]
         self.push(proto.reply(frame, "ok", {"postgres_changes": response}))
         self._start(channel, self._subscribe(channel))
@@ -313,6 +345,11 @@ class Session:
             self.shutdown(channel, exc.shutdown_message)
             return
         channel.access_token, channel.claims = token, claims
+        if channel.private:  # permissions are recomputed with the new claims
+            reason = await self.hub.authorize(channel, True)
+            if reason is not None:
+                self.shutdown(channel, reason.split(": ", 1)[-1])
+                return
         for task in list(channel.tasks):
             task.cancel()
         self._start(channel, self._subscribe(channel))

@@ -23,8 +23,8 @@ from tablesync.devserver.faults import Faults
 from tablesync.devserver import jwt
 from tablesync.devserver.settings import (
     DEFAULT_ANON_STATEMENT_TIMEOUT, DEFAULT_HOST, DEFAULT_JWT_EXP, DEFAULT_MAX_ROWS,
-    DEFAULT_REALTIME_RATE_LIMIT, DEFAULT_REFRESH_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
-    JWT_SIGNING, Clock, Settings, load_or_create_secret, load_or_create_signing_key)
+    DEFAULT_REALTIME_MAX_PAYLOAD_KB, DEFAULT_REALTIME_RATE_LIMIT, DEFAULT_REFRESH_LOCK_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT, JWT_SIGNING, Clock, Settings, load_or_create_secret, load_or_create_signing_key)
 from tablesync.devserver.errors import DevServerError
 
 DATABASE = "postgres"
@@ -92,6 +92,7 @@ class DevServer:
                  toast_omission: bool = True,
                  realtime_rate_limit: int = DEFAULT_REALTIME_RATE_LIMIT,
                  private_only_channels: bool = False,
+                 realtime_max_payload_kb: int = DEFAULT_REALTIME_MAX_PAYLOAD_KB,
                  refresh_lock_timeout: float = DEFAULT_REFRESH_LOCK_TIMEOUT,
                  jwt_signing: str = "hs256", **settings: Any) -> None:
         """Keywords after ``clock`` are the hosted behaviours (docs/devserver.md,
@@ -114,6 +115,7 @@ class DevServer:
                            toast_omission=toast_omission,
                            realtime_rate_limit=realtime_rate_limit,
                            private_only_channels=private_only_channels,
+                           realtime_max_payload_kb=realtime_max_payload_kb,
                            refresh_lock_timeout=refresh_lock_timeout, jwt_signing=jwt_signing)
         self.clock = clock
         self._signing_key: jwt.SigningKey | None = None

@@ -32,6 +32,7 @@ DEFAULT_MAX_ROWS = 1000
 DEFAULT_STATEMENT_TIMEOUT = 8.0       # hosted: role authenticated, statement_timeout 8s
 DEFAULT_ANON_STATEMENT_TIMEOUT = 3.0  # hosted: role anon, statement_timeout 3s
 DEFAULT_REALTIME_RATE_LIMIT = 100     # hosted free plan: 100 messages per second
+DEFAULT_REALTIME_MAX_PAYLOAD_KB = 256  # hosted free plan's broadcast payload limit
 DEFAULT_REFRESH_LOCK_TIMEOUT = 5.0    # GoTrue's retryLoopDuration before 409 conflict
 JWT_SIGNING = ("hs256", "asymmetric")
 SECRET_FILE = "jwt_secret"
@@ -112,6 +113,7 @@ class Settings:
     toast_omission: bool = True
     realtime_rate_limit: int = DEFAULT_REALTIME_RATE_LIMIT
     private_only_channels: bool = False
+    realtime_max_payload_kb: int = DEFAULT_REALTIME_MAX_PAYLOAD_KB
     refresh_lock_timeout: float = DEFAULT_REFRESH_LOCK_TIMEOUT
     jwt_signing: str = "hs256"
     signing_key: jwt.SigningKey | None = field(default=None, repr=False)

@@ -20,6 +20,7 @@ malformed / oversized / bad rows       :class:`~tablesync.errors.PayloadError`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from tablesync.vault import Secret, Tokens
 
 __all__ = [
     "APPLY_OUTCOMES", "ApplyOutcome", "ChangeEvent", "DeadSessionError", "EncodedRows",
-    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "Remote", "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber",
-    "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "parse_outcomes",
-    "row_checker", "unencodable", "validate_row",
+    "ExpiredTokenError", "ForbiddenError", "MAX_PAGE", "Page", "RealtimeChannel", "Remote",
+    "ResponseTooLarge", "SYNC_COLUMNS", "Subscriber", "SystemChannel", "TRANSPORTS",
+    "TableChannel", "TokenSource", "encoded_rows", "error_for_status", "filter_value",
+    "parse_outcomes", "realtime_channels", "row_checker", "system_topic", "unencodable",
+    "validate_row",
 ]
 
 MAX_PAGE = 1000                      # PostgREST's default max_rows: never ask for more
@@ -111,7 +114,7 @@ def unencodable(rows: Sequence[Mapping[str, Any]]) -> dict[int, str]:
 
 @dataclass(frozen=True)
 class TableChannel:
-    """A Realtime subscription: ``table`` filtered on ``<scope>=eq.<system_id>``."""
+    """A ``postgres_changes`` subscription: ``table`` filtered on ``<scope>=eq.<system_id>``."""
 
     table: str
     scope: str
@@ -123,7 +126,70 @@ class TableChannel:
 
     @property
     def filter(self) -> str:
-        return f"{self.scope}=eq.{self.system_id}"
+        return f"{self.scope}=eq.{filter_value(self.system_id)}"
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table,)
+
+
+@dataclass(frozen=True)
+class SystemChannel:
+    """One private channel for all of a system's tables: Broadcast from Database, or, with
+    ``changes`` ((table, scope column) pairs), one filtered ``postgres_changes`` entry each."""
+
+    system_id: str
+    tables: tuple[str, ...]
+    changes: tuple[tuple[str, str], ...] = ()
+
+    def filter(self, scope: str) -> str:
+        return f"{scope}=eq.{filter_value(self.system_id)}"
+
+    @property
+    def topic(self) -> str:
+        return f"realtime:{system_topic(self.system_id)}"
+
+    @property
+    def table(self) -> str:
+        """What logs call this channel."""
+        return system_topic(self.system_id)
+
+
+RealtimeChannel = TableChannel | SystemChannel
+TRANSPORTS = ("broadcast", "postgres_changes")
+
+
+def system_topic(system_id: str) -> str:
+    """The Realtime topic of a system's changes (``tablesync.sql.broadcast``'s
+    ``public.tablesync_topic``): ``tablesync:<id>``, or ``tablesync#<md5>`` for ids over 200
+    bytes (a joined topic must fit Realtime's 255-byte frames)."""
+    raw = system_id.encode()
+    if len(raw) <= 200:
+        return "tablesync:" + system_id
+    return "tablesync#" + hashlib.md5(raw, usedforsecurity=False).hexdigest()
+
+
+def filter_value(value: str) -> str:
+    """A ``postgres_changes`` filter value, double-quoted (``\\`` and ``\"`` escaped) when
+    it holds a comma, quote, parenthesis, backslash or surrounding space that would
+    otherwise split or change the filter."""
+    if value and not any(c in value for c in ',"()\\') and value == value.strip():
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def realtime_channels(transport: str, tables: Sequence[tuple[str, str]], system_id: str,
+                      extra: Sequence[tuple[str, str]] = ()) -> list[RealtimeChannel]:
+    """The channel of a transport: one private channel for every table (``tables`` and
+    ``extra``, as (name, scope column)) of the system; with ``postgres_changes`` it carries
+    one filtered entry per table (a private channel: it works on private-only projects)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown realtime transport {transport!r} (one of {TRANSPORTS})")
+    pairs = (*tables, *extra)
+    names = tuple(name for name, _ in pairs)
+    if transport == "broadcast":
+        return [SystemChannel(system_id, names)]
+    return [SystemChannel(system_id, names, tuple(pairs))]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
-"""Supabase Realtime client (Phoenix channels, ``postgres_changes``); the only websockets user.
+"""Supabase Realtime client (Phoenix channels); the only websockets user.
 
-One websocket, one channel per synced table (``realtime:<table>``, event ``*``, schema
-``public``, filter ``<scope>=eq.<system id>``). A channel is reported live only after its
-join reply is ``ok`` *and* the server's system message "Subscribed to PostgreSQL" arrived:
-changes committed before that are never delivered, so the engine runs its REST catch-up
-when it hears ``on_status(table, True)``. Frames are vsn 2.0.0 arrays by default; vsn 1.0.0
+Two transports (docs/realtime.md). Broadcast from Database (:class:`SystemChannel`): one
+private channel ``realtime:tablesync:<system id>`` for all tables, live once its join reply
+is ``ok`` (the server routes the topic's messages to it before replying), each message a
+``{schema, table, operation, record, old_record}`` payload. ``postgres_changes``
+(:class:`TableChannel`): one channel per synced table (``realtime:<table>``, event ``*``,
+schema ``public``, filter ``<scope>=eq.<system id>``), live only after its join reply is
+``ok`` *and* the server's system message "Subscribed to PostgreSQL" arrived. Changes
+committed before a channel is live are never delivered, so the engine runs its REST
+catch-up when it hears ``on_status(table, True)``. Frames are vsn 2.0.0 arrays by default; vsn 1.0.0
 objects are spoken too. Heartbeats every ``heartbeat`` seconds; a missing heartbeat reply
 closes the socket. Reconnects and rejoins use :class:`~tablesync.backoff.Backoff`.
 Refreshed tokens are pushed to every joined channel (``access_token`` message) and used by
@@ -28,7 +32,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tablesync.backoff import Backoff
-from tablesync.remote.base import ChangeEvent, OnChange, OnStatus, TableChannel
+from tablesync.remote.base import (ChangeEvent, OnChange, OnStatus, RealtimeChannel,
+                                   SystemChannel)
 from tablesync.vault import Secret
 
 VSN_1, VSN_2 = "1.0.0", "2.0.0"
@@ -37,6 +42,7 @@ DEFAULT_JOIN_TIMEOUT = 10.0
 DEFAULT_MAX_FRAME = 5_000_000
 DEFAULT_REJOIN_DELAYS = (1.0, 2.0, 5.0, 10.0)   # as Phoenix' rejoinAfterMs
 SUBSCRIBED = "Subscribed to PostgreSQL"
+USER_BROADCAST = 4  # kind byte of Realtime's binary user-broadcast frame (vsn 2.0.0)
 
 log = logging.getLogger("tablesync.realtime")
 # websockets logs request lines (the URL carries the apikey) at DEBUG: keep it quiet.
@@ -58,7 +64,7 @@ def websocket_url(url: str, apikey: str, vsn: str = VSN_2) -> str:
 
 @dataclass
 class _Channel:
-    spec: TableChannel
+    spec: RealtimeChannel
     join_ref: str | None = None
     joined: bool = False
     live: bool = False
@@ -88,7 +94,7 @@ class RealtimeClient:
     Args:
         url: project URL (http/https; the websocket URL is derived).
         anon_key: the project's anon key (``apikey`` query parameter).
-        channels: one per table.
+        channels: one :class:`SystemChannel` (broadcast), or one TableChannel per table.
         on_change: called with every :class:`ChangeEvent` (sync or async).
         on_status: ``(table, live)`` when a table's subscription goes live or drops;
             table ``""`` with ``False`` when the whole socket dropped; ``(table, True)``
@@ -103,7 +109,7 @@ class RealtimeClient:
         rejoin_delays: seconds before the 1st, 2nd, ... rejoin of a refused/closed channel.
     """
 
-    def __init__(self, url: str, anon_key: str | Secret, channels: Sequence[TableChannel], *,
+    def __init__(self, url: str, anon_key: str | Secret, channels: Sequence[RealtimeChannel], *,
                  on_change: OnChange, on_status: OnStatus | None = None,
                  access_token: Secret | None = None, vsn: str = VSN_2,
                  heartbeat: float = DEFAULT_HEARTBEAT,
@@ -137,7 +143,7 @@ class RealtimeClient:
 
     @property
     def live_tables(self) -> frozenset[str]:
-        return frozenset(c.spec.table for c in self.channels.values() if c.live)
+        return frozenset(t for c in self.channels.values() if c.live for t in c.spec.tables)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (thread-safe, idempotent)."""
@@ -237,13 +243,20 @@ class RealtimeClient:
     async def _join(self, ch: _Channel) -> None:
         ref = self._ref()
         ch.join_ref, ch.joined, ch.live = ref, False, False
+        spec = ch.spec
+        private = isinstance(spec, SystemChannel)
+        if isinstance(spec, SystemChannel):
+            changes = [{"event": "*", "schema": "public", "table": table,
+                        "filter": spec.filter(scope)} for table, scope in spec.changes]
+        else:
+            changes = [{"event": "*", "schema": "public", "table": spec.table,
+                        "filter": spec.filter}]
         payload: dict[str, Any] = {
             "config": {
                 "broadcast": {"ack": False, "self": False},
                 "presence": {"enabled": False, "key": ""},
-                "postgres_changes": [{"event": "*", "schema": "public",
-                                      "table": ch.spec.table, "filter": ch.spec.filter}],
-                "private": False,
+                "postgres_changes": changes,
+                "private": private,
             },
         }
         if self._token:
@@ -299,9 +312,7 @@ class RealtimeClient:
 
     async def _reader(self, ws: ClientConnection) -> None:
         async for frame in ws:
-            if isinstance(frame, bytes):
-                continue                       # binary frames are broadcast-only
-            msg = self._decode(frame)
+            msg = self._decode_binary(frame) if isinstance(frame, bytes) else self._decode(frame)
             if msg is None:
                 self.stats.malformed += 1
                 continue
@@ -310,6 +321,24 @@ class RealtimeClient:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.stats.malformed += 1
                 self._error(f"realtime: dropped a malformed message: {exc!s:.120}")
+
+    def _decode_binary(self, frame: bytes
+                       ) -> tuple[str | None, str | None, str, str, Any] | None:
+        """Realtime's binary user broadcast ``<<4, topic_size, event_size, meta_size,
+        encoding, topic, event, meta, payload>>`` as a vsn 1 ``broadcast`` message."""
+        if len(frame) < 5 or frame[0] != USER_BROADCAST or frame[4] != 1:
+            return None                         # other binary kinds, or a non-JSON payload
+        at, parts = 5, []
+        for size in frame[1:4]:
+            parts.append(frame[at:at + size])
+            at += size
+        try:
+            topic, event = parts[0].decode(), parts[1].decode()
+            payload = json.loads(frame[at:])
+        except (ValueError, RecursionError):
+            return None
+        return None, None, topic, "broadcast", {"event": event, "payload": payload,
+                                                "type": "broadcast"}
 
     def _decode(self, frame: str) -> tuple[str | None, str | None, str, str, Any] | None:
         try:
@@ -347,6 +376,8 @@ class RealtimeClient:
             await self._on_system(ch, payload)
         elif event == "postgres_changes":
             await self._on_change(ch, payload)
+        elif event == "broadcast":
+            await self._on_broadcast(ch, payload)
         elif event in ("phx_close", "phx_error"):
             await self._on_closed(ch, event, ref)
 
@@ -356,6 +387,12 @@ class RealtimeClient:
         status = payload.get("status")
         if status == "ok":
             ch.joined = True
+            if isinstance(ch.spec, SystemChannel) and not ch.spec.changes:
+                # broadcast: the server routes the topic to the channel before replying
+                ch.live, ch.rejoin_tries = True, 0
+                self.backoff.reset()
+                for table in ch.spec.tables:
+                    await self._status(table, True)
             return
         reason = str((payload.get("response") or {}).get("reason", payload))
         self._error(f"realtime {ch.spec.table}: join refused: {reason[:200]}")
@@ -370,7 +407,8 @@ class RealtimeClient:
                 self.backoff.reset()
             # reported again when already live: the server's change capture restarted
             # (changes in between may be lost), so the engine catches up
-            await self._status(ch.spec.table, True)
+            for table in ch.spec.tables:
+                await self._status(table, True)
             return
         if status == "error":
             self._error(f"realtime {ch.spec.table}: {ext}: {message[:200]}")
@@ -385,7 +423,7 @@ class RealtimeClient:
             data = payload                      # legacy API shape
         kind = str(data.get("type", "")).upper()
         table = data.get("table")
-        if kind not in ("INSERT", "UPDATE", "DELETE") or table != ch.spec.table:
+        if kind not in ("INSERT", "UPDATE", "DELETE") or table not in ch.spec.tables:
             self.stats.malformed += 1
             return
         record, old = data.get("record") or {}, data.get("old_record") or {}
@@ -400,6 +438,23 @@ class RealtimeClient:
         if inspect.isawaitable(result):
             await result
 
+    async def _on_broadcast(self, ch: _Channel, payload: Any) -> None:
+        """A Broadcast-from-Database message: the row image of one change."""
+        body = payload.get("payload") if isinstance(payload, dict) else None
+        if not isinstance(body, dict) or not isinstance(ch.spec, SystemChannel):
+            self.stats.malformed += 1
+            return
+        kind, table = str(body.get("operation", "")).upper(), body.get("table")
+        record, old = body.get("record") or {}, body.get("old_record") or {}
+        if (kind not in ("INSERT", "UPDATE", "DELETE") or table not in ch.spec.tables
+                or not isinstance(record, dict) or not isinstance(old, dict)):
+            self.stats.malformed += 1
+            return
+        self.stats.changes += 1
+        result = self.on_change(ChangeEvent(str(table), kind, record, old))
+        if inspect.isawaitable(result):
+            await result
+
     async def _on_closed(self, ch: _Channel, event: str, ref: str | None) -> None:
         await self._set_down(ch)
         self._error(f"realtime {ch.spec.table}: channel {event}, rejoining")
@@ -409,7 +464,8 @@ class RealtimeClient:
         was_live = ch.live
         ch.joined = ch.live = False
         if was_live:
-            await self._status(ch.spec.table, False)
+            for table in ch.spec.tables:
+                await self._status(table, False)
 
     # ------------------------------------------------------------------- helpers
 

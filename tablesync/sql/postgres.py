@@ -13,6 +13,7 @@ from tablesync.model import EXITS_TABLE, DeletePolicy, TableSpec
 from tablesync.sql.base import (create_table_sql, default_sql, ident, legacy_pg_type, lit,
                                 pg_type, qualified, type_sql)
 
+from tablesync.sql.broadcast import BROADCAST_SQL, broadcast_trigger_sql
 from tablesync.sql.triggers import (conflict_trigger_sql, exit_trigger_sql,
                                     soft_delete_trigger_sql)
 from tablesync.sql.server_tables import (CLAIM, CONFLICTS_TABLE_SQL, EXITS_TABLE_SQL,
@@ -74,7 +75,10 @@ GRANT EXECUTE ON FUNCTION public.tablesync_watermark() TO {ROLES};
 
 {EXITS_TABLE_SQL}
 
-{REPLICAS_SQL}"""
+{REPLICAS_SQL}
+
+{BROADCAST_SQL}
+{broadcast_trigger_sql(EXITS_TABLE, "scope", "id")}"""
 
 
 def table_sql(spec: TableSpec, ddl: str) -> str:
@@ -537,8 +541,9 @@ def table_objects_sql(spec: TableSpec, ddl: str) -> str:
 
 def _dependent_sql(spec: TableSpec) -> list[str]:
     return [indexes_sql(spec), stamp_trigger_sql(spec), soft_delete_trigger_sql(spec),
-            conflict_trigger_sql(spec), exit_trigger_sql(spec), rls_sql(spec),
-            publication_sql(spec), apply_function_sql(spec), grants_sql(spec)]
+            conflict_trigger_sql(spec), exit_trigger_sql(spec),
+            broadcast_trigger_sql(spec.name, spec.scope, spec.primary_key),
+            rls_sql(spec), publication_sql(spec), apply_function_sql(spec), grants_sql(spec)]
 
 
 def table_rebuild_sql(spec: TableSpec, new_columns: tuple[str, ...] = ()) -> str:

@@ -66,7 +66,10 @@
     if (s.indicator === "green" && s.refused) {
       return LABELS.green + " (" + plural(s.refused, "refused server row", "refused server rows") + " below)";
     }
-    if (s.indicator === "red") return LABELS.red;
+    if (s.indicator === "red") {
+      const why = s.cause_text || (s.reasons && s.reasons[0]);
+      return why ? LABELS.red + ": " + why : LABELS.red;
+    }
     let label = LABELS[s.indicator] || s.indicator;
     if (s.indicator === "yellow" && s.queue_depth > 0) {
       label = s.queue_depth + (s.queue_depth === 1 ? " change" : " changes") + " queued";
@@ -100,6 +103,7 @@
     }
     $("conflicts-24h").textContent = String(s.conflicts_24h);
     $("websocket").textContent = websocketText(s);
+    $("cause").textContent = s.cause_text || "none";
     $("last-error").textContent = s.last_error || "none";
     $("generated-at").textContent = utc(s.generated_at);
     $("reauth-banner").hidden = !s.reauth_required;

@@ -400,6 +400,9 @@ def test_private_only_channels_refuse_public_joins(rt: Any) -> None:
             _, reply = await ph.join("realtime:public", CHANGES_A, tok)
             assert reply["payload"] == {"status": "error", "response": {
                 "reason": "PrivateOnly: This project only allows private channels"}}
+            # a private join is authorised by RLS on realtime.messages (as the user)
+            _sql(info.dsn, "CREATE POLICY private_topic ON realtime.messages FOR SELECT TO"
+                 " authenticated USING (realtime.topic() = 'private')")
             ref = ph.next_ref()
             await ph.send("realtime:private", "phx_join", {"config": {
                 "private": True, "postgres_changes": CHANGES_A}, "access_token": tok},

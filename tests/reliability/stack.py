@@ -6,6 +6,7 @@ per-system ``sync.toml`` files, engines wired like ``tests/test_engine.py``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -60,6 +61,12 @@ def start_backend(dsn: str, systems: Iterable[str] = ("system-a", "system-b"),
     return srv
 
 
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
 def write_config(tmp: Path, info: DevServerInfo | None, system: str, *,
                  with_password: bool = False, **sync: Any) -> Path:
     """A sync.toml for ``system`` in ``tmp`` (database, vault, logs inside ``tmp``)."""
@@ -73,8 +80,7 @@ def write_config(tmp: Path, info: DevServerInfo | None, system: str, *,
             remote += f'password = "{password(system)}"\n'
     cfg.write_text(
         f'[system]\nid = "{system}"\ndatabase = "{tmp / system}.db"\n{remote}'
-        "[sync]\n" + "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
-                             for k, v in settings.items()) +
+        "[sync]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()) +
         f'[paths]\nschemas = "{ROOT / "schemas"}"\ntoken_store = "{tmp / system}-auth.json"\n'
         f'conflict_log = "{tmp / system}-conflicts.log"\n[tables.projects]' + TABLES)
     return cfg

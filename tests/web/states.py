@@ -69,6 +69,16 @@ def offline_retrying() -> StatusSnapshot:
         next_retry_at=iso(now + 40))
 
 
+def local_locked() -> StatusSnapshot:
+    """A local failure, classified: red with its cause, not "server unreachable"."""
+    now = time.time()
+    return replace(
+        green(), state="Connected", queue_depth=3, oldest_queued_at=iso(now - 40),
+        oldest_queued_age_s=40.0, consecutive_errors=2, cause="local_locked",
+        last_error="database is locked (another program holds a write lock on the file)",
+        next_retry_at=iso(now + 4))
+
+
 PARKED = (
     ParkedRecord("push", "tasks", "t-981", "permission denied for table tasks (42501): "
                  "row-level security refused the write", "2026-12-03T09:14:02.118Z", pending=2,
@@ -125,4 +135,5 @@ STATES: dict[str, tuple[Setup, str]] = {
     "offline-retrying": (_set(offline_retrying), "#next-retry-line:not([hidden])"),
     "parked": (_parked, "#parked-body tr"),
     "conflict": (_conflict, "#conflicts-list .conflict"),
+    "local-locked": (_set(local_locked), '#indicator[data-indicator="red"]'),
 }

@@ -85,6 +85,20 @@ def test_offline_shows_the_next_retry(page: Any, served: Any, tmp_path: Path) ->
     assert page.errors == []
 
 
+def test_a_local_failure_names_its_cause(page: Any, served: Any, tmp_path: Path) -> None:
+    server, provider = served
+    expect = playwright_expect()
+    open_page(page, server)
+    _show(page, provider, "local-locked")
+    expect(page.locator("#indicator-label")).to_contain_text(
+        "Needs attention: local database locked")
+    expect(page.locator("#cause")).to_have_text("local database locked")
+    expect(page.locator("#last-error")).to_contain_text("database is locked")
+    assert "unreachable" not in page.locator("#indicator-label").inner_text()
+    shot(page, tmp_path, "local-locked")
+    assert page.errors == []
+
+
 def test_parked_list_with_retry_and_drop(page: Any, served: Any, tmp_path: Path) -> None:
     server, provider = served
     provider.backup_dir = tmp_path

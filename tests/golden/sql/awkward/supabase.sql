@@ -112,6 +112,51 @@ $tablesync$;
 REVOKE EXECUTE ON FUNCTION public.tablesync_release(text) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.tablesync_release(text) TO authenticated, service_role;
 
+CREATE OR REPLACE FUNCTION public.tablesync_topic(system_id text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $tablesync$
+  SELECT CASE WHEN octet_length(system_id) <= 200
+              THEN 'tablesync:' || system_id ELSE 'tablesync#' || md5(system_id) END
+$tablesync$;
+GRANT EXECUTE ON FUNCTION public.tablesync_topic(text) TO anon, authenticated, service_role;
+
+CREATE OR REPLACE FUNCTION public.tablesync_broadcast() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET "TimeZone" = 'UTC'
+AS $tablesync$
+DECLARE
+  scope_col text := TG_ARGV[0];
+  key_col text := TG_ARGV[1];
+  rec jsonb;
+  keys jsonb;
+  payload jsonb;
+BEGIN
+  rec := CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
+  keys := jsonb_build_object(key_col, rec -> key_col);
+  payload := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
+    'operation', TG_OP, 'record', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE rec END,
+    'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE keys END);
+  IF TG_OP <> 'DELETE' AND octet_length(payload::text) > coalesce(nullif(
+       current_setting('tablesync.broadcast_max_bytes', true), '')::bigint, 250000) THEN
+    payload := payload || jsonb_build_object('partial', true, 'record',
+      keys || jsonb_build_object(scope_col, rec -> scope_col));
+  END IF;
+  PERFORM realtime.send(payload, TG_OP, public.tablesync_topic(rec ->> scope_col), true);
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_broadcast() FROM PUBLIC;
+
+DROP POLICY IF EXISTS tablesync_read ON realtime.messages;
+CREATE POLICY tablesync_read ON realtime.messages FOR SELECT TO authenticated
+  USING (extension = 'broadcast' AND realtime.topic() = public.tablesync_topic((SELECT auth.jwt() -> 'app_metadata' ->> 'system_id')));
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."tablesync_exits";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."tablesync_exits" FOR EACH ROW
+  WHEN (NEW."scope" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."scope"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('scope', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."tablesync_exits";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."tablesync_exits" FOR EACH ROW
+  WHEN (OLD."scope" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."scope"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('scope', 'id');
+
 -- table transaction (edit-wins)
 
 /* upper-case keywords, key-word column names, most types Postgres users reach for */ CREATE TABLE IF NOT EXISTS "public"."transaction" ("id" UUID PRIMARY KEY, "values" TEXT NOT NULL, "key" TEXT, "value" DECIMAL(12, 2) NOT NULL DEFAULT 0, "index" BIGINT CHECK ("index" >= 0), "date" DATE, "timestamp" TIMESTAMP, "booked_at" TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, "status" BOOLEAN DEFAULT FALSE, "data" JSONB, "meta" JSONB DEFAULT '{}', "ratio" DOUBLE PRECISION, "code" TEXT, "label" TEXT NOT NULL DEFAULT 'it''s', "external_id" UUID UNIQUE, "_leading" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
@@ -290,6 +335,15 @@ DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."transaction";
 CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "values" ON "public"."transaction" FOR EACH ROW
   WHEN (OLD."values" IS NOT NULL AND OLD."values" IS DISTINCT FROM NEW."values")
   EXECUTE FUNCTION "public"."tablesync_exit_transaction"();
+
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."transaction";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."transaction" FOR EACH ROW
+  WHEN (NEW."values" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."values"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('values', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."transaction";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."transaction" FOR EACH ROW
+  WHEN (OLD."values" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."values"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('values', 'id');
 
 ALTER TABLE "public"."transaction" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."transaction";
@@ -622,6 +676,15 @@ CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "values" ON "public"."index" FOR
   WHEN (OLD."values" IS NOT NULL AND OLD."values" IS DISTINCT FROM NEW."values")
   EXECUTE FUNCTION "public"."tablesync_exit_index"();
 
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."index";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."index" FOR EACH ROW
+  WHEN (NEW."values" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."values"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('values', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."index";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."index" FOR EACH ROW
+  WHEN (OLD."values" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."values"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('values', 'id');
+
 ALTER TABLE "public"."index" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."index";
 CREATE POLICY "tablesync_select" ON "public"."index" FOR SELECT TO authenticated USING ("values" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
@@ -938,6 +1001,15 @@ DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."a_table_name_that_is_exactl
 CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "tenant" ON "public"."a_table_name_that_is_exactly_forty_chars" FOR EACH ROW
   WHEN (OLD."tenant" IS NOT NULL AND OLD."tenant" IS DISTINCT FROM NEW."tenant")
   EXECUTE FUNCTION "public"."tablesync_exit_a_table_name_that_is_exactly_forty_chars"();
+
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."a_table_name_that_is_exactly_forty_chars";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."a_table_name_that_is_exactly_forty_chars" FOR EACH ROW
+  WHEN (NEW."tenant" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."tenant"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('tenant', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."a_table_name_that_is_exactly_forty_chars";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."a_table_name_that_is_exactly_forty_chars" FOR EACH ROW
+  WHEN (OLD."tenant" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."tenant"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('tenant', 'id');
 
 ALTER TABLE "public"."a_table_name_that_is_exactly_forty_chars" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."a_table_name_that_is_exactly_forty_chars";
@@ -1329,6 +1401,15 @@ DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."Order Items";
 CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "user" ON "public"."Order Items" FOR EACH ROW
   WHEN (OLD."user" IS NOT NULL AND OLD."user" IS DISTINCT FROM NEW."user")
   EXECUTE FUNCTION "public"."tablesync_exit_Order Items"();
+
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."Order Items" FOR EACH ROW
+  WHEN (NEW."user" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."user"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('user', 'ID');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."Order Items";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."Order Items" FOR EACH ROW
+  WHEN (OLD."user" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."user"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('user', 'ID');
 
 ALTER TABLE "public"."Order Items" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."Order Items";

@@ -112,6 +112,51 @@ $tablesync$;
 REVOKE EXECUTE ON FUNCTION public.tablesync_release(text) FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.tablesync_release(text) TO authenticated, service_role;
 
+CREATE OR REPLACE FUNCTION public.tablesync_topic(system_id text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $tablesync$
+  SELECT CASE WHEN octet_length(system_id) <= 200
+              THEN 'tablesync:' || system_id ELSE 'tablesync#' || md5(system_id) END
+$tablesync$;
+GRANT EXECUTE ON FUNCTION public.tablesync_topic(text) TO anon, authenticated, service_role;
+
+CREATE OR REPLACE FUNCTION public.tablesync_broadcast() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET "TimeZone" = 'UTC'
+AS $tablesync$
+DECLARE
+  scope_col text := TG_ARGV[0];
+  key_col text := TG_ARGV[1];
+  rec jsonb;
+  keys jsonb;
+  payload jsonb;
+BEGIN
+  rec := CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
+  keys := jsonb_build_object(key_col, rec -> key_col);
+  payload := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
+    'operation', TG_OP, 'record', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE rec END,
+    'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE keys END);
+  IF TG_OP <> 'DELETE' AND octet_length(payload::text) > coalesce(nullif(
+       current_setting('tablesync.broadcast_max_bytes', true), '')::bigint, 250000) THEN
+    payload := payload || jsonb_build_object('partial', true, 'record',
+      keys || jsonb_build_object(scope_col, rec -> scope_col));
+  END IF;
+  PERFORM realtime.send(payload, TG_OP, public.tablesync_topic(rec ->> scope_col), true);
+  RETURN NULL;
+END
+$tablesync$;
+REVOKE EXECUTE ON FUNCTION public.tablesync_broadcast() FROM PUBLIC;
+
+DROP POLICY IF EXISTS tablesync_read ON realtime.messages;
+CREATE POLICY tablesync_read ON realtime.messages FOR SELECT TO authenticated
+  USING (extension = 'broadcast' AND realtime.topic() = public.tablesync_topic((SELECT auth.jwt() -> 'app_metadata' ->> 'system_id')));
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."tablesync_exits";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."tablesync_exits" FOR EACH ROW
+  WHEN (NEW."scope" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."scope"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('scope', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."tablesync_exits";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."tablesync_exits" FOR EACH ROW
+  WHEN (OLD."scope" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."scope"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('scope', 'id');
+
 -- table projects (edit-wins)
 
 CREATE TABLE IF NOT EXISTS "public"."projects" ("id" TEXT PRIMARY KEY, "system_id" TEXT NOT NULL, "name" TEXT NOT NULL, "description" TEXT, "created_at" TEXT, "_ts_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_origin" TEXT NOT NULL DEFAULT '', "_ts_deleted" BOOLEAN NOT NULL DEFAULT FALSE, "_ts_base_hlc" BIGINT NOT NULL DEFAULT 0, "_ts_base_origin" TEXT NOT NULL DEFAULT '', "_ts_seq" BIGINT, "_ts_xid" BIGINT);
@@ -234,6 +279,15 @@ DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."projects";
 CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "system_id" ON "public"."projects" FOR EACH ROW
   WHEN (OLD."system_id" IS NOT NULL AND OLD."system_id" IS DISTINCT FROM NEW."system_id")
   EXECUTE FUNCTION "public"."tablesync_exit_projects"();
+
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."projects";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."projects" FOR EACH ROW
+  WHEN (NEW."system_id" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."projects";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."projects" FOR EACH ROW
+  WHEN (OLD."system_id" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
 
 ALTER TABLE "public"."projects" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."projects";
@@ -560,6 +614,15 @@ CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "system_id" ON "public"."tasks" 
   WHEN (OLD."system_id" IS NOT NULL AND OLD."system_id" IS DISTINCT FROM NEW."system_id")
   EXECUTE FUNCTION "public"."tablesync_exit_tasks"();
 
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."tasks";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."tasks" FOR EACH ROW
+  WHEN (NEW."system_id" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."tasks";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."tasks" FOR EACH ROW
+  WHEN (OLD."system_id" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
+
 ALTER TABLE "public"."tasks" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."tasks";
 CREATE POLICY "tablesync_select" ON "public"."tasks" FOR SELECT TO authenticated USING ("system_id" = (SELECT auth.jwt() -> 'app_metadata' ->> 'system_id'));
@@ -878,6 +941,15 @@ DROP TRIGGER IF EXISTS "tablesync_exit" ON "public"."results";
 CREATE TRIGGER "tablesync_exit" AFTER UPDATE OF "system_id" ON "public"."results" FOR EACH ROW
   WHEN (OLD."system_id" IS NOT NULL AND OLD."system_id" IS DISTINCT FROM NEW."system_id")
   EXECUTE FUNCTION "public"."tablesync_exit_results"();
+
+DROP TRIGGER IF EXISTS "tablesync_broadcast" ON "public"."results";
+CREATE TRIGGER "tablesync_broadcast" AFTER INSERT OR UPDATE ON "public"."results" FOR EACH ROW
+  WHEN (NEW."system_id" IS NOT NULL AND NEW._ts_origin IS DISTINCT FROM NEW."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
+DROP TRIGGER IF EXISTS "tablesync_broadcast_delete" ON "public"."results";
+CREATE TRIGGER "tablesync_broadcast_delete" AFTER DELETE ON "public"."results" FOR EACH ROW
+  WHEN (OLD."system_id" IS NOT NULL AND OLD._ts_origin IS DISTINCT FROM OLD."system_id"::text)
+  EXECUTE FUNCTION public.tablesync_broadcast('system_id', 'id');
 
 ALTER TABLE "public"."results" ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS "tablesync_select" ON "public"."results";
