@@ -40,7 +40,7 @@ def test_the_documented_test_file_runs_in_an_app(tmp_path: Path) -> None:
             if "- run:" in line]
     assert f"pytest {name}" in runs
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "tablesync.check.pytest_plugin",
+    out = subprocess.run([sys.executable, "-m", "pytest",  # the plugin: its entry point
                           "-q", "-p", "no:cacheprovider", name], cwd=app, env=env,
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -77,7 +77,7 @@ def test_broken(tablesync_check):
     tablesync_check()
 ''', encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "tablesync.check.pytest_plugin",
+    out = subprocess.run([sys.executable, "-m", "pytest",  # the plugin: its entry point
                           "-q", "-p", "no:cacheprovider", "test_broken.py"], cwd=app, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
