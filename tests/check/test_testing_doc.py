@@ -1,6 +1,6 @@
 """docs/testing-your-sync.md is tested: its pytest file and the workflow's `pytest` and
-`tablesync check` commands run on a copy of the sample config (the plugin loaded with -p,
-as the entry point needs an installed package)."""
+`tablesync check` commands run on a copy of the sample config (the plugin loaded through
+its `pytest11` entry point, as in a user's app: `make test` installs the package)."""
 
 from __future__ import annotations
 
