@@ -133,6 +133,30 @@ def generate(
         typer.echo("schema unchanged since the last migration: nothing changed")
 
 
+@app.command()
+@handle_errors
+def check(
+    config: str = typer.Option("sync.toml", "--config", "-c", help="Path of sync.toml."),
+    examples: int = typer.Option(100, "--examples", "-n", min=1,
+                                 help="Hypothesis examples (each: fresh replicas, empty tables)."),
+    replicas: int = typer.Option(3, "--replicas", "-r", min=1, max=26,
+                                 help="Replicas per example (each its own system id)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Fixed seed (same examples again)."),
+    junit: Optional[str] = typer.Option(None, "--junit", help="Write a JUnit XML report here."),
+) -> None:
+    """Property-test conflict resolution on your own tables against a real PostgreSQL."""
+    from pathlib import Path
+
+    from tablesync.check import run_check
+
+    result = run_check(config, examples=examples, replicas=replicas, seed=seed)
+    if junit:
+        Path(junit).write_text(result.junit(), encoding="utf-8")
+    typer.echo(result.report())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 HOSTED = "Hosted behaviours (docs/devserver.md)"
 HOSTED_PAIRS = "Hosted behaviours, on/off"  # own panel: its second column would squeeze HOSTED's
 

@@ -239,7 +239,7 @@ class DevServer:
                          auto_realtime=self._auto_realtime)
         self._app = app
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="on", access_log=False,
+                                log_config=None, lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run_uvicorn, name="tablesync-devserver",

@@ -78,8 +78,9 @@ class StatusServer:
             raise TablesyncError("status server already started")
         sock = self._bind()
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
+        # log_config=None: uvicorn's records go through tablesync's log setup (timestamps)
+        config = uvicorn.Config(self.app, log_level="warning", log_config=None,
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"tablesync-status:{self.port}", daemon=True)

@@ -54,7 +54,7 @@ class RealtimeServer:
                                                self.service.websocket_endpoint)],
                         lifespan=self._lifespan)
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                ws="websockets-sansio", lifespan="on")
+                                log_config=None, ws="websockets-sansio", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="realtime-uvicorn",
                                         daemon=True)

@@ -66,6 +66,7 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     """Run ``app`` on 127.0.0.1 in a thread; yield its base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            log_config=None,
                             lifespan="off", ws="websockets-sansio")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
