@@ -117,6 +117,13 @@ def test_existing_app_end_to_end(pg_dsn: str, tmp_path: Path,
             while not pg.execute("SELECT 1 FROM notes WHERE id = 'new-1'").fetchall():
                 assert time.monotonic() < deadline, "the app's write was not pushed"
                 time.sleep(0.05)
+            # the rows the app held before tablesync: backfilled by the first run
+            while pg.execute("SELECT count(*) FROM notes WHERE id LIKE 'old-%'"
+                             ).fetchone() != (2,):
+                assert time.monotonic() < deadline, "pre-existing rows were not backfilled"
+                time.sleep(0.05)
+            assert pg.execute("SELECT id, body FROM notes WHERE id LIKE 'old-%' ORDER BY id"
+                              ).fetchall() == [("old-1", "first"), ("old-2", "second")]
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out
