@@ -31,6 +31,7 @@ from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
                                    ResponseTooLarge, encoded_rows, unencodable)
 from tablesync.rows import row_from_state
+from tablesync.sql.wire import key_problems
 from tablesync.sender import NotSent, Sender, server_hlc
 from tablesync.store import LocalStore
 from tablesync.summary import SyncSummary, note
@@ -65,17 +66,16 @@ class Cycles:
                  on_error: Callable[[str, Cause], None]) -> None:
         self.project, self.store, self.remote = project, store, remote
         self.batch_size, self.metrics = batch_size, metrics
-        self._notify, self._error = notify, on_error
-        self.backlog: deque[Change] = deque()
+        self._notify, self._error, self.backlog = notify, on_error, deque[Change]()
         self.chunk = max(batch_size * 20, PENDING_CHUNK)
         self._more = False                      # the store holds more than the cached chunk
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
-        self._solo = 0
+        self._solo, self._specs = 0, {t.name: t for t in project.tables}
         # a statement timeout (SQLSTATE 57014: hosted Supabase stops `authenticated`
         # statements after 8 s) halves the batch size for the rest of the drain
         self._cap: int | None = None
-        self._unsendable = 0                    # records parked by _next_batch, not noted yet
-        self._no_exits = False                  # the server has no tablesync_exits (404)
+        # records parked by _next_batch, not noted yet; the server has no tablesync_exits (404)
+        self._unsendable, self._no_exits = 0, False
         # (table, record id) -> highest _ts_seq pulled by the running catch-up: an exit
         # below it is older than a return this pull saw (LocalStore.apply_exits)
         self._returned: dict[tuple[str, str], int] = {}
@@ -216,17 +216,17 @@ class Cycles:
     def _next_batch(self) -> tuple[list[Change], list[dict[str, Any]]] | None:
         """The next batch and its request rows (JSON-encoded here, off the send path).
 
-        A record whose row cannot be encoded (NaN/Infinity, a BLOB, text that is not valid
-        UTF-8: :func:`~tablesync.remote.base.unencodable`) is parked on its own with the
-        reason and left out; the others go. None when the whole batch was parked."""
+        A record whose row cannot be encoded (NaN/Infinity, a BLOB, invalid UTF-8: `unencodable`)
+        or whose UUID key Postgres spells otherwise (`sql.wire.key_problems`) is parked alone
+        with the reason; the others go. None when all were parked."""
         batch = self._take_batch()
         rows = [row_from_state(c.state) for c in batch]
         encoded = encoded_rows(rows)
-        if encoded.body:
-            return batch, encoded
-        bad = unencodable(rows)
+        bad = key_problems(self._specs, batch)    # a key Postgres spells differently
+        if not encoded.body:
+            bad.update(unencodable(rows))
         if not bad:
-            return batch, encoded               # refused by the remote at its turn
+            return batch, encoded               # (no body: refused by the remote in turn)
         for i, why in bad.items():
             ch = batch[i]
             reason = f"{ch.table} {ch.record_id!r} {why}; fix the row locally, then unpark it"

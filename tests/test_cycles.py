@@ -204,3 +204,38 @@ def test_next_chunk_read_while_batches_are_in_flight(env: Any) -> None:
     assert store.pending() == []
     rows = server.pull("tasks", cursor=0, limit=1000, system_id="system-a")
     assert next(r for r in rows if r["id"] == "t001")["title"] == "edited"
+
+
+def test_a_uuid_key_postgres_spells_otherwise_is_parked_alone_and_the_rest_goes(
+        tmp_path: Path) -> None:
+    """Without this, an upper-case UUID key was stored lower-case on the server: the other
+    replicas knew the record under an id this one did not have, without a word."""
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "things.sql").write_text(
+        "CREATE TABLE things (id UUID PRIMARY KEY, system_id TEXT NOT NULL, v TEXT);\n")
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text(f'[system]\nid = "system-a"\ndatabase = "{tmp_path / "a.db"}"\n'
+                   f'[paths]\nschemas = "{schemas}"\ntoken_store = "{tmp_path / "t.json"}"\n'
+                   f'conflict_log = "{tmp_path / "c.log"}"\n'
+                   '[tables.things]\nschema = "things.sql"\n')
+    project = load_project(cfg)
+    store = LocalStore.open(project)
+    server = MemoryServer([ServerTable.from_spec(s) for s in project.tables])
+    app = sqlite3.connect(project.config.database_path, isolation_level=None)
+    try:
+        good, bad = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b", "9C0D1E2F-3A4B-4C5D-8E6F-7A8B9C0D1E2F"
+        for key in (good, bad, "00000000-0000-4000-8000-000000000001"):
+            app.execute("INSERT INTO things (id, system_id, v) VALUES (?, 'system-a', 'x')",
+                        (key,))
+        cycles, errors = _cycles(project, store, MemoryRemote(server, system_id="system-a"))
+        _drain(cycles)
+        assert sorted(server.rows("things")) == [
+            "00000000-0000-4000-8000-000000000001", good]
+        (reason,) = [r for (r,) in app.execute(
+            "SELECT reason FROM _tablesync_parked WHERE record_id = ?", (bad,))]
+        assert "'9c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f'" in reason and "'id'" in reason
+        assert any("9C0D1E2F" in e for e in errors)
+    finally:
+        app.close()
+        store.close()

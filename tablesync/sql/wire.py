@@ -22,9 +22,10 @@ a codec whose conversions return their argument unchanged (no per-row cost).
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+import uuid
+from typing import Any, Mapping, Sequence
 
-from tablesync.model import TableSpec
+from tablesync.model import Change, TableSpec
 from tablesync.sql.base import pg_type
 
 
@@ -53,6 +54,27 @@ class Codec:
         self.reals = tuple(c for c, k in kinds.items()
                            if k == "DOUBLE PRECISION" or k.startswith(("DECIMAL", "NUMERIC")))
         self.identity = not (self.bytea or self.jsonb or self.bools or self.reals)
+        # a key Postgres stores in another spelling would become another record id there
+        self.uuid_key = spec.primary_key if kinds.get(spec.primary_key) == "UUID" else None
+
+    def key_problem(self, data: Mapping[str, Any]) -> str | None:
+        """Why this row's primary key would not survive Postgres unchanged, or None: a UUID
+        key not in Postgres' canonical spelling (upper case, braces, no hyphens) is stored
+        as another text, so the server and the other replicas would know the record under
+        an id this replica does not have. Not a UUID at all: None (the server refuses it
+        with its own reason, 22P02, and the record is parked with that)."""
+        value = data.get(self.uuid_key) if self.uuid_key else None
+        if not isinstance(value, str):
+            return None
+        try:
+            canonical = str(uuid.UUID(value))
+        except ValueError:
+            return None
+        if canonical == value:
+            return None
+        return (f"cannot be sent: its primary key {self.uuid_key!r} is {value!r}, which "
+                f"Postgres stores as {canonical!r} (a different record id); write the key "
+                "in that form")
 
     def to_wire(self, data: dict[str, Any]) -> dict[str, Any]:
         """A local row (or part of one) in wire form (a copy when anything changes)."""
@@ -105,6 +127,20 @@ class Codec:
 
 
 _CODECS: dict[int, tuple[TableSpec, Codec]] = {}
+
+
+def key_problems(specs: Mapping[str, TableSpec], batch: Sequence[Change]) -> dict[int, str]:
+    """Index -> reason for each live record of ``batch`` whose key Postgres would store in
+    another spelling (:meth:`Codec.key_problem`); empty for tables without a UUID key."""
+    bad: dict[int, str] = {}
+    for i, ch in enumerate(batch):
+        spec = specs.get(ch.table)
+        if spec is None or ch.state.deleted:
+            continue
+        why = codec(spec).key_problem(ch.state.data)
+        if why is not None:
+            bad[i] = why
+    return bad
 
 
 def codec(spec: TableSpec) -> Codec:
