@@ -40,7 +40,7 @@ from tablesync.conflicts import recent_conflicts, write_conflict_log
 from tablesync.errors import StoreError
 from tablesync.inbox import Inbox, _Fresh, rid_of
 from tablesync.localdb import CHUNK, ROWS_PER_INSERT, park, utcnow
-from tablesync.migrations import migrate
+from tablesync.migrations import WAL_NOTE, migrate
 from tablesync.model import ApplyOutcome, Change
 from tablesync.localdb import metas
 from tablesync.outbox import DEFAULT_MAX_RETRIES, Outbox, Pending, still_pending
@@ -134,13 +134,19 @@ class LocalStore:
         log_path = conflict_log or cfg.resolve_path(cfg.paths.conflict_log)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
+            existed = db.exists() and db.stat().st_size > 0     # the app's own database
             conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False,
                                    timeout=busy_timeout)
-            conn.execute("PRAGMA journal_mode = WAL")
+            old = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            new = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            migrate(conn, project)
+            steps = migrate(conn, project)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{db}: cannot open the local database: {exc}") from exc
+        if existed:     # an app embedding the engine hears of every change, as the CLI does
+            wal = [WAL_NOTE.format(old=old, name=db.name)] if old != new == "wal" else []
+            for step in wal + steps:
+                log.warning("tablesync changed %s: %s", db, step)
         return cls(conn, project, conflict_log=log_path,
                    max_retries=cfg.sync.max_retries)
 

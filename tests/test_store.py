@@ -362,3 +362,24 @@ def test_superseded_newest_entry_is_closed_not_deleted(store: LocalStore, tmp_pa
     conn.execute("INSERT INTO projects (id, system_id, name) VALUES ('q', 'system-a', 'n')")
     (ch,) = store.pending()
     assert ch.queue_ids == (top + 1,) and ch.state.version.hlc > future
+
+
+def test_opening_an_apps_existing_database_announces_every_change(
+        project: Project, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An app embedding the engine (no CLI to print them) hears of the switch to WAL, the
+    tables and the triggers in its log; a file tablesync creates itself is not announced."""
+    db = tmp_path / "app.db"
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("CREATE TABLE notes_of_the_app (id TEXT PRIMARY KEY)")   # the app's data
+    app.close()
+    with caplog.at_level(logging.WARNING, logger="tablesync.store"):
+        LocalStore.open(project, db, conflict_log=tmp_path / "c.log").close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "tablesync.store"]
+    assert any("from delete to WAL" in line and ".backup" in line for line in lines), lines
+    assert any("capture triggers" in line for line in lines), lines
+    assert all(line.startswith(f"tablesync changed {db}: ") for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tablesync.store"):
+        LocalStore.open(project, db, conflict_log=tmp_path / "c.log").close()   # nothing new
+        LocalStore.open(project, tmp_path / "new.db", conflict_log=tmp_path / "c.log").close()
+    assert [r for r in caplog.records if r.name == "tablesync.store"] == []
