@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from tablesync.errors import StoreError
 from tablesync.model import RowState, TableSpec, Version
 from tablesync.sql.base import ident
 
@@ -34,6 +37,33 @@ def utcnow() -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def write_backup_file(folder: Path, stem: str, suffix: str, text: str, *, what: str,
+                      undone: str) -> Path:
+    """``text`` in a new 0600 file ``<stem><UTC time><suffix>`` in ``folder`` (``-<n>``
+    before the suffix when that name is taken within the second), fsynced; its path.
+    Failures are a :class:`StoreError` naming the file, ``what`` was being written and
+    what was therefore left ``undone``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = folder / f"{stem}{stamp}{suffix}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):            # bounded: a free name for this second
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:
+                path = folder / f"{stem}{stamp}-{n}{suffix}"
+        else:
+            raise StoreError(f"{folder}: no free file name for {what}; {undone}")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write {what}: {exc}; {undone}") from exc
+    return path
+
+
 def quote(name: str) -> str:
     """``name`` quoted for SQLite (through sqlglot once per name, then cached)."""
     return ident(name, "sqlite")

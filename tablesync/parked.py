@@ -14,7 +14,6 @@ the store untouched. Used by the status page (``/api/parked``) and ``tablesync s
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tablesync.errors import StoreError
-from tablesync.localdb import echo_guard, images, metas, quote
+from tablesync.localdb import echo_guard, images, metas, quote, write_backup_file
 from tablesync.model import TableSpec
 
 PUSH, PULL = "push", "pull"
@@ -200,25 +199,8 @@ def _utc() -> str:
 def write_backup(folder: Path, table: str, key: str, data: dict[str, Any]) -> Path:
     """``data`` as a new 0600 JSON file ``dropped-<table>-<key>-<time>.json`` in
     ``folder`` (fsynced); its path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{table}-{key}")[:80]
-    path = folder / f"dropped-{safe}-{stamp}.json"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):            # bounded: a free name for this second
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                break
-            except FileExistsError:
-                path = folder / f"dropped-{safe}-{stamp}-{n}.json"
-        else:
-            raise StoreError(f"{folder}: no free backup file name for {table} {key!r}")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, default=str, sort_keys=True, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot write the backup of {table} {key!r}: {exc}; "
-                         f"nothing was dropped") from exc
-    return path
+    text = json.dumps(data, default=str, sort_keys=True, indent=1) + "\n"
+    return write_backup_file(folder, f"dropped-{safe}-", ".json", text,
+                             what=f"the backup of {table} {key!r}",
+                             undone="nothing was dropped")

@@ -9,7 +9,6 @@ caller's write transaction (:meth:`tablesync.store.LocalStore.reset`).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tablesync.errors import StoreError
-from tablesync.localdb import echo_guard, images, metas, quote, utcnow
+from tablesync.localdb import echo_guard, images, metas, quote, utcnow, write_backup_file
 from tablesync.model import TableSpec
 from tablesync.stamp import stamp_pending
 
@@ -95,28 +94,10 @@ def _unsynced_entries(conn: sqlite3.Connection,
 def _write_backup(conn: sqlite3.Connection, entries: list[dict[str, Any]],
                   backup_dir: Path | None) -> Path:
     db = Path(db_path(conn))
-    folder = backup_dir if backup_dir is not None else db.parent
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = folder / f"{db.name}.reset-{stamp}.jsonl"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):            # bounded: a free name for this second
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                break
-            except FileExistsError:
-                path = folder / f"{db.name}.reset-{stamp}-{n}.jsonl"
-        else:
-            raise StoreError(f"{folder}: no free backup file name")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for e in entries:
-                fh.write(json.dumps(e, default=str, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot write the reset backup: {exc}; nothing was "
-                         f"cleared") from exc
-    return path
+    text = "".join(json.dumps(e, default=str, sort_keys=True) + "\n" for e in entries)
+    return write_backup_file(backup_dir if backup_dir is not None else db.parent,
+                             f"{db.name}.reset-", ".jsonl", text, what="the reset backup",
+                             undone="nothing was cleared")
 
 
 def _drop_unacknowledged(conn: sqlite3.Connection, specs: Mapping[str, TableSpec],
