@@ -26,7 +26,7 @@ import psycopg
 from tablesync.errors import AuthError, PayloadError, RemoteError, TransientRemoteError
 from tablesync.model import TableSpec
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, EncodedRows, Page, error_for_status,
-                                   parse_outcomes, validate_row)
+                                   page_of, parse_outcomes)
 from tablesync.sql.base import ident, qualified
 from tablesync.sql.postgres import apply_function_name
 from tablesync.vault import Secret, Tokens
@@ -142,24 +142,5 @@ class PgRemote:
              f"_ts_xid >= %s AND _ts_seq > %s ORDER BY _ts_seq ASC LIMIT {limit}) AS _s")
         found = self._run(f"pull {table}", q, (system_id, int(cursor), int(after_seq)))
         body = json.loads(found) if isinstance(found, str) else []
-        return self._page(table, body)
+        return page_of(table, self.tables.get(table), body)
 
-    def _page(self, table: str, body: list[Any]) -> Page:
-        spec = self.tables.get(table)
-        rows: list[dict[str, Any]] = []
-        rejected: list[PayloadError] = []
-        bad: list[Any] = []
-        last: int | None = None
-        for raw in body:
-            seq = raw.get("_ts_seq") if isinstance(raw, dict) else None
-            if isinstance(seq, int):
-                last = seq if last is None or seq > last else last
-            try:
-                if spec is not None:
-                    validate_row(spec, raw, where=f"pull {table}")
-            except PayloadError as exc:
-                rejected.append(exc)
-                bad.append(raw)
-                continue
-            rows.append(raw)
-        return Page(rows, rejected, len(body), last, bad)

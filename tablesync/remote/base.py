@@ -276,6 +276,38 @@ OnStatus = Callable[[str, bool], Awaitable[None] | None]
 # ---------------------------------------------------------------------- error mapping
 
 
+def page_of(table: str, spec: TableSpec | None, body: list[Any],
+            ok: Callable[[Any], bool] | None = None) -> Page:
+    """A catch-up response (a JSON array of rows) as a :class:`Page`: rows that pass
+    :func:`validate_row` (``ok``, a :func:`row_checker`, is tried first: the fast path for
+    well-formed rows) and carry an integer ``_ts_seq``; the others rejected with the
+    reason. The page's last sequence counts every row with one, rejected or not."""
+    rows: list[dict[str, Any]] = []
+    rejected: list[PayloadError] = []
+    bad: list[Any] = []
+    last: int | None = None
+    for i, raw in enumerate(body):
+        seq = raw.get("_ts_seq") if isinstance(raw, dict) else None
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            last = seq if last is None or seq > last else last
+            if ok is not None and ok(raw):     # the common case: a well-formed row
+                rows.append(raw)
+                continue
+        try:
+            if spec is not None:
+                validate_row(spec, raw, where=f"pull {table}")
+            elif not isinstance(raw, dict):
+                raise PayloadError(f"pull {table}: row {i} is not an object")
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise PayloadError(f"pull {table}: row {i} has no integer _ts_seq")
+        except PayloadError as exc:
+            rejected.append(exc)
+            bad.append(raw)
+            continue
+        rows.append(raw)
+    return Page(rows, rejected, len(body), last, bad)
+
+
 def error_for_status(status: int, body: Any, *, where: str,
                      retry_after: float | None = None) -> RemoteError:
     """The typed error for an HTTP error response (``body`` parsed JSON or text)."""

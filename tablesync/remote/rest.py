@@ -21,7 +21,7 @@ from tablesync.model import TableSpec
 from tablesync.remote.base import (
     MAX_PAGE, ApplyOutcome, DeadSessionError, EncodedRows, ExpiredTokenError, Page,
     ResponseTooLarge,
-    TokenSource, error_for_status, parse_outcomes, row_checker, validate_row,
+    TokenSource, error_for_status, page_of, parse_outcomes, row_checker,
 )
 from tablesync.vault import Secret, Tokens
 
@@ -270,31 +270,7 @@ class RestRemote:
 
     def _page(self, table: str, body: list[Any]) -> Page:
         spec = self.tables.get(table)
-        ok = self._checker(spec) if spec is not None else None
-        rows: list[dict[str, Any]] = []
-        rejected: list[PayloadError] = []
-        bad: list[Any] = []
-        last: int | None = None
-        for i, raw in enumerate(body):
-            seq = raw.get("_ts_seq") if isinstance(raw, dict) else None
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                last = seq if last is None or seq > last else last
-                if ok is not None and ok(raw):     # the common case: a well-formed row
-                    rows.append(raw)
-                    continue
-            try:
-                if spec is not None:
-                    validate_row(spec, raw, where=f"pull {table}")
-                elif not isinstance(raw, dict):
-                    raise PayloadError(f"pull {table}: row {i} is not an object")
-                if not isinstance(seq, int) or isinstance(seq, bool):
-                    raise PayloadError(f"pull {table}: row {i} has no integer _ts_seq")
-            except PayloadError as exc:
-                rejected.append(exc)
-                bad.append(raw)
-                continue
-            rows.append(raw)
-        return Page(rows, rejected, len(body), last, bad)
+        return page_of(table, spec, body, self._checker(spec) if spec is not None else None)
 
     def _checker(self, spec: TableSpec) -> Callable[[Any], bool]:
         hit = self._checkers.get(spec.name)
