@@ -31,7 +31,7 @@ from tablesync.project import Project
 from tablesync.remote.base import (MAX_PAGE, ApplyOutcome, ForbiddenError, Page, Remote,
                                    ResponseTooLarge, encoded_rows, unencodable)
 from tablesync.rows import row_from_state
-from tablesync.sql.wire import key_problems
+from tablesync.sql.wire import codec, key_problems
 from tablesync.sender import NotSent, Sender, server_hlc
 from tablesync.store import LocalStore
 from tablesync.summary import SyncSummary, note
@@ -70,7 +70,7 @@ class Cycles:
         self.chunk = max(batch_size * 20, PENDING_CHUNK)
         self._more = False                      # the store holds more than the cached chunk
         self._failed: set[tuple[str, str]] = set()   # 'error' outcomes in this drain
-        self._solo, self._specs = 0, {t.name: t for t in project.tables}
+        self._solo, self._uuid_keyed = 0, {t.name: t for t in project.tables if codec(t).uuid_key}
         # a statement timeout (SQLSTATE 57014: hosted Supabase stops `authenticated`
         # statements after 8 s) halves the batch size for the rest of the drain
         self._cap: int | None = None
@@ -222,7 +222,7 @@ class Cycles:
         batch = self._take_batch()
         rows = [row_from_state(c.state) for c in batch]
         encoded = encoded_rows(rows)
-        bad = key_problems(self._specs, batch)    # a key Postgres spells differently
+        bad = key_problems(self._uuid_keyed, batch) if self._uuid_keyed else {}
         if not encoded.body:
             bad.update(unencodable(rows))
         if not bad:
